@@ -1,0 +1,180 @@
+"""The `pbe-fs` command: argument parsing, logging and exit codes only.
+
+Exit codes: 0 success, 1 the work failed (pixiv down, another sync running,
+a work that could not be fetched), 2 bad usage or bad config.json, 130
+interrupted. A user mistake is one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any
+
+from . import __version__
+from . import config as config_mod
+from .archive import Archive
+from .errors import PbeError
+from .progress import human_bytes
+
+log = logging.getLogger("pbe_fs")
+
+
+class Redact(logging.Filter):
+    """Replace every secret with *** in every record, whatever logged it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secrets:
+            message = record.getMessage()
+            for secret in self.secrets:
+                message = message.replace(secret, "***")
+            record.msg, record.args = message, None
+        return True
+
+
+_redact = Redact()
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("pbe-fs: %(levelname)s: %(message)s" if verbose else "pbe-fs: %(message)s"))
+    handler.addFilter(_redact)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
+    logging.getLogger("pbe_fs").setLevel(logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO))
+    for noisy in ("urllib3", "requests", "PIL", "pixivpy3"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose > 1 else logging.WARNING)
+
+
+def _load(args: argparse.Namespace) -> config_mod.Config:
+    cfg = config_mod.load(args.config)
+    _redact.secrets = cfg.secrets()
+    return cfg
+
+
+def _client(cfg: config_mod.Config) -> Any:
+    from .pixiv import PixivClient
+
+    def rotated(access: str, refresh: str) -> None:
+        config_mod.save_tokens(cfg, access, refresh)
+        _redact.secrets = cfg.secrets()
+
+    return PixivClient(cfg.settings.pixiv, on_tokens=rotated)
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from .progress import Progress
+    from .sync import Syncer
+
+    cfg = _load(args)
+    progress = Progress(enabled=False if args.no_progress else None)
+    result = Syncer(cfg, _client(cfg), full=args.full, progress=progress).run()
+    log.info("sync done: %s", result.describe())
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .status import status
+
+    cfg = _load(args)
+    data = status(Archive(cfg.archive_path))
+    if args.json:
+        json.dump(data, sys.stdout, ensure_ascii=False, indent=2)
+        print()
+        return 0
+    print(f"archive    {data['archive']}")
+    print(f"artworks   {data['artworks']} ({data.get('live', 0)} live, {len(data['gone'])} gone, "
+          f"{data.get('nsfw', 0)} NSFW, {data.get('private', 0)} private)")
+    print(f"files      {data['files']}, {human_bytes(data['bytes'])}"
+          + (f" ({human_bytes(data['disk_free'])} free on disk)" if "disk_free" in data else ""))
+    last = data["last_sync"]
+    if last:
+        print(f"last sync  {last['started_at']} {last['mode']}: {last['status']}, {last['new_works']} new"
+              + (f" ({last['message']})" if last["message"] else ""))
+    else:
+        print("last sync  never: run `pbe-fs sync`")
+    if data.get("pending"):
+        print(f"pending    {data['pending']} works from an unfinished sync: run `pbe-fs sync`")
+    for work in data["gone"]:
+        print(f"gone       {work['id']} {work['title']!r} since {work['since']} ({work['reason']})")
+    for work in data["lost"]:
+        print(f"lost       {work['id']} since {work['since']} ({work['reason']}): never archived")
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    from .maintenance import delete
+
+    cfg = _load(args)
+    delete(Archive(cfg.archive_path), args.id, force=args.force)
+    log.info("deleted %d from the archive", args.id)
+    return 0
+
+
+def cmd_reindex(args: argparse.Namespace) -> int:
+    from .maintenance import reindex
+
+    cfg = _load(args)
+    count = reindex(Archive(cfg.archive_path))
+    log.info("index rebuilt: %d artworks", count)
+    return 0
+
+
+def _artwork_id(text: str) -> int:
+    if not text.isdigit() or int(text) <= 0:
+        raise argparse.ArgumentTypeError(f"not an artwork id: {text!r}")
+    return int(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pbe-fs", description="Back up your pixiv bookmarks and browse them as files.")
+    parser.add_argument("-c", "--config", default="config.json", help="path to config.json (default: ./config.json)")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: HTTP too)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    parser.add_argument("--version", action="version", version=f"pbe-fs {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("sync", help="fetch new bookmarks into the archive")
+    p.add_argument("--full", action="store_true", help="walk every bookmark, re-fetch missing or damaged files, detect gone works")
+    p.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
+    p.set_defaults(func=cmd_sync)
+
+    p = sub.add_parser("status", help="what is archived, last sync, gone and lost works")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("delete", help="remove one artwork from the archive")
+    p.add_argument("id", type=_artwork_id)
+    p.add_argument("--force", action="store_true", help="delete even a work that is gone from pixiv")
+    p.set_defaults(func=cmd_delete)
+
+    p = sub.add_parser("reindex", help="rebuild the index from the archive files")
+    p.set_defaults(func=cmd_reindex)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose, args.quiet)
+    try:
+        return args.func(args)
+    except PbeError as exc:
+        print(f"pbe-fs: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("pbe-fs: interrupted", file=sys.stderr)
+        return 130
+    except OSError as exc:  # disk full, permission denied: the user's to fix, not a bug
+        print(f"pbe-fs: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,225 @@
+"""Load, validate and save config.json.
+
+The seed app's file is accepted as it is: every key it knew keeps its meaning,
+unknown top-level keys are kept (and written back untouched), and every key
+pbe-fs added has a default, so ``{"pixiv": {"refresh": "..."}}`` is a whole
+config. Validation is pydantic's; this module only turns its errors into one
+line a user can act on ("sync.concurrency: must be at least 1").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError
+
+DEFAULT_API_HOST = "https://app-api.pixiv.net"
+NSFW_POLICIES = ("enabled", "hidden", "required", "disabled")
+SIZES = ("original", "large", "medium", "square_medium")
+
+Size = Literal["original", "large", "medium", "square_medium"]
+NsfwPolicy = Literal["enabled", "hidden", "required", "disabled"]
+
+
+class _Section(BaseModel):
+    # Seed files may carry keys we do not know yet; keep them rather than refuse.
+    model_config = ConfigDict(extra="allow")
+
+
+class PixivSection(_Section):
+    access: str = ""
+    refresh: str
+    api_host: str = DEFAULT_API_HOST
+    timeout: float = Field(30.0, gt=0, description="seconds per HTTP request")
+    retries: int = Field(6, ge=0, description="attempts after the first for a failing request")
+    backoff: float = Field(1.0, ge=0, description="first retry delay in seconds, doubled each time")
+    rate_limit_wait: float = Field(300.0, ge=0, description="seconds to wait on 403 Rate Limit")
+
+    @field_validator("refresh")
+    @classmethod
+    def _refresh_present(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("empty: a refresh token is required (get one with `pbe-fs login`)")
+        return value
+
+    @field_validator("api_host")
+    @classmethod
+    def _api_host_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+
+class HomeSection(_Section):
+    image: Size = "original"
+    ipp: int = Field(50, ge=1, le=1000)
+    order: Literal["default", "asc", "desc"] = "default"
+
+
+class ArtworkSection(_Section):
+    image: Size = "original"
+
+
+class DisplaySection(_Section):
+    home: HomeSection = HomeSection()
+    artwork: ArtworkSection = ArtworkSection()
+    nsfw: NsfwPolicy = "hidden"
+
+
+class FilesystemOptions(_Section):
+    path: str = "./data"
+
+
+class CacheSection(_Section):
+    path: str = "./cache"
+    max_gb: float = Field(5.0, gt=0)
+
+
+class SyncSection(_Section):
+    interval_minutes: float = Field(60.0, gt=0)
+    private: bool = True
+    concurrency: int = Field(4, ge=1, le=64)
+    sizes: list[Size] = Field(default_factory=lambda: list(SIZES), min_length=1)
+
+
+class WebdavSection(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+
+
+class MountSection(_Section):
+    path: str = ""
+
+
+class Settings(_Section):
+    pixiv: PixivSection
+    display: DisplaySection = DisplaySection()
+    app_key: str = ""
+    read_only: bool = True
+    read_only_token: str = ""
+    temp_path: str = "./tmp"
+    filesystem: Literal["local"] = "local"
+    filesystem_options: FilesystemOptions = FilesystemOptions()
+    cache: CacheSection = CacheSection()
+    sync: SyncSection = SyncSection()
+    webdav: WebdavSection = WebdavSection()
+    mount: MountSection = MountSection()
+
+
+@dataclass
+class Config:
+    """A validated config plus where it came from, so paths and token
+    rotation are resolved against the file rather than the caller's cwd."""
+
+    path: Path
+    settings: Settings
+
+    def resolve(self, value: str) -> Path:
+        """Config paths are relative to the config file's folder."""
+        p = Path(os.path.expanduser(value))
+        return p if p.is_absolute() else (self.path.parent / p).resolve()
+
+    @property
+    def archive_path(self) -> Path:
+        return self.resolve(self.settings.filesystem_options.path)
+
+    @property
+    def temp_path(self) -> Path:
+        return self.resolve(self.settings.temp_path)
+
+    @property
+    def cache_path(self) -> Path:
+        return self.resolve(self.settings.cache.path)
+
+    def secrets(self) -> list[str]:
+        """Every value that must never reach a log line or a file in the tree."""
+        s = self.settings
+        return [v for v in (s.pixiv.access, s.pixiv.refresh, s.read_only_token, s.app_key) if v]
+
+
+def _describe(error: dict[str, Any]) -> str:
+    loc = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    kind = error["type"]
+    if kind == "missing":
+        reason = "missing"
+        if error["loc"] == ("pixiv",) or error["loc"] == ("pixiv", "refresh"):
+            reason = "missing: a refresh token is required (get one with `pbe-fs login`)"
+    elif kind == "literal_error":
+        expected = error.get("ctx", {}).get("expected", "")
+        reason = f"{error.get('input')!r} is not one of {expected}"
+    elif kind == "value_error":
+        reason = str(error.get("ctx", {}).get("error", error["msg"]))
+    else:
+        reason = error["msg"][0].lower() + error["msg"][1:]
+        if "input" in error and not isinstance(error["input"], (dict, list)):
+            reason += f" (got {error['input']!r})"
+    return f"{loc}: {reason}"
+
+
+def parse(data: Any, path: Path) -> Config:
+    """Validate an already-decoded config; raise ConfigError naming the key."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a JSON object")
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        raise ConfigError(f"{path}: {_describe(first)}") from None
+    return Config(path=path.resolve(), settings=settings)
+
+
+def load(path: str | os.PathLike[str]) -> Config:
+    """Read and validate config.json; every failure is one ConfigError line."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: not found (copy config.json from the README and add your refresh token)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: cannot read: {exc}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{p}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    return parse(data, p)
+
+
+def save_tokens(config: Config, access: str, refresh: str) -> None:
+    """Write rotated tokens back into the file the config came from.
+
+    Only ``pixiv.access`` and ``pixiv.refresh`` change; every other key, the
+    key order and the file mode stay as they were. The write is atomic (a
+    temporary file in the same folder, fsync, rename), so a crash leaves
+    either the old file or the new one, never half of each.
+    """
+    path = config.path
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data.setdefault("pixiv", {})
+    data["pixiv"]["access"] = access
+    data["pixiv"]["refresh"] = refresh
+    st = path.stat()
+    fd, tmp = tempfile.mkstemp(prefix=".config-", suffix=".json", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, ensure_ascii=False, indent=2)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, st.st_mode & 0o7777)
+        try:
+            os.chown(tmp, st.st_uid, st.st_gid)
+        except PermissionError:
+            pass
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    config.settings.pixiv.access = access
+    config.settings.pixiv.refresh = refresh

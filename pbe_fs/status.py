@@ -1,0 +1,41 @@
+"""What the archive holds, as one JSON-able dict (`pbe-fs status`, status.json)."""
+
+from __future__ import annotations
+
+import shutil
+from typing import Any
+
+from .archive import Archive
+from .index import Index
+
+
+def status(archive: Archive) -> dict[str, Any]:
+    """Counts, bytes, last sync, and the works pixiv lost: read-only, lock-free."""
+    if not archive.index_path.exists():
+        return {"archive": str(archive.root), "artworks": 0, "files": 0, "bytes": 0, "live": 0,
+                "gone": [], "lost": [], "last_sync": None, "pending": 0}
+    index = Index(archive.index_path)
+    try:
+        db = index.db
+        counts = db.execute("SELECT count(*), coalesce(sum(bytes), 0), coalesce(sum(state = 'live'), 0),"
+                            " coalesce(sum(x_restrict > 0), 0), coalesce(sum(restrict = 'private'), 0) FROM artworks").fetchone()
+        files = db.execute("SELECT count(*) FROM files").fetchone()[0]
+        gone = [dict(r) for r in db.execute(
+            "SELECT id, title, state_reason AS reason, state_at AS since FROM artworks WHERE state = 'gone' ORDER BY state_at, id")]
+        lost = [dict(r) for r in db.execute("SELECT id, reason, first_seen AS since FROM lost ORDER BY first_seen, id")]
+        last = db.execute("SELECT * FROM sync_runs ORDER BY id DESC LIMIT 1").fetchone()
+        last_ok = db.execute("SELECT finished_at FROM sync_runs WHERE status = 'ok' ORDER BY id DESC LIMIT 1").fetchone()
+        pending = db.execute("SELECT count(*) FROM pending").fetchone()[0]
+        usage = shutil.disk_usage(archive.root)
+        return {
+            "archive": str(archive.root),
+            "artworks": counts[0], "live": counts[2], "nsfw": counts[3], "private": counts[4],
+            "files": files, "bytes": counts[1], "pending": pending,
+            "disk_free": usage.free,
+            "last_sync": dict(last) if last else None,
+            "last_successful_sync": last_ok[0] if last_ok else None,
+            "gone": gone, "lost": lost,
+            "generation": index.generation(),
+        }
+    finally:
+        index.close()

@@ -1,0 +1,517 @@
+"""The sync engine: walk the bookmarks, plan, download, commit.
+
+A sync runs in four steps, each safe to interrupt with kill -9:
+
+1. **Walk** the bookmark lists (public, then private), newest first, one API
+   call at a time. New works go to the index's ``pending`` table with their
+   raw JSON (and ugoira metadata), so memory stays flat however many there
+   are. Placeholders mark archived works gone or record lost ones; an
+   incremental sync stops at the first bookmark already archived.
+2. **Number** the new works: ingress numbers are handed out oldest first,
+   once, and never reused.
+3. **Download** every file of every pending work, ``sync.concurrency`` at a
+   time: into ``temp_path``, checked (length, decode), then moved into the
+   work's folder under ``.pbe/incoming``. Files already there from an
+   interrupted run are re-checked instead of fetched again.
+4. **Commit** a work once all of its files are in: write ``pixiv.json`` and
+   ``pbe.json``, rename the folder into ``artworks/`` and index it in one
+   transaction. Until then nothing of it is visible.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from . import illust
+from .archive import (RECORD_FORMAT, Archive, DamagedFile, StoredFile, digest_file, move_into, probe, read_json,
+                      write_json)
+from .config import Config
+from .errors import PbeError
+from .illust import FileSpec
+from .index import Index
+from .pixiv import NotFound, PixivClient
+from .progress import Progress
+
+log = logging.getLogger("pbe_fs.sync")
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+@dataclass
+class SyncResult:
+    new: int = 0
+    files: int = 0
+    bytes: int = 0
+    gone: int = 0
+    lost: int = 0
+    restored: int = 0
+    repaired: int = 0
+    failed: list[int] = field(default_factory=list)
+
+    def describe(self) -> str:
+        parts = [f"{self.new} new works", f"{self.files} files", f"{self.bytes} bytes"]
+        for name in ("gone", "lost", "restored", "repaired"):
+            if getattr(self, name):
+                parts.append(f"{getattr(self, name)} {name}")
+        if self.failed:
+            parts.append(f"{len(self.failed)} failed")
+        return ", ".join(parts)
+
+
+@dataclass
+class _Job:
+    """One work being fetched: a new one into incoming/, or repairs in place."""
+
+    id: int
+    folder: Path
+    specs: list[FileSpec]
+    repair: bool = False
+    row: dict[str, Any] = field(default_factory=dict)
+    outstanding: int = 0
+    stored: dict[str, StoredFile] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    zip_fallback: bool = False
+
+
+def _temp_name(temp: Path, artwork_id: int) -> Path:
+    return temp / f"pbe-{artwork_id}-{uuid.uuid4().hex}.part"
+
+
+class Syncer:
+    """One sync run over one archive."""
+
+    def __init__(self, config: Config, client: PixivClient, *, full: bool = False,
+                 progress: Progress | None = None) -> None:
+        self.config = config
+        self.settings = config.settings
+        self.client = client
+        self.full = full
+        self.archive = Archive(config.archive_path)
+        self.temp = config.temp_path
+        self.progress = progress or Progress(enabled=False)
+        self.result = SyncResult()
+        self.index: Index | None = None
+        self._seen: set[int] = set()
+        self._walk_complete = True
+        self._found = 0
+
+    # -- entry point -----------------------------------------------------------
+    def run(self) -> SyncResult:
+        # Authenticate before touching anything: a bad token changes nothing.
+        self.client.authenticate()
+        self.archive.ensure()
+        self.temp.mkdir(parents=True, exist_ok=True)
+        with self.archive.lock():
+            self.index = Index(self.archive.index_path)
+            run_id = self._start_run()
+            status, message = "failed", ""
+            try:
+                self._clean_temp()
+                self._recover()
+                self._walk_all()
+                self._number_new()
+                self._download(self._jobs())
+                if self.full:
+                    self._download(self._repair_jobs())
+                status = "partial" if self.result.failed else "ok"
+            except PbeError as exc:
+                message = str(exc)
+                raise
+            except KeyboardInterrupt:
+                status, message = "interrupted", "interrupted"
+                raise
+            finally:
+                self._clean_temp()
+                self.archive.empty_trash()
+                self._finish_run(run_id, status, message)
+                self.progress.close()
+                self.index.close()
+        if self.result.failed:
+            raise PbeError(f"sync incomplete: {len(self.result.failed)} works could not be fetched "
+                           f"({', '.join(map(str, self.result.failed[:10]))}); run `pbe-fs sync` again")
+        return self.result
+
+    @property
+    def db(self) -> Any:
+        assert self.index is not None
+        return self.index.db
+
+    def _start_run(self) -> int:
+        with self.index.write() as db:  # type: ignore[union-attr]
+            db.execute("UPDATE sync_runs SET status = 'interrupted' WHERE status = 'running'")
+            cur = db.execute("INSERT INTO sync_runs (started_at, mode, status) VALUES (?, ?, 'running')",
+                             (now(), "full" if self.full else "incremental"))
+            return int(cur.lastrowid)
+
+    def _finish_run(self, run_id: int, status: str, message: str) -> None:
+        r = self.result
+        with self.index.write() as db:  # type: ignore[union-attr]
+            db.execute("UPDATE sync_runs SET finished_at=?, status=?, new_works=?, files=?, bytes=?, gone=?, lost=?,"
+                       " message=? WHERE id=?", (now(), status, r.new, r.files, r.bytes, r.gone, r.lost, message, run_id))
+
+    def _clean_temp(self) -> None:
+        """Downloads in temp_path belong to this process alone (we hold the
+        lock): whatever is there was left by a killed sync."""
+        for stray in self.temp.glob("pbe-*.part"):
+            stray.unlink(missing_ok=True)
+
+    def _recover(self) -> None:
+        """Finish what a killed sync left between its steps."""
+        pending = {row[0] for row in self.db.execute("SELECT id FROM pending")}
+        for aid in pending:
+            if self.archive.has_artwork(aid) and self.index.artwork(aid) is None:  # type: ignore[union-attr]
+                record, raw = self.archive.read_artwork(aid)
+                self._index_artwork(record, raw)
+                log.info("recovered %d from an interrupted sync", aid)
+        if self.archive.incoming.is_dir():
+            for folder in self.archive.incoming.iterdir():
+                if not folder.name.isdigit() or int(folder.name) not in pending:
+                    self.archive.discard(folder)
+
+    # -- step 1: walk ------------------------------------------------------------
+    def _walk_all(self) -> None:
+        restricts = ["public"] + (["private"] if self.settings.sync.private else [])
+        row = self.db.execute("SELECT coalesce(max(found), 0) FROM pending").fetchone()
+        self._found = row[0]
+        for restrict in restricts:
+            self._walk(restrict)
+        if self.full and self._walk_complete:
+            self._mark_unbookmarked()
+
+    def _walk(self, restrict: str) -> None:
+        archived = {r[0] for r in self.db.execute("SELECT id FROM artworks")}
+        pending = {r[0] for r in self.db.execute("SELECT id FROM pending")}
+        deleted = {r[0]: r[1] for r in self.db.execute("SELECT id, seq FROM deleted")}
+        lost = {r[0] for r in self.db.execute("SELECT id FROM lost")}
+        for page in self.client.bookmarks(restrict):
+            for item in page:
+                aid = int(item["id"])
+                self._seen.add(aid)
+                reason = illust.placeholder_reason(item)
+                if aid in archived:
+                    if reason:
+                        self._mark_gone(aid, reason)
+                    else:
+                        self._seen_again(aid, restrict)
+                    if not self.full:
+                        return
+                elif reason:
+                    if aid in pending:
+                        with self.index.write() as db:  # type: ignore[union-attr]
+                            db.execute("DELETE FROM pending WHERE id = ?", (aid,))
+                        pending.discard(aid)
+                    if aid not in lost and aid not in deleted:
+                        self._record_lost(aid, restrict, reason)
+                        lost.add(aid)
+                elif aid in pending or (aid in deleted and not self.full):
+                    continue
+                else:
+                    self._queue(item, restrict, deleted.get(aid))
+                    pending.add(aid)
+        # Reaching the end of the list is what lets --full call a work unbookmarked.
+
+    def _queue(self, item: dict[str, Any], restrict: str, tombstone_seq: int | None) -> None:
+        aid = int(item["id"])
+        ugoira = None
+        if item.get("type") == "ugoira":
+            ugoira = self.client.ugoira_metadata(aid)
+            if ugoira is None:
+                log.warning("%d: pixiv has no ugoira metadata for it; will retry next sync", aid)
+                return
+        history = [{"at": now(), "event": "bookmarked", "restrict": restrict}]
+        if tombstone_seq is not None:
+            old = self._side("deleted", aid)
+            history = (old.get("history") or []) + [{"at": now(), "event": "refetched"}]
+        self._found += 1
+        with self.index.write() as db:  # type: ignore[union-attr]
+            db.execute("INSERT INTO pending (id, found, seq, restrict, raw, ugoira, history) VALUES (?,?,?,?,?,?,?)",
+                       (aid, self._found, tombstone_seq, restrict, json.dumps(item, ensure_ascii=False),
+                        json.dumps(ugoira, ensure_ascii=False) if ugoira else None, json.dumps(history, ensure_ascii=False)))
+
+    def _side(self, kind: str, aid: int) -> dict[str, Any]:
+        path = getattr(self.archive, kind) / f"{aid}.json"
+        return read_json(path) if path.exists() else {}
+
+    def _update_record(self, aid: int, change: Any) -> None:
+        """Apply ``change(record)`` to pbe.json (atomically), then the index.
+        ``change`` returns False when there is nothing to do."""
+        record, raw = self.archive.read_artwork(aid)
+        if change(record) is False:
+            return
+        self.archive.write_record(self.archive.artwork_dir(aid), record)
+        self._index_artwork(record, raw)
+
+    def _index_artwork(self, record: dict[str, Any], raw: dict[str, Any]) -> None:
+        with self.index.write() as db:  # type: ignore[union-attr]
+            Index.put_artwork(db, record, raw)
+            db.execute("DELETE FROM pending WHERE id = ?", (record["id"],))
+
+    def _mark_gone(self, aid: int, reason: str) -> None:
+        def change(record: dict[str, Any]) -> bool:
+            if record.get("gone"):
+                return False
+            at = now()
+            record["gone"] = {"at": at, "reason": reason}
+            record["history"].append({"at": at, "event": "gone", "reason": reason})
+            return True
+        before = self.result.gone
+        self._update_record(aid, lambda r: change(r) and self._count("gone"))
+        if self.result.gone > before:
+            log.warning("%d is gone from pixiv (%s); the archived copy is kept", aid, reason)
+
+    def _count(self, name: str) -> bool:
+        setattr(self.result, name, getattr(self.result, name) + 1)
+        return True
+
+    def _seen_again(self, aid: int, restrict: str) -> None:
+        def change(record: dict[str, Any]) -> bool:
+            at, changed = now(), False
+            if record.get("gone"):
+                record["gone"] = None
+                record["history"].append({"at": at, "event": "restored"})
+                self._count("restored")
+                changed = True
+            if record.get("restrict") != restrict:
+                record["history"].append({"at": at, "event": "restrict", "from": record.get("restrict"), "to": restrict})
+                record["restrict"] = restrict
+                changed = True
+            if not record.get("bookmarked", True):
+                record["bookmarked"] = True
+                record["history"].append({"at": at, "event": "bookmarked", "restrict": restrict})
+                changed = True
+            return changed
+        row = self.index.artwork(aid)  # type: ignore[union-attr]
+        if row is not None and row["state"] == "live" and row["restrict"] == restrict and row["bookmarked"]:
+            return  # the common case: nothing to read or write
+        self._update_record(aid, change)
+
+    def _record_lost(self, aid: int, restrict: str, reason: str) -> None:
+        data = {"id": aid, "restrict": restrict, "reason": reason, "first_seen": now()}
+        self.archive.write_side("lost", aid, data)
+        with self.index.write() as db:  # type: ignore[union-attr]
+            Index.put_lost(db, data)
+        self.result.lost += 1
+        log.warning("%d was hidden or deleted on pixiv before it could be archived (%s): recorded as lost", aid, reason)
+
+    def _mark_unbookmarked(self) -> None:
+        rows = self.db.execute("SELECT id FROM artworks WHERE bookmarked = 1").fetchall()
+        for (aid,) in rows:
+            if aid in self._seen:
+                continue
+
+            def change(record: dict[str, Any]) -> None:
+                record["bookmarked"] = False
+                record["history"].append({"at": now(), "event": "unbookmarked"})
+            self._update_record(aid, change)
+            log.info("%d is no longer bookmarked on pixiv; the archived copy is kept", aid)
+
+    # -- step 2: number ----------------------------------------------------------
+    def _number_new(self) -> None:
+        rows = self.db.execute("SELECT id, restrict, found FROM pending WHERE seq IS NULL").fetchall()
+        if not rows:
+            return
+        # Oldest first within each list; the lists do not say how they interleave.
+        order = sorted(rows, key=lambda r: (r["restrict"] != "public", -r["found"]))
+        with self.index.write() as db:  # type: ignore[union-attr]
+            first = Index.take_seqs(db, len(order))
+            db.executemany("UPDATE pending SET seq = ? WHERE id = ?", [(first + n, r["id"]) for n, r in enumerate(order)])
+
+    # -- step 3: download --------------------------------------------------------
+    def _jobs(self) -> Iterator[_Job]:
+        ids = [r[0] for r in self.db.execute("SELECT id FROM pending WHERE seq IS NOT NULL ORDER BY seq")]
+        self.progress.add_works(len(ids))
+        for aid in ids:
+            row = dict(self.db.execute("SELECT * FROM pending WHERE id = ?", (aid,)).fetchone())
+            raw = json.loads(row["raw"])
+            ugoira = json.loads(row["ugoira"]) if row["ugoira"] else None
+            try:
+                specs = self._specs(raw, ugoira)
+            except ValueError as exc:
+                specs, error = [], str(exc)
+            else:
+                error = "pixiv lists no image for it"
+            if not specs:
+                log.error("%d: %s", aid, error)
+                self.result.failed.append(aid)
+                continue
+            self.archive.incoming_dir(aid).mkdir(parents=True, exist_ok=True)
+            yield _Job(aid, self.archive.incoming_dir(aid), specs, row=row)
+
+    def _specs(self, raw: dict[str, Any], ugoira: dict[str, Any] | None) -> list[FileSpec]:
+        sizes = list(self.settings.sync.sizes)
+        if ugoira is None:
+            return illust.file_specs(raw, sizes)
+        specs = illust.file_specs(raw, sizes, with_originals=False)
+        if "original" in sizes:
+            frames = illust.ugoira_frame_specs(raw, len(illust.ugoira_frames(ugoira)))
+            fallback = illust.ugoira_zip_spec(ugoira)
+            specs += frames or ([fallback] if fallback else [])
+        return specs
+
+    def _repair_jobs(self) -> Iterator[_Job]:
+        """--full: every archived file is checked against its SHA-256, and
+        sizes added to the config since are fetched."""
+        for (aid,) in self.db.execute("SELECT id FROM artworks ORDER BY seq").fetchall():
+            folder = self.archive.artwork_dir(aid)
+            record, raw = self.archive.read_artwork(aid)
+            specs = []
+            for f in record["files"]:
+                path = folder / f["path"]
+                if not path.is_file() or path.stat().st_size != f["size"] or digest_file(path).sha256 != f["sha256"]:
+                    log.warning("%d: %s is missing or damaged", aid, f["path"])
+                    specs.append(FileSpec(f["url"], f["path"], f["role"], f["page"], "zip" if f["role"] == "ugoira_zip" else "image"))
+            if not record.get("gone"):
+                have = {f["path"] for f in record["files"]}
+                specs += [s for s in illust.file_specs(raw, list(self.settings.sync.sizes),
+                                                       with_originals=raw.get("type") != "ugoira") if s.path not in have]
+            if specs:
+                if record.get("gone"):
+                    log.error("%d: damaged, and it is gone from pixiv: cannot repair %d files", aid, len(specs))
+                    continue
+                self.progress.add_works(1)
+                yield _Job(aid, folder, specs, repair=True)
+
+    def _download(self, jobs: Iterator[_Job]) -> None:
+        window = self.settings.sync.concurrency * 2
+        queue: deque[tuple[_Job, FileSpec]] = deque()
+        inflight: dict[Future[StoredFile], tuple[_Job, FileSpec]] = {}
+        jobs_left = True
+        with ThreadPoolExecutor(self.settings.sync.concurrency, thread_name_prefix="download") as pool:
+            while True:
+                while len(inflight) < window:
+                    if not queue and jobs_left:
+                        job = next(jobs, None)
+                        if job is None:
+                            jobs_left = False
+                        else:
+                            job.outstanding = len(job.specs)
+                            queue.extend((job, spec) for spec in job.specs)
+                    if not queue:
+                        break
+                    job, spec = queue.popleft()
+                    inflight[pool.submit(self._fetch, job, spec)] = (job, spec)
+                if not inflight:
+                    return
+                done, _ = wait(inflight, return_when=FIRST_COMPLETED)
+                for future in done:
+                    job, spec = inflight.pop(future)
+                    extra = self._collect(job, spec, future)
+                    if extra:
+                        job.outstanding += 1
+                        queue.appendleft((job, extra))
+                    job.outstanding -= 1
+                    if job.outstanding == 0:
+                        self._finish(job)
+
+    def _fetch(self, job: _Job, spec: FileSpec) -> StoredFile:
+        """Runs in a download thread: get one file into the job's folder."""
+        dest = job.folder / spec.path
+        if not job.repair and dest.is_file():
+            try:  # complete by construction; checked again all the same
+                digest = digest_file(dest)
+                width, height, fmt = probe(dest, spec.kind)
+                return StoredFile(spec.path, spec.role, spec.page, digest.size, digest.crc32, digest.sha256,
+                                  width, height, fmt, spec.url)
+            except (DamagedFile, OSError):
+                dest.unlink(missing_ok=True)
+        tmp = _temp_name(self.temp, job.id)
+        try:
+            digest, (width, height, fmt) = self.client.download(spec.url, tmp, lambda p: probe(p, spec.kind))
+            move_into(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return StoredFile(spec.path, spec.role, spec.page, digest.size, digest.crc32, digest.sha256,
+                          width, height, fmt, spec.url)
+
+    def _collect(self, job: _Job, spec: FileSpec, future: Future[StoredFile]) -> FileSpec | None:
+        """Record one finished file; return a file to fetch instead, if any."""
+        try:
+            stored = future.result()
+        except NotFound:
+            if spec.role == "original" and "_ugoira" in spec.path and not job.zip_fallback:
+                job.zip_fallback = True
+                ugoira = json.loads(job.row["ugoira"])
+                fallback = illust.ugoira_zip_spec(ugoira)
+                if fallback is not None:
+                    log.info("%d: original ugoira frames not served; archiving the frames zip", job.id)
+                    return fallback
+            if not job.zip_fallback or spec.role == "ugoira_zip":
+                job.errors.append(f"{spec.path}: not found on pixiv")
+            return None
+        except PbeError as exc:
+            job.errors.append(f"{spec.path}: {exc}")
+            return None
+        except OSError as exc:
+            job.errors.append(f"{spec.path}: {exc}")
+            return None
+        job.stored[stored.path] = stored
+        self.result.files += 1
+        self.result.bytes += stored.size
+        self.progress.file_done(stored.size)
+        return None
+
+    # -- step 4: commit ------------------------------------------------------------
+    def _finish(self, job: _Job) -> None:
+        self.progress.work_done()
+        if job.errors:
+            for error in job.errors[:3]:
+                log.error("%d: %s", job.id, error)
+            self.result.failed.append(job.id)
+            return
+        if job.repair:
+            self._commit_repair(job)
+        else:
+            self._commit_new(job)
+
+    def _commit_new(self, job: _Job) -> None:
+        row = job.row
+        raw = json.loads(row["raw"])
+        ugoira = json.loads(row["ugoira"]) if row["ugoira"] else None
+        files = job.stored
+        if job.zip_fallback:  # frames that did answer are dropped in favour of the zip
+            for path in [p for p, f in files.items() if f.role == "original"]:
+                (job.folder / path).unlink(missing_ok=True)
+                del files[path]
+        record = {
+            "format": RECORD_FORMAT,
+            "id": job.id,
+            "seq": row["seq"],
+            "restrict": row["restrict"],
+            "bookmarked": True,
+            "archived_at": now(),
+            "gone": None,
+            "ugoira": ({"frames": illust.ugoira_frames(ugoira), "source": "zip" if job.zip_fallback else "frames"}
+                       if ugoira else None),
+            "files": [files[p].to_json() for p in sorted(files)],
+            "history": json.loads(row["history"]),
+        }
+        write_json(job.folder / "pixiv.json", raw)
+        self.archive.write_record(job.folder, record)
+        self.archive.publish(job.id)
+        self._index_artwork(record, raw)
+        self.archive.remove_side("lost", job.id)
+        self.archive.remove_side("deleted", job.id)
+        self.result.new += 1
+        log.debug("archived %d (%d files)", job.id, len(files))
+
+    def _commit_repair(self, job: _Job) -> None:
+        def change(record: dict[str, Any]) -> None:
+            by_path = {f["path"]: f for f in record["files"]}
+            for path, stored in job.stored.items():
+                by_path[path] = stored.to_json()
+            record["files"] = [by_path[p] for p in sorted(by_path)]
+            record["history"].append({"at": now(), "event": "repaired", "files": sorted(job.stored)})
+        self._update_record(job.id, change)
+        self.result.repaired += 1
+        log.info("%d: fetched %d missing or damaged files", job.id, len(job.stored))

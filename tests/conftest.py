@@ -1,0 +1,58 @@
+"""Fixtures: a live stand-in pixiv server and a config pointing at it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fakepixiv import FakePixiv
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def fake():
+    with FakePixiv() as server:
+        yield server
+
+
+def write_config(folder: Path, fake: FakePixiv | None, **overrides: Any) -> Path:
+    """A config.json for a test archive under folder; overrides are merged per section."""
+    config: dict[str, Any] = {
+        "pixiv": {"access": "", "refresh": "good-refresh", "api_host": fake.url if fake else "https://app-api.pixiv.net",
+                  "timeout": 2, "retries": 4, "backoff": 0.01, "rate_limit_wait": 0.05},
+        "display": {"home": {"image": "original", "ipp": "50", "order": "default"}, "artwork": {"image": "original"},
+                    "nsfw": "hidden"},
+        "app_key": "seed-app-key", "read_only": True, "read_only_token": "seed-ro-token",
+        "temp_path": "./tmp", "filesystem": "local", "filesystem_options": {"path": "./data"},
+        "sync": {"concurrency": 4},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            config[key].update(value)
+        else:
+            config[key] = value
+    path = folder / "config.json"
+    path.write_text(json.dumps(config, ensure_ascii=False, indent=2))
+    return path
+
+
+@pytest.fixture
+def config(tmp_path: Path, fake: FakePixiv) -> Path:
+    return write_config(tmp_path, fake)
+
+
+def pbe(config: Path | None, *args: str, timeout: float = 120, check: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run the real `pbe-fs` command line in a subprocess."""
+    cmd = [sys.executable, "-m", "pbe_fs.cli"] + (["-c", str(config)] if config else []) + list(args)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"pbe-fs {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")
+    return proc
