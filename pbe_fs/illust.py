@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 REDUCED_SIZES = ("large", "medium", "square_medium")
 _LIMIT_PATH = "/common/images/limit_"
-_LIMIT_KIND = re.compile(r"/common/images/(limit_[a-z0-9]+?)(?:_\d+)?\.\w+$")
+_LIMIT_KIND = re.compile(r"/common/images/(limit_[a-z0-9_]+?)(?:_\d+)?\.\w+$")
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import uuid
 from collections import deque
 from collections.abc import Iterator
@@ -345,8 +346,22 @@ class Syncer:
                 log.error("%d: %s", aid, error)
                 self.result.failed.append(aid)
                 continue
-            self.archive.incoming_dir(aid).mkdir(parents=True, exist_ok=True)
-            yield _Job(aid, self.archive.incoming_dir(aid), specs, row=row)
+            folder = self.archive.incoming_dir(aid)
+            folder.mkdir(parents=True, exist_ok=True)
+            self._prune(folder, {s.path for s in specs})
+            yield _Job(aid, folder, specs, row=row)
+
+    @staticmethod
+    def _prune(folder: Path, keep: set[str]) -> None:
+        """Drop what a killed run left in an incoming folder that is not one
+        of its files: half-written records, temporary copies."""
+        for path in sorted(folder.rglob("*"), reverse=True):
+            rel = path.relative_to(folder).as_posix()
+            if path.is_dir():
+                if not any(k.startswith(rel + "/") for k in keep):
+                    shutil.rmtree(path, ignore_errors=True)
+            elif rel not in keep:
+                path.unlink(missing_ok=True)
 
     def _specs(self, raw: dict[str, Any], ugoira: dict[str, Any] | None) -> list[FileSpec]:
         sizes = list(self.settings.sync.sizes)
