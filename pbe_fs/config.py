@@ -23,6 +23,7 @@ from .errors import ConfigError
 DEFAULT_API_HOST = "https://app-api.pixiv.net"
 NSFW_POLICIES = ("enabled", "hidden", "required", "disabled")
 SIZES = ("original", "large", "medium", "square_medium")
+SAMPLE_REFRESH = "PASTE-YOUR-REFRESH-TOKEN-HERE"  # the value in the README's sample config.json
 
 Size = Literal["original", "large", "medium", "square_medium"]
 NsfwPolicy = Literal["enabled", "hidden", "required", "disabled"]
@@ -47,6 +48,8 @@ class PixivSection(_Section):
     def _refresh_present(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("empty: a refresh token is required (get one with `pbe-fs login`)")
+        if value == SAMPLE_REFRESH:
+            raise ValueError("still the sample value: put your refresh token here (get one with `pbe-fs login`)")
         return value
 
     @field_validator("api_host")

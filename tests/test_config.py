@@ -49,6 +49,7 @@ def test_minimal_file_gets_defaults(tmp_path: Path) -> None:
     ("{}", "pixiv: missing: a refresh token is required"),
     ('{"pixiv": {}}', "pixiv.refresh: missing"),
     ('{"pixiv": {"refresh": "  "}}', "pixiv.refresh: empty"),
+    ('{"pixiv": {"refresh": "PASTE-YOUR-REFRESH-TOKEN-HERE"}}', "pixiv.refresh: still the sample value"),
     ('{"pixiv": {"refresh": "r"}, "display": {"nsfw": "sometimes"}}', "display.nsfw: 'sometimes' is not one of"),
     ('{"pixiv": {"refresh": "r"}, "sync": {"concurrency": "four"}}', "sync.concurrency: "),
     ('{"pixiv": {"refresh": "r"}, "sync": {"concurrency": 0}}', "sync.concurrency: input should be greater than or equal to 1"),
@@ -88,3 +89,13 @@ def test_token_write_back_keeps_file(tmp_path: Path) -> None:
     assert list(saved) == list(data)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert [p.name for p in tmp_path.iterdir()] == ["config.json"]
+
+
+def test_shipped_sample_config_is_valid_but_for_the_token() -> None:
+    from tests.conftest import ROOT
+
+    data = json.loads((ROOT / "config.json").read_text())
+    with pytest.raises(ConfigError, match="still the sample value"):
+        config.parse(data, ROOT / "config.json")
+    data["pixiv"]["refresh"] = "real"
+    assert config.parse(data, ROOT / "config.json").settings.sync.concurrency == 4
