@@ -41,8 +41,24 @@ class Redact(logging.Filter):
 _redact = Redact()
 
 
+class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
+    """stderr, but above a live progress bar rather than through it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from .progress import active_bar
+
+        if active_bar() is None:
+            return super().emit(record)
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:
+            self.handleError(record)
+
+
 def _setup_logging(verbose: int, quiet: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _Handler(sys.stderr)
     handler.setFormatter(logging.Formatter("pbe-fs: %(levelname)s: %(message)s" if verbose else "pbe-fs: %(message)s"))
     handler.addFilter(_redact)
     root = logging.getLogger()

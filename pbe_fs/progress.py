@@ -8,6 +8,12 @@ import time
 from typing import Any
 
 log = logging.getLogger("pbe_fs.sync")
+_active: list[Any] = []
+
+
+def active_bar() -> Any:
+    """The progress bar on screen, if any: log lines must go above it."""
+    return _active[-1] if _active else None
 
 
 def human_bytes(n: float) -> str:
@@ -35,6 +41,7 @@ class Progress:
             from tqdm import tqdm
 
             self._bar = tqdm(total=0, unit="work", desc="sync", dynamic_ncols=True, leave=False, file=sys.stderr)
+            _active.append(self._bar)
 
     def _rate(self) -> float:
         return self.bytes / max(1e-6, time.monotonic() - self._start)
@@ -71,5 +78,6 @@ class Progress:
 
     def close(self) -> None:
         if self._bar is not None:
+            _active.remove(self._bar)
             self._bar.close()
             self._bar = None

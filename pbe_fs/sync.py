@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from . import illust
-from .archive import (RECORD_FORMAT, Archive, DamagedFile, StoredFile, digest_file, move_into, probe, read_json,
+from .archive import (RECORD_FORMAT, Archive, DamagedFile, Digest, StoredFile, digest_file, move_into, probe, read_json,
                       write_json)
 from .config import Config
 from .errors import PbeError
@@ -83,6 +83,10 @@ class _Job:
     stored: dict[str, StoredFile] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     zip_fallback: bool = False
+
+
+def _stored(spec: FileSpec, digest: Digest, dims: tuple[int, int, str]) -> StoredFile:
+    return StoredFile(spec.path, spec.role, spec.page, digest.size, digest.crc32, digest.sha256, *dims, url=spec.url)
 
 
 def _temp_name(temp: Path, artwork_id: int) -> Path:
@@ -434,20 +438,16 @@ class Syncer:
         dest = job.folder / spec.path
         if not job.repair and dest.is_file():
             try:  # complete by construction; checked again all the same
-                digest = digest_file(dest)
-                width, height, fmt = probe(dest, spec.kind)
-                return StoredFile(spec.path, spec.role, spec.page, digest.size, digest.crc32, digest.sha256,
-                                  width, height, fmt, spec.url)
+                return _stored(spec, digest_file(dest), probe(dest, spec.kind))
             except (DamagedFile, OSError):
                 dest.unlink(missing_ok=True)
         tmp = _temp_name(self.temp, job.id)
         try:
-            digest, (width, height, fmt) = self.client.download(spec.url, tmp, lambda p: probe(p, spec.kind))
+            digest, dims = self.client.download(spec.url, tmp, lambda p: probe(p, spec.kind))
             move_into(tmp, dest)
         finally:
             tmp.unlink(missing_ok=True)
-        return StoredFile(spec.path, spec.role, spec.page, digest.size, digest.crc32, digest.sha256,
-                          width, height, fmt, spec.url)
+        return _stored(spec, digest, dims)
 
     def _collect(self, job: _Job, spec: FileSpec, future: Future[StoredFile]) -> FileSpec | None:
         """Record one finished file; return a file to fetch instead, if any."""
