@@ -58,6 +58,7 @@ class StoredFile:
     width: int
     height: int
     format: str
+    mode: str = ""  # Pillow's colour mode: RGB, RGBA, L, P, CMYK…
     url: str = ""
 
     def to_json(self) -> dict[str, Any]:
@@ -98,8 +99,8 @@ class DamagedFile(Exception):
     """A downloaded file that is not what it claims to be."""
 
 
-def probe(path: Path, kind: str) -> tuple[int, int, str]:
-    """Check that a file decodes and return (width, height, format).
+def probe(path: Path, kind: str) -> tuple[int, int, str, str]:
+    """Check that a file decodes and return (width, height, format, mode).
 
     Images are fully decoded (JPEGs at 1/8 scale, which still reads every
     scan), so a truncated or garbled body is caught before it is archived.
@@ -112,10 +113,10 @@ def probe(path: Path, kind: str) -> tuple[int, int, str]:
             raise DamagedFile(f"not a valid zip: {exc}") from None
         if bad is not None:
             raise DamagedFile(f"zip member {bad!r} is corrupt")
-        return 0, 0, "ZIP"
+        return 0, 0, "ZIP", ""
     try:
         with Image.open(path) as im:
-            width, height, fmt = im.width, im.height, im.format or ""
+            width, height, fmt, mode = im.width, im.height, im.format or "", im.mode
             if fmt == "JPEG":
                 im.draft(im.mode, (max(1, width // 8), max(1, height // 8)))
             im.load()
@@ -125,7 +126,7 @@ def probe(path: Path, kind: str) -> tuple[int, int, str]:
                     im.load()
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise DamagedFile(f"image does not decode: {exc}") from None
-    return width, height, fmt
+    return width, height, fmt, mode
 
 
 def fsync_dir(path: Path) -> None:

@@ -53,7 +53,7 @@ CREATE INDEX IF NOT EXISTS artworks_date ON artworks(create_date);
 CREATE TABLE IF NOT EXISTS files (
     artwork_id INTEGER NOT NULL, path TEXT NOT NULL, role TEXT NOT NULL, page INTEGER NOT NULL,
     size INTEGER NOT NULL, crc32 INTEGER NOT NULL, sha256 TEXT NOT NULL,
-    width INTEGER NOT NULL, height INTEGER NOT NULL, format TEXT NOT NULL, url TEXT NOT NULL,
+    width INTEGER NOT NULL, height INTEGER NOT NULL, format TEXT NOT NULL, mode TEXT NOT NULL, url TEXT NOT NULL,
     PRIMARY KEY (artwork_id, path)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS tags (
     artwork_id INTEGER NOT NULL, position INTEGER NOT NULL, name TEXT NOT NULL, translated_name TEXT,
@@ -166,9 +166,9 @@ class Index:
             ),
         )
         db.executemany(
-            "INSERT INTO files VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            "INSERT INTO files VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             [(aid, x["path"], x["role"], x["page"], x["size"], x["crc32"], x["sha256"], x["width"], x["height"],
-              x["format"], x.get("url", "")) for x in files],
+              x["format"], x.get("mode", ""), x.get("url", "")) for x in files],
         )
         db.executemany("INSERT INTO tags VALUES (?,?,?,?)", [(aid, n, name, tr) for n, (name, tr) in enumerate(f["tags"])])
         frames = (record.get("ugoira") or {}).get("frames") or []

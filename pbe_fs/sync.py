@@ -85,8 +85,8 @@ class _Job:
     zip_fallback: bool = False
 
 
-def _stored(spec: FileSpec, digest: Digest, dims: tuple[int, int, str]) -> StoredFile:
-    return StoredFile(spec.path, spec.role, spec.page, digest.size, digest.crc32, digest.sha256, *dims, url=spec.url)
+def _stored(spec: FileSpec, digest: Digest, image: tuple[int, int, str, str]) -> StoredFile:
+    return StoredFile(spec.path, spec.role, spec.page, digest.size, digest.crc32, digest.sha256, *image, url=spec.url)
 
 
 def _temp_name(temp: Path, artwork_id: int) -> Path:
@@ -443,11 +443,11 @@ class Syncer:
                 dest.unlink(missing_ok=True)
         tmp = _temp_name(self.temp, job.id)
         try:
-            digest, dims = self.client.download(spec.url, tmp, lambda p: probe(p, spec.kind))
+            digest, image = self.client.download(spec.url, tmp, lambda p: probe(p, spec.kind))
             move_into(tmp, dest)
         finally:
             tmp.unlink(missing_ok=True)
-        return _stored(spec, digest, dims)
+        return _stored(spec, digest, image)
 
     def _collect(self, job: _Job, spec: FileSpec, future: Future[StoredFile]) -> FileSpec | None:
         """Record one finished file; return a file to fetch instead, if any."""

@@ -51,7 +51,7 @@ def test_full_sync_is_byte_exact(fake: FakePixiv, config: Path) -> None:
     assert recs[93012362]["restrict"] == "private"
     # dimensions and formats recorded at ingest
     png = next(f for f in recs[93012348]["files"] if f["role"] == "original")
-    assert (png["format"], png["width"], png["height"]) == ("PNG", 64, 48)
+    assert (png["format"], png["mode"], png["width"], png["height"]) == ("PNG", "RGBA", 64, 48)
     gif = next(f for f in recs[93012349]["files"] if f["role"] == "original")
     assert gif["format"] == "GIF"
     assert len([f for f in recs[93012350]["files"] if f["role"] == "original"]) == 12
