@@ -16,6 +16,7 @@ from typing import Any
 from . import __version__
 from . import config as config_mod
 from .archive import Archive
+from .config import NSFW_POLICIES
 from .errors import PbeError
 from .progress import human_bytes
 
@@ -65,7 +66,7 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
     logging.getLogger("pbe_fs").setLevel(logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO))
-    for noisy in ("urllib3", "requests", "PIL", "pixivpy3"):
+    for noisy in ("urllib3", "requests", "PIL", "pixivpy3", "pikepdf"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose > 1 else logging.WARNING)
 
 
@@ -143,6 +144,29 @@ def cmd_reindex(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mount(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .fuse import check_mountpoint, mount
+    from .tree import Tree
+
+    cfg = _load(args)
+    mountpoint = Path(args.mountpoint).resolve()
+    check_mountpoint(mountpoint)
+    if not Archive(cfg.archive_path).index_path.exists():
+        raise PbeError(f"no archive at {cfg.archive_path} yet: run `pbe-fs sync` first")
+    tree = Tree(cfg, args.nsfw)
+    allow_delete = args.allow_delete or not cfg.settings.read_only
+    log.info("mounted %s at %s (NSFW %s%s); unmount with Ctrl-C or `fusermount3 -u %s`", cfg.archive_path,
+             mountpoint, tree.policy, ", deletion allowed" if allow_delete else ", read-only", mountpoint)
+    try:
+        mount(tree, mountpoint, allow_delete=allow_delete)
+    finally:
+        tree.close()
+    log.info("unmounted %s", mountpoint)
+    return 0
+
+
 def _artwork_id(text: str) -> int:
     if not text.isdigit() or int(text) <= 0:
         raise argparse.ArgumentTypeError(f"not an artwork id: {text!r}")
@@ -170,6 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", type=_artwork_id)
     p.add_argument("--force", action="store_true", help="delete even a work that is gone from pixiv")
     p.set_defaults(func=cmd_delete)
+
+    p = sub.add_parser("mount", help="show the archive as folders at MOUNTPOINT (FUSE), until Ctrl-C")
+    p.add_argument("mountpoint")
+    p.add_argument("--nsfw", choices=NSFW_POLICIES, help="NSFW policy for this mount (default: display.nsfw)")
+    p.add_argument("--allow-delete", action="store_true",
+                   help="let `rm -r` of an artwork folder delete it even though read_only is true")
+    p.set_defaults(func=cmd_mount)
 
     p = sub.add_parser("reindex", help="rebuild the index from the archive files")
     p.set_defaults(func=cmd_reindex)

@@ -43,8 +43,17 @@ def join(*parts: str) -> str:
     The first part (an id or number) always survives the cut, so two works
     never collide however long their titles.
     """
-    name = " ".join(p for p in (portable(x) for x in parts) if p.strip())
+    name = " ".join(p for p in (portable(x).strip() for x in parts) if p)
     name = cut(name).rstrip(". ")
+    return name
+
+
+def segment(text: str) -> str:
+    """Free text (a tag, an artist) as a whole folder name, never empty,
+    never ``.`` or ``..``."""
+    name = cut(portable(text).strip()).rstrip(". ")
+    if not name:
+        name = cut(portable(text).strip().replace(".", "\uff0e")) or "_"
     return name
 
 

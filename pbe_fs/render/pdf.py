@@ -1,0 +1,124 @@
+"""PDFs of an artwork's pages, kept as skeletons around the archived JPEGs.
+
+img2pdf embeds a JPEG byte for byte, so once a PDF has been made, all of it
+but the image bytes (a few KB) is kept in the cache and the image bytes are
+read from the archived files: exact size, random access, no second copy.
+Pages img2pdf refuses (alpha, palettes, 16-bit, odd modes) are converted
+losslessly to PNG first; their bytes, not being in the archive, are kept
+in the skeleton itself.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import img2pdf
+from PIL import Image
+
+from .cache import Cache
+from .segments import FilePart, Part, Segments
+
+_DIRECT_MODES = {"RGB", "L", "CMYK"}
+
+
+@dataclass(frozen=True)
+class Page:
+    path: Path
+    format: str
+    mode: str
+    size: int
+    sha256: str
+
+
+def _as_png(path: Path) -> bytes:
+    """A page img2pdf cannot take as it is, made into a PNG it can."""
+    with Image.open(path) as im:
+        im.seek(0)
+        if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+            rgba = im.convert("RGBA")
+            flat = Image.new("RGB", rgba.size, (255, 255, 255))
+            flat.paste(rgba, mask=rgba.getchannel("A"))
+            im2 = flat
+        elif im.mode in ("I;16", "I;16B", "I", "F"):
+            im2 = im.convert("I").point(lambda v: v / 256).convert("L")
+        elif im.mode not in ("RGB", "L"):
+            im2 = im.convert("RGB")
+        else:
+            im2 = im.copy()
+        out = io.BytesIO()
+        im2.save(out, "PNG")
+        return out.getvalue()
+
+
+def render(pages: list[Page]) -> bytes:
+    inputs: list[str | bytes] = []
+    for page in pages:
+        inputs.append(str(page.path) if page.format == "JPEG" and page.mode in _DIRECT_MODES else _as_png(page.path))
+    try:
+        return img2pdf.convert(inputs, nodate=True)
+    except Exception:
+        # A JPEG img2pdf still refuses (odd markers, progressive CMYK...): convert it too.
+        return img2pdf.convert([_as_png(p.path) if isinstance(i, str) else i for i, p in zip(inputs, pages)], nodate=True)
+
+
+def skeletonize(pdf: bytes, pages: list[Page]) -> list[tuple[str, int, int]]:
+    """Where in the PDF each archived JPEG sits verbatim: (path, at, length)."""
+    refs = []
+    pos = 0
+    for page in pages:
+        if page.format != "JPEG":
+            continue
+        data = page.path.read_bytes()
+        at = pdf.find(data, pos)
+        if at >= 0:
+            refs.append((str(page.path), at, len(data)))
+            pos = at + len(data)
+    return refs
+
+
+def _write_skeleton(tmp: Path, pdf: bytes, refs: list[tuple[str, int, int]]) -> None:
+    literal, cursor, segs = bytearray(), 0, []
+    for path, at, length in refs:
+        segs.append(["lit", len(literal), at - cursor])
+        literal += pdf[cursor:at]
+        segs.append(["file", path, length])
+        cursor = at + length
+    segs.append(["lit", len(literal), len(pdf) - cursor])
+    literal += pdf[cursor:]
+    header = json.dumps({"size": len(pdf), "segments": segs}).encode()
+    with open(tmp, "wb") as fh:
+        fh.write(struct.pack("<I", len(header)) + header + literal)
+
+
+def _load_skeleton(path: Path) -> Segments:
+    blob = path.read_bytes()
+    (hlen,) = struct.unpack_from("<I", blob)
+    header = json.loads(blob[4: 4 + hlen])
+    literal = memoryview(blob)[4 + hlen:]
+    parts: list[Part] = []
+    for kind, a, b in header["segments"]:
+        parts.append(bytes(literal[a: a + b]) if kind == "lit" else FilePart(Path(a), 0, b))
+    segments = Segments(parts)
+    if segments.size != header["size"]:
+        raise ValueError(f"damaged PDF skeleton {path}")
+    return segments
+
+
+def pdf(cache: Cache, pages: list[Page]) -> Segments:
+    """The PDF of these pages, generated once, then served from its skeleton."""
+    key = Cache.key("pdf-v1", [(str(p.path), p.sha256) for p in pages])
+
+    def make(tmp: Path) -> None:
+        data = render(pages)
+        _write_skeleton(tmp, data, skeletonize(data, pages))
+
+    path = cache.get_or_make("pdf", key, ".skel", make)
+    try:
+        return _load_skeleton(path)
+    except (ValueError, OSError, struct.error):
+        path.unlink(missing_ok=True)
+        return _load_skeleton(cache.get_or_make("pdf", key, ".skel", make))

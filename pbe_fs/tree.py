@@ -1,0 +1,496 @@
+"""The virtual tree: the one place that knows folder names, views and
+generated files. FUSE and WebDAV are thin adapters over it.
+
+A path is a tuple of names. ``get`` answers what a path is, ``list`` what a
+folder holds, ``reader`` opens a file, ``xattrs`` and ``delete`` do the rest.
+Every folder's contents are built once per index generation and kept, so a
+listing of 20,000 works or a lookup inside it costs a dict access; a sync
+that commits bumps the generation and the next call sees the new archive.
+
+Views::
+
+    status.json
+    by-ingress/000001 93012345 Title/
+    by-date/2024/05/2024-05-01 93012345 Title/
+    by-artist/Artist Name [11223]/93012345 Title/
+    by-tag/風景/93012345 Title/
+    by-id/93012345/
+    nsfw/000042 93012399 Title/
+    gone/93012345 Title/
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from . import maintenance, names
+from .archive import Archive
+from .config import NSFW_POLICIES, Config
+from .errors import PbeError
+from .index import Index
+from .render import anim, meta
+from .render import pdf as pdf_render
+from .render import zip as zip_render
+from .render.cache import Cache
+from .render.segments import BytesContent, Content, FileContent, Reader, Segments
+from .status import status
+
+log = logging.getLogger("pbe_fs.tree")
+
+QUALITIES = ("original", "large", "medium", "square_medium")
+VIEWS = ("by-ingress", "by-date", "by-artist", "by-tag", "by-id", "nsfw", "gone")
+LISTING_VIEWS = ("by-ingress", "by-date", "by-artist", "by-tag", "gone")
+# how many names below the view an artwork folder sits
+_DEPTH = {"by-ingress": 1, "by-date": 3, "by-artist": 2, "by-tag": 2, "by-id": 1, "nsfw": 1, "gone": 1}
+# names clients probe for that never exist here: answered at once, never logged
+PROBE_NOISE = frozenset({".DS_Store", ".Spotlight-V100", "Thumbs.db", "desktop.ini", ".hidden", ".directory",
+                         ".Trashes", ".fseventsd", ".metadata_never_index", "autorun.inf", ".localized"})
+_POLICY_RANK = {"disabled": 0, "required": 1, "hidden": 2, "enabled": 3}
+
+
+class TreeError(PbeError):
+    """A refusal an adapter turns into an errno or an HTTP status."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind  # notfound | readonly | forbidden | busy
+
+
+def effective_policy(instance: str, requested: str | None) -> str:
+    """The NSFW policy a mount or server may use.
+
+    Stricter than the instance is always allowed; looser only when the
+    instance says ``hidden`` or ``required`` (the seed let a visitor lift
+    those, never ``enabled`` or ``disabled``).
+    """
+    if requested is None or requested == instance:
+        return instance
+    if requested not in NSFW_POLICIES:
+        raise PbeError(f"unknown NSFW policy {requested!r}: use one of {', '.join(NSFW_POLICIES)}")
+    if _POLICY_RANK[requested] < _POLICY_RANK[instance] or instance in ("hidden", "required"):
+        return requested
+    raise PbeError(f"--nsfw {requested} is looser than the instance policy {instance!r} (display.nsfw), "
+                   "which only 'hidden' or 'required' allow")
+
+
+def is_noise(name: str) -> bool:
+    return name in PROBE_NOISE or name.startswith("._")
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """What a path is. ``artwork`` is set for an artwork folder and all in it."""
+
+    is_dir: bool
+    mtime: float
+    size: int = 0
+    artwork: int = 0
+    is_artwork_root: bool = False
+    content: Callable[[], Content] | None = None  # files: how to get at the bytes
+    immutable: bool = True
+
+
+@dataclass(slots=True)
+class Work:
+    """One archived artwork, as much of it as the views need."""
+
+    id: int
+    seq: int
+    title: str
+    artist_id: int
+    artist_name: str
+    create_date: str
+    mtime: float
+    nsfw: bool
+    gone: bool
+    subdirs: int = 0  # quality folders in its artwork folder
+
+
+def _epoch(iso: str) -> float:
+    try:
+        return datetime.fromisoformat(iso).timestamp()
+    except (ValueError, TypeError):
+        return 0.0
+
+
+class Tree:
+    """The archive as folders, for one NSFW policy."""
+
+    def __init__(self, config: Config, policy: str | None = None, *, cache_dirs: int = 512) -> None:
+        self.config = config
+        self.policy = effective_policy(config.settings.display.nsfw, policy)
+        self.archive = Archive(config.archive_path)
+        self.index = Index(self.archive.index_path)
+        self.cache = Cache(config.cache_path, int(config.settings.cache.max_gb * 1e9))
+        self.top_quality = config.settings.display.artwork.image
+        self._lock = threading.RLock()
+        self._generation = -1
+        self._checked = 0.0
+        self._stamp = time.time()
+        self._works: dict[int, Work] = {}
+        self._tags: dict[int, list[str]] | None = None
+        self._dirs: OrderedDict[tuple[str, ...], dict[str, Node]] = OrderedDict()
+        self._max_dirs = cache_dirs
+        self.refresh(force=True)
+
+    # -- generations -----------------------------------------------------------
+    def refresh(self, force: bool = False, interval: float = 0.5) -> bool:
+        """Notice a sync's commits; at most one index query per ``interval``."""
+        now = time.monotonic()
+        if not force and now - self._checked < interval:
+            return False
+        self._checked = now
+        generation = self.index.generation()
+        if generation == self._generation and not force:
+            return False
+        with self._lock:
+            self._generation = generation
+            self._stamp = time.time()
+            self._works = self._load_works()
+            self._tags = None
+            self._dirs.clear()
+        return True
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    def _load_works(self) -> dict[int, Work]:
+        db = self.index.db
+        roles = {aid: set(found.split(",")) & set(QUALITIES) for aid, found in db.execute(
+            "SELECT artwork_id, group_concat(DISTINCT role) FROM files GROUP BY artwork_id")}
+        rows = db.execute(
+            "SELECT w.id, w.seq, w.title, w.artist_id, a.name, w.create_date, w.x_restrict, w.state"
+            " FROM artworks w JOIN artists a ON a.id = w.artist_id ORDER BY w.seq")
+        works = {}
+        for r in rows:
+            present = roles.get(r[0], set())
+            subdirs = len(present - {self._top_of(present)})
+            works[r[0]] = Work(r[0], r[1], r[2], r[3], r[4], r[5], _epoch(r[5]), r[6] > 0, r[7] == "gone", subdirs)
+        return works
+
+    def _top_of(self, roles: set[str] | dict[str, Any]) -> str:
+        """The quality an artwork folder shows at its top level."""
+        return self.top_quality if self.top_quality in roles else "original"
+
+    # -- policy ------------------------------------------------------------------
+    def _shown(self, work: Work, view: str) -> bool:
+        if not work.nsfw:
+            return True
+        if view == "nsfw":
+            return self.policy != "disabled"
+        if view == "by-id":
+            return self.policy in ("enabled", "hidden")
+        return self.policy == "enabled"
+
+    def views(self) -> list[str]:
+        return [v for v in VIEWS if v != "nsfw" or self.policy != "disabled"]
+
+    # -- public API ----------------------------------------------------------------
+    def get(self, path: tuple[str, ...]) -> Node | None:
+        self.refresh()
+        if not path:
+            return Node(True, self._stamp, immutable=False)
+        if is_noise(path[-1]):
+            return None
+        parent = self._dir(path[:-1])
+        return None if parent is None else parent.get(names.lookup_key(path[-1]))
+
+    def list(self, path: tuple[str, ...]) -> list[tuple[str, Node]] | None:
+        """A folder's entries sorted by name, or None if path is no folder."""
+        self.refresh()
+        entries = self._dir(path)
+        return None if entries is None else sorted(entries.items())
+
+    def is_cached(self, path: tuple[str, ...]) -> bool:
+        """Whether listing or looking into path is a dict access (no I/O)."""
+        return path in self._dirs
+
+    def place(self, path: tuple[str, ...]) -> str:
+        """Where a path sits, from its shape alone: "view" (a folder of
+        views or groups), "artwork" (an artwork folder), "inside" (in one),
+        or "other" (status.json, unknown)."""
+        if not path:
+            return "view"
+        depth = _DEPTH.get(path[0])
+        if depth is None:
+            return "other"
+        if len(path) <= depth:
+            return "view"
+        return "artwork" if len(path) == depth + 1 else "inside"
+
+    def is_gone(self, artwork_id: int) -> bool:
+        work = self._works.get(artwork_id)
+        return bool(work and work.gone)
+
+    def links(self, path: tuple[str, ...], node: Node) -> int:
+        """st_nlink of a folder: 2 + its subfolders (find relies on it)."""
+        if node.is_artwork_root:
+            work = self._works.get(node.artwork)
+            return 2 + (work.subdirs if work else 0)
+        if node.artwork:
+            return 2
+        entries = self._dir(path)
+        return 2 + sum(1 for n in (entries or {}).values() if n.is_dir)
+
+    def reader(self, path: tuple[str, ...]) -> Reader:
+        node = self.get(path)
+        if node is None or node.is_dir or node.content is None:
+            raise TreeError("notfound", f"no such file: {'/'.join(path)}")
+        return node.content().reader()
+
+    def xattrs(self, path: tuple[str, ...]) -> dict[str, bytes]:
+        """Desktop metadata of an artwork folder and everything in it."""
+        node = self.get(path)
+        if node is None or not node.artwork:
+            return {}
+        work = self._works.get(node.artwork)
+        if work is None:
+            return {}
+        tags = [t for t, _ in self._tags_of(work.id)]
+        return {
+            "user.xdg.origin.url": meta.PAGE_URL.format(work.id).encode(),
+            "user.xdg.tags": ",".join(tags).encode(),
+            "user.xdg.comment": work.title.encode(),
+            "user.pixiv.id": str(work.id).encode(),
+            "user.pixiv.artist": f"{work.artist_name} [{work.artist_id}]".encode(),
+        }
+
+    def delete(self, path: tuple[str, ...]) -> int:
+        """Delete the artwork whose folder this is; return its id."""
+        node = self.get(path)
+        if node is None:
+            raise TreeError("notfound", f"no such folder: {'/'.join(path)}")
+        if not node.is_artwork_root:
+            raise TreeError("readonly", "only a whole artwork folder can be deleted")
+        work = self._works[node.artwork]
+        if work.gone:
+            raise TreeError("forbidden", f"{work.id} is gone from pixiv: this archive holds its only copy "
+                                         "(`pbe-fs delete --force` can still delete it)")
+        try:
+            maintenance.delete(self.archive, work.id)
+        except PbeError as exc:
+            raise TreeError("busy", str(exc)) from None
+        log.info("deleted %d through the tree (%s)", work.id, "/".join(path))
+        self.refresh(force=True)
+        return work.id
+
+    def close(self) -> None:
+        self.index.close()
+
+    # -- folder contents -------------------------------------------------------------
+    def _dir(self, path: tuple[str, ...]) -> dict[str, Node] | None:
+        with self._lock:
+            entries = self._dirs.get(path)
+            if entries is not None:
+                self._dirs.move_to_end(path)
+                return entries
+        entries = self._build(path)
+        if entries is not None:
+            with self._lock:
+                self._dirs[path] = entries
+                while len(self._dirs) > self._max_dirs:
+                    self._dirs.popitem(last=False)
+        return entries
+
+    def _build(self, path: tuple[str, ...]) -> dict[str, Node] | None:
+        if not path:
+            root = {v: self._view_node() for v in self.views()}
+            root["status.json"] = self._status_node()
+            return root
+        view = path[0]
+        if view not in self.views():
+            return None
+        depth = _DEPTH[view]
+        if len(path) <= depth:
+            return self._view_dir(view, path[1:])
+        folder = self.get(path[: depth + 1])
+        if folder is None or not folder.is_artwork_root:
+            return None
+        return self._artwork_dir(folder.artwork, path[depth + 1:])
+
+    def _view_node(self) -> Node:
+        return Node(True, self._stamp, immutable=False)
+
+    def _status_node(self) -> Node:
+        data = json.dumps(status(self.archive), ensure_ascii=False, indent=2).encode() + b"\n"
+        return Node(False, self._stamp, len(data), content=lambda: BytesContent(data), immutable=False)
+
+    def _folder(self, work: Work) -> Node:
+        return Node(True, work.mtime, artwork=work.id, is_artwork_root=True)
+
+    def _works_in(self, view: str) -> list[Work]:
+        works = [w for w in self._works.values() if self._shown(w, view)]
+        if view == "nsfw":
+            return [w for w in works if w.nsfw]
+        if view == "gone":
+            return [w for w in works if w.gone]
+        return works
+
+    def _view_dir(self, view: str, sub: tuple[str, ...]) -> dict[str, Node] | None:
+        works = self._works_in(view)
+        if view in ("by-ingress", "nsfw") and not sub:
+            return {names.join(f"{w.seq:06d}", str(w.id), w.title): self._folder(w) for w in works}
+        if view == "by-id" and not sub:
+            return {str(w.id): self._folder(w) for w in works}
+        if view == "gone" and not sub:
+            return {names.join(str(w.id), w.title): self._folder(w) for w in works}
+        if view == "by-date":
+            return self._by_date(works, sub)
+        if view == "by-artist":
+            return self._grouped(works, sub, lambda w: [names.join(w.artist_name, f"[{w.artist_id}]")])
+        if view == "by-tag":
+            tags = self._all_tags()
+            return self._grouped(works, sub, lambda w: [names.segment(t) for t in tags.get(w.id, [])])
+        return None
+
+    def _by_date(self, works: list[Work], sub: tuple[str, ...]) -> dict[str, Node] | None:
+        def ym(w: Work) -> tuple[str, str]:
+            d = w.create_date
+            return (d[:4], d[5:7]) if len(d) >= 10 else ("0000", "00")
+        if len(sub) == 0:
+            return {y: self._view_node() for y in {ym(w)[0] for w in works}}
+        if len(sub) == 1:
+            months = {ym(w)[1] for w in works if ym(w)[0] == sub[0]}
+            return {m: self._view_node() for m in months} if months else None
+        chosen = [w for w in works if ym(w) == (sub[0], sub[1])]
+        if not chosen:
+            return None
+        return {names.join(w.create_date[:10], str(w.id), w.title): self._folder(w) for w in chosen}
+
+    def _grouped(self, works: list[Work], sub: tuple[str, ...], keys: Callable[[Work], list[str]]) -> dict[str, Node] | None:
+        groups: dict[str, list[Work]] = {}
+        for w in works:
+            for key in keys(w):
+                groups.setdefault(key, []).append(w)
+        if not sub:
+            return {k: self._view_node() for k in groups}
+        members = groups.get(names.lookup_key(sub[0]))
+        if members is None:
+            return None
+        return {names.join(str(w.id), w.title): self._folder(w) for w in members}
+
+    def _all_tags(self) -> dict[int, list[str]]:
+        """Every work's tags, loaded once per generation (by-tag only)."""
+        tags = self._tags
+        if tags is None:
+            tags = {}
+            for aid, name in self.index.db.execute("SELECT artwork_id, name FROM tags ORDER BY artwork_id, position"):
+                tags.setdefault(aid, []).append(name)
+            self._tags = tags
+        return tags
+
+    def _tags_of(self, aid: int) -> list[tuple[str, str | None]]:
+        return [(r[0], r[1]) for r in self.index.db.execute(
+            "SELECT name, translated_name FROM tags WHERE artwork_id = ? ORDER BY position", (aid,))]
+
+    # -- inside an artwork folder -------------------------------------------------------
+    def _artwork_dir(self, aid: int, rest: tuple[str, ...]) -> dict[str, Node] | None:
+        work = self._works.get(aid)
+        if work is None:
+            return None
+        try:
+            record, raw = self.archive.read_artwork(aid)
+        except (OSError, ValueError):
+            log.warning("%d: archive folder unreadable", aid)
+            return None
+        return _ArtworkFolder(self, work, record, raw).listing(rest)
+
+
+class _ArtworkFolder:
+    """The contents of one artwork folder, the same in every view."""
+
+    def __init__(self, tree: Tree, work: Work, record: dict[str, Any], raw: dict[str, Any]) -> None:
+        self.tree, self.work, self.record, self.raw = tree, work, record, raw
+        self.folder = tree.archive.artwork_dir(work.id)
+        self.when = datetime.fromisoformat(work.create_date) if work.create_date else datetime(1980, 1, 1)
+        self.by_role: dict[str, list[dict[str, Any]]] = {}
+        for f in sorted(record.get("files", []), key=lambda x: (x["page"], x["path"])):
+            self.by_role.setdefault(f["role"], []).append(f)
+        self.top = tree._top_of(self.by_role)
+
+    def _file(self, f: dict[str, Any]) -> Node:
+        path, size = self.folder / f["path"], f["size"]
+        return Node(False, self.work.mtime, size, self.work.id, content=lambda: FileContent(path, size))
+
+    def _generated(self, content: Content) -> Node:
+        return Node(False, self.work.mtime, content.size, self.work.id, content=lambda: content)
+
+    def _zip(self, files: list[dict[str, Any]], member_names: list[str] | None = None) -> Segments:
+        members = [zip_render.Member(member_names[i] if member_names else Path(f["path"]).name,
+                                     self.folder / f["path"], f["size"], f["crc32"]) for i, f in enumerate(files)]
+        return zip_render.layout(members, self.when)
+
+    def _pdf(self, files: list[dict[str, Any]]) -> Segments:
+        pages = [pdf_render.Page(self.folder / f["path"], f["format"], f.get("mode", ""), f["size"], f["sha256"])
+                 for f in files]
+        return pdf_render.pdf(self.tree.cache, pages)
+
+    def _quality(self, role: str) -> dict[str, Node]:
+        """A quality's images with their zip and pdf."""
+        files = self.by_role.get(role, [])
+        entries = {Path(f["path"]).name: self._file(f) for f in files}
+        if files and not (role == "original" and self.ugoira):
+            aid = self.work.id
+            entries[f"{aid}.zip"] = self._generated(self._zip(files))
+            entries[f"{aid}.pdf"] = self._generated(self._pdf(files))
+        return entries
+
+
+    @property
+    def ugoira(self) -> dict[str, Any] | None:
+        return self.record.get("ugoira")
+
+    def listing(self, rest: tuple[str, ...]) -> dict[str, Node] | None:
+        if rest:
+            if len(rest) == 1 and rest[0] in QUALITIES and rest[0] != self.top and rest[0] in self.by_role:
+                return self._quality(rest[0])
+            return None
+        entries = self._quality(self.top)
+        for role in QUALITIES:
+            if role != self.top and role in self.by_role:
+                entries[role] = Node(True, self.work.mtime, 0, self.work.id)
+        aid = self.work.id
+        entries["meta.json"] = self._generated(BytesContent(meta.meta_json(self.record, self.raw)))
+        entries["pixiv.url"] = self._generated(BytesContent(meta.internet_shortcut(aid)))
+        if self.ugoira:
+            entries.update(self._ugoira_entries())
+        return entries
+
+    def _ugoira_entries(self) -> dict[str, Node]:
+        aid, ugoira = self.work.id, self.ugoira or {}
+        frames = ugoira.get("frames") or []
+        frame_names = [f["file"] for f in frames]
+        delays = [f["delay"] for f in frames]
+        entries: dict[str, Node] = {}
+        archived_zip = self.by_role.get("ugoira_zip")
+        if archived_zip:
+            z = archived_zip[0]
+            entries[f"{aid}_ugoira.zip"] = self._file(z)
+            sources: list[Path] | Path = self.folder / z["path"]
+            key: object = z["sha256"]
+        else:
+            originals = self.by_role.get("original", [])[: len(frames)]
+            if not originals:
+                return entries
+            frame_names = frame_names[: len(originals)]
+            entries[f"{aid}_ugoira.zip"] = self._generated(self._zip(originals, frame_names))
+            sources = [self.folder / f["path"] for f in originals]
+            key = [f["sha256"] for f in originals]
+        cache = self.tree.cache
+        for fmt in ("gif", "webp"):
+            def make(fmt: str = fmt) -> Path:  # again at open: the cache may have dropped it since
+                return anim.animation(cache, fmt, sources, frame_names, delays, key)
+            size = make().stat().st_size
+            entries[f"{aid}.{fmt}"] = Node(False, self.work.mtime, size, aid,
+                                           content=lambda make=make, size=size: FileContent(make(), size))
+        return entries
