@@ -84,6 +84,7 @@ class Operations(pyfuse3.Operations):
         self._next_fh = 1
         self._hidden: dict[tuple[str, ...], float] = {}
         self._uid, self._gid = os.getuid(), os.getgid()
+        self.nursery: trio.Nursery | None = None  # for work that must wait until a request is answered
 
     # -- bookkeeping -----------------------------------------------------------
     def _inode(self, path: tuple[str, ...]) -> int:
@@ -288,7 +289,9 @@ class Operations(pyfuse3.Operations):
             return
         await trio.to_thread.run_sync(self.tree.delete, path)
         self._hidden = {p: t for p, t in self._hidden.items() if p[: len(path)] != path}
-        await self.invalidate()
+        # Not now: the kernel holds the parent's lock until this rmdir returns.
+        if self.nursery is not None:
+            self.nursery.start_soon(self.invalidate)
 
     # every other write refuses: a read-only tree
     setattr = mkdir = mknod = symlink = link = rename = create = write = _refuse()  # type: ignore[assignment]
@@ -371,6 +374,7 @@ def mount(tree: Tree, mountpoint: Path, *, allow_delete: bool, poll_seconds: flo
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
+            ops.nursery = nursery
             nursery.start_soon(_watch_signals, nursery.cancel_scope)
             nursery.start_soon(_watch_generation, ops, poll_seconds)
             if ready:

@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import requests
 from pixivpy3 import AppPixivAPI, PixivError
@@ -37,6 +38,22 @@ IMAGE_REFERER = "https://app-api.pixiv.net/"
 _USER_AGENT = "PixivIOSApp/7.13.3 (iOS 14.6; iPhone13,2)"
 _MAX_BACKOFF = 120.0
 T = TypeVar("T")
+
+
+def _describe(exc: requests.RequestException) -> str:
+    """A network failure in a few words, not urllib3's paragraph."""
+    if isinstance(exc, requests.Timeout):
+        return "timed out"
+    if isinstance(exc, requests.ConnectionError) and exc.request is not None:
+        host = urlsplit(exc.request.url or "").netloc
+        if "refused" in str(exc).lower():
+            return f"connection to {host} refused"
+        if "reset" in str(exc).lower() or "aborted" in str(exc).lower():
+            return f"connection to {host} dropped"
+        return f"cannot reach {host}"
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+        return "truncated body"
+    return f"{type(exc).__name__}: {str(exc)[:120]}"
 
 
 class NotFound(Exception):
@@ -72,7 +89,7 @@ class _Api(AppPixivAPI):
             resp = self.requests.request(method, url, headers=merged, params=params, data=data,
                                          stream=stream, timeout=self._timeout)
         except requests.RequestException as exc:
-            raise _Retry(f"{type(exc).__name__}: {exc}") from None
+            raise _Retry(_describe(exc)) from None
         if resp.status_code >= 500:
             raise _Retry(f"HTTP {resp.status_code}")
         if url.endswith("/auth/token"):
@@ -230,7 +247,7 @@ class PixivClient:
                         fh.flush()
                         os.fsync(fh.fileno())
             except requests.RequestException as exc:
-                raise _Retry(f"{type(exc).__name__}: {exc}") from None
+                raise _Retry(_describe(exc)) from None
             except OSError as exc:
                 if isinstance(exc, FileNotFoundError):
                     raise

@@ -56,3 +56,41 @@ def pbe(config: Path | None, *args: str, timeout: float = 120, check: bool = Fal
     if check and proc.returncode != 0:
         raise AssertionError(f"pbe-fs {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")
     return proc
+
+
+class Mount:
+    """`pbe-fs mount` running in a subprocess, for as long as a test needs it."""
+
+    def __init__(self, config: Path, mountpoint: Path, *args: str) -> None:
+        import time
+
+        self.mountpoint = mountpoint
+        mountpoint.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "pbe_fs.cli", "-c", str(config), "mount", str(mountpoint), *args]
+        self.log = mountpoint.parent / f"{mountpoint.name}.log"
+        self.proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=open(self.log, "w"))
+        deadline = time.monotonic() + 20
+        while not os.path.ismount(mountpoint):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"mount did not come up: {self.log.read_text()}")
+            time.sleep(0.05)
+
+    def path(self, *parts: str) -> Path:
+        return self.mountpoint.joinpath(*parts)
+
+    def stop(self, sig: int | None = None) -> int:
+        import signal
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig or signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=15)
+        finally:
+            if os.path.ismount(self.mountpoint):
+                subprocess.run(["fusermount3", "-uz", str(self.mountpoint)], check=False)
+            if self.proc.poll() is None:
+                self.proc.kill()
+
+    def stderr(self) -> str:
+        return self.log.read_text()

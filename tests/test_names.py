@@ -1,0 +1,64 @@
+"""Portable names and the NSFW override rule: pure functions."""
+
+from __future__ import annotations
+
+import unicodedata
+
+import pytest
+
+from pbe_fs import names
+from pbe_fs.errors import PbeError
+from pbe_fs.tree import effective_policy
+
+
+def test_forbidden_characters_become_lookalikes() -> None:
+    assert names.join("1", 'a/b\\c:d*e?f"g<h>i|j') == "1 a／b＼c：d＊e？f＂g＜h＞i｜j"
+
+
+def test_control_characters_become_control_pictures() -> None:
+    assert names.join("1", "\x01bell\x07\x7f") == "1 ␁bell␇␡"
+    assert names.join("1", "tab\there\nnewline") == "1 tab␉here␊newline"
+
+
+def test_trailing_dots_and_spaces_dropped_and_empty_titles() -> None:
+    assert names.join("1", "dots...") == "1 dots"
+    assert names.join("1", "  spaces  ") == "1 spaces"
+    assert names.join("1", "..") == "1"
+    assert names.join("1", "") == "1"
+
+
+def test_cut_to_255_bytes_at_a_character_boundary() -> None:
+    name = names.join("000013", "93012357", "あ" * 300)
+    assert len(name.encode()) <= 255
+    assert name.startswith("000013 93012357 あ")
+    name.encode().decode("utf-8")  # no broken character
+    emoji = names.join("1", "🎨" * 100)
+    assert len(emoji.encode()) <= 255 and emoji.endswith("🎨")
+
+
+def test_names_are_nfc() -> None:
+    nfd = unicodedata.normalize("NFD", "が")
+    assert names.join("1", nfd) == "1 が"
+    assert names.lookup_key(nfd) == "が"
+
+
+@pytest.mark.parametrize("text, expected", [("風景", "風景"), ("a/b", "a／b"), ("..", "．．"), (".", "．"), ("   ", "_"),
+                                            ("R-18", "R-18"), ("x.", "x")])
+def test_segment(text: str, expected: str) -> None:
+    assert names.segment(text) == expected
+
+
+@pytest.mark.parametrize("instance, requested, result", [
+    ("hidden", None, "hidden"), ("hidden", "enabled", "enabled"), ("hidden", "disabled", "disabled"),
+    ("required", "enabled", "enabled"), ("required", "hidden", "hidden"),
+    ("enabled", "disabled", "disabled"), ("enabled", "hidden", "hidden"),
+    ("disabled", "disabled", "disabled"),
+])
+def test_policy_override_allowed(instance: str, requested: str | None, result: str) -> None:
+    assert effective_policy(instance, requested) == result
+
+
+@pytest.mark.parametrize("instance, requested", [("disabled", "enabled"), ("disabled", "hidden"), ("disabled", "required")])
+def test_policy_override_refused(instance: str, requested: str) -> None:
+    with pytest.raises(PbeError, match="looser than the instance policy"):
+        effective_policy(instance, requested)
