@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import illust
+from . import artwork, illust
 from .archive import (RECORD_FORMAT, Archive, DamagedFile, Digest, StoredFile, digest_file, move_into, probe, read_json,
                       write_json)
 from .config import Config
@@ -41,6 +41,7 @@ from .illust import FileSpec
 from .index import Index
 from .pixiv import NotFound, PixivClient
 from .progress import Progress
+from .render.cache import Cache
 
 log = logging.getLogger("pbe_fs.sync")
 
@@ -110,6 +111,9 @@ class Syncer:
         self._seen: set[int] = set()
         self._walk_complete = True
         self._found = 0
+        self._pool: ThreadPoolExecutor | None = None
+        self._prepared: list[tuple[int, Future[None]]] = []
+        self.cache = Cache(config.cache_path, int(self.settings.cache.max_gb * 1e9))
 
     # -- entry point -----------------------------------------------------------
     def run(self) -> SyncResult:
@@ -407,6 +411,7 @@ class Syncer:
         inflight: dict[Future[StoredFile], tuple[_Job, FileSpec]] = {}
         jobs_left = True
         with ThreadPoolExecutor(self.settings.sync.concurrency, thread_name_prefix="download") as pool:
+            self._pool = pool
             while True:
                 while len(inflight) < window:
                     if not queue and jobs_left:
@@ -421,7 +426,7 @@ class Syncer:
                     job, spec = queue.popleft()
                     inflight[pool.submit(self._fetch, job, spec)] = (job, spec)
                 if not inflight:
-                    return
+                    break
                 done, _ = wait(inflight, return_when=FIRST_COMPLETED)
                 for future in done:
                     job, spec = inflight.pop(future)
@@ -432,6 +437,13 @@ class Syncer:
                     job.outstanding -= 1
                     if job.outstanding == 0:
                         self._finish(job)
+            self._pool = None
+            for aid, future in self._prepared:
+                try:
+                    future.result()
+                except Exception as exc:  # a view can still make it on first need
+                    log.warning("%d: could not prepare its PDF or animation: %s", aid, exc)
+            self._prepared.clear()
 
     def _fetch(self, job: _Job, spec: FileSpec) -> StoredFile:
         """Runs in a download thread: get one file into the job's folder."""
@@ -519,6 +531,9 @@ class Syncer:
         self.archive.remove_side("deleted", job.id)
         self.result.new += 1
         log.debug("archived %d (%d files)", job.id, len(files))
+        if self._pool is not None:
+            folder, top = self.archive.artwork_dir(job.id), self.settings.display.artwork.image
+            self._prepared.append((job.id, self._pool.submit(artwork.prepare, folder, self.cache, top)))
 
     def _commit_repair(self, job: _Job) -> None:
         def change(record: dict[str, Any]) -> None:

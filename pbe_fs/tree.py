@@ -29,24 +29,20 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
-from typing import Any
 
 from . import maintenance, names
 from .archive import Archive
 from .config import NSFW_POLICIES, Config
 from .errors import PbeError
 from .index import Index
-from .render import anim, meta
-from .render import pdf as pdf_render
-from .render import zip as zip_render
+from .artwork import QUALITIES, ArtworkFolder, Node, top_quality
+from .render import meta
 from .render.cache import Cache
-from .render.segments import BytesContent, Content, FileContent, Reader, Segments
+from .render.segments import BytesContent, Reader
 from .status import status
 
 log = logging.getLogger("pbe_fs.tree")
 
-QUALITIES = ("original", "large", "medium", "square_medium")
 VIEWS = ("by-ingress", "by-date", "by-artist", "by-tag", "by-id", "nsfw", "gone")
 LISTING_VIEWS = ("by-ingress", "by-date", "by-artist", "by-tag", "gone")
 # how many names below the view an artwork folder sits
@@ -84,19 +80,6 @@ def effective_policy(instance: str, requested: str | None) -> str:
 
 def is_noise(name: str) -> bool:
     return name in PROBE_NOISE or name.startswith("._")
-
-
-@dataclass(frozen=True, slots=True)
-class Node:
-    """What a path is. ``artwork`` is set for an artwork folder and all in it."""
-
-    is_dir: bool
-    mtime: float
-    size: int = 0
-    artwork: int = 0
-    is_artwork_root: bool = False
-    content: Callable[[], Content] | None = None  # files: how to get at the bytes
-    immutable: bool = True
 
 
 @dataclass(slots=True)
@@ -178,9 +161,8 @@ class Tree:
             works[r[0]] = Work(r[0], r[1], r[2], r[3], r[4], r[5], _epoch(r[5]), r[6] > 0, r[7] == "gone", subdirs)
         return works
 
-    def _top_of(self, roles: set[str] | dict[str, Any]) -> str:
-        """The quality an artwork folder shows at its top level."""
-        return self.top_quality if self.top_quality in roles else "original"
+    def _top_of(self, roles: set[str]) -> str:
+        return top_quality(self.top_quality, roles)
 
     # -- policy ------------------------------------------------------------------
     def _shown(self, work: Work, view: str) -> bool:
@@ -403,94 +385,6 @@ class Tree:
         except (OSError, ValueError):
             log.warning("%d: archive folder unreadable", aid)
             return None
-        return _ArtworkFolder(self, work, record, raw).listing(rest)
-
-
-class _ArtworkFolder:
-    """The contents of one artwork folder, the same in every view."""
-
-    def __init__(self, tree: Tree, work: Work, record: dict[str, Any], raw: dict[str, Any]) -> None:
-        self.tree, self.work, self.record, self.raw = tree, work, record, raw
-        self.folder = tree.archive.artwork_dir(work.id)
-        self.when = datetime.fromisoformat(work.create_date) if work.create_date else datetime(1980, 1, 1)
-        self.by_role: dict[str, list[dict[str, Any]]] = {}
-        for f in sorted(record.get("files", []), key=lambda x: (x["page"], x["path"])):
-            self.by_role.setdefault(f["role"], []).append(f)
-        self.top = tree._top_of(self.by_role)
-
-    def _file(self, f: dict[str, Any]) -> Node:
-        path, size = self.folder / f["path"], f["size"]
-        return Node(False, self.work.mtime, size, self.work.id, content=lambda: FileContent(path, size))
-
-    def _generated(self, content: Content) -> Node:
-        return Node(False, self.work.mtime, content.size, self.work.id, content=lambda: content)
-
-    def _zip(self, files: list[dict[str, Any]], member_names: list[str] | None = None) -> Segments:
-        members = [zip_render.Member(member_names[i] if member_names else Path(f["path"]).name,
-                                     self.folder / f["path"], f["size"], f["crc32"]) for i, f in enumerate(files)]
-        return zip_render.layout(members, self.when)
-
-    def _pdf(self, files: list[dict[str, Any]]) -> Segments:
-        pages = [pdf_render.Page(self.folder / f["path"], f["format"], f.get("mode", ""), f["size"], f["sha256"])
-                 for f in files]
-        return pdf_render.pdf(self.tree.cache, pages)
-
-    def _quality(self, role: str) -> dict[str, Node]:
-        """A quality's images with their zip and pdf."""
-        files = self.by_role.get(role, [])
-        entries = {Path(f["path"]).name: self._file(f) for f in files}
-        if files and not (role == "original" and self.ugoira):
-            aid = self.work.id
-            entries[f"{aid}.zip"] = self._generated(self._zip(files))
-            entries[f"{aid}.pdf"] = self._generated(self._pdf(files))
-        return entries
-
-
-    @property
-    def ugoira(self) -> dict[str, Any] | None:
-        return self.record.get("ugoira")
-
-    def listing(self, rest: tuple[str, ...]) -> dict[str, Node] | None:
-        if rest:
-            if len(rest) == 1 and rest[0] in QUALITIES and rest[0] != self.top and rest[0] in self.by_role:
-                return self._quality(rest[0])
-            return None
-        entries = self._quality(self.top)
-        for role in QUALITIES:
-            if role != self.top and role in self.by_role:
-                entries[role] = Node(True, self.work.mtime, 0, self.work.id)
-        aid = self.work.id
-        entries["meta.json"] = self._generated(BytesContent(meta.meta_json(self.record, self.raw)))
-        entries["pixiv.url"] = self._generated(BytesContent(meta.internet_shortcut(aid)))
-        if self.ugoira:
-            entries.update(self._ugoira_entries())
-        return entries
-
-    def _ugoira_entries(self) -> dict[str, Node]:
-        aid, ugoira = self.work.id, self.ugoira or {}
-        frames = ugoira.get("frames") or []
-        frame_names = [f["file"] for f in frames]
-        delays = [f["delay"] for f in frames]
-        entries: dict[str, Node] = {}
-        archived_zip = self.by_role.get("ugoira_zip")
-        if archived_zip:
-            z = archived_zip[0]
-            entries[f"{aid}_ugoira.zip"] = self._file(z)
-            sources: list[Path] | Path = self.folder / z["path"]
-            key: object = z["sha256"]
-        else:
-            originals = self.by_role.get("original", [])[: len(frames)]
-            if not originals:
-                return entries
-            frame_names = frame_names[: len(originals)]
-            entries[f"{aid}_ugoira.zip"] = self._generated(self._zip(originals, frame_names))
-            sources = [self.folder / f["path"] for f in originals]
-            key = [f["sha256"] for f in originals]
-        cache = self.tree.cache
-        for fmt in ("gif", "webp"):
-            def make(fmt: str = fmt) -> Path:  # again at open: the cache may have dropped it since
-                return anim.animation(cache, fmt, sources, frame_names, delays, key)
-            size = make().stat().st_size
-            entries[f"{aid}.{fmt}"] = Node(False, self.work.mtime, size, aid,
-                                           content=lambda make=make, size=size: FileContent(make(), size))
-        return entries
+        return ArtworkFolder(self.archive.artwork_dir(aid), record, raw, cache=self.cache,
+                             top=self._top_of({f["role"] for f in record.get("files", [])}),
+                             mtime=work.mtime).listing(rest)

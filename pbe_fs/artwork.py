@@ -1,0 +1,158 @@
+"""One artwork folder: originals, quality subfolders and generated files.
+
+The same contents appear in every view; the tree decides where, this module
+decides what. The sync uses it too, to make a new work's PDFs and
+animations before anyone lists the folder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from . import illust
+from .render import anim, meta
+from .render import pdf as pdf_render
+from .render import zip as zip_render
+from .render.cache import Cache
+from .render.segments import BytesContent, Content, FileContent, Segments
+
+QUALITIES = ("original", "large", "medium", "square_medium")
+
+
+def top_quality(configured: str, roles: Any) -> str:
+    """The quality an artwork folder shows at its top level
+    (``display.artwork.image``, or the originals when it lacks that size)."""
+    return configured if configured in roles else "original"
+
+
+def prepare(folder: Path, cache: Cache, configured_top: str) -> None:
+    """Make a freshly archived work's generated files (the sync calls this
+    once the work is in), so that no listing ever waits for a render."""
+    from .archive import RAW, RECORD, read_json
+
+    record, raw = read_json(folder / RECORD), read_json(folder / RAW)
+    roles = {f["role"] for f in record.get("files", [])}
+    artwork = ArtworkFolder(folder, record, raw, cache=cache, top=top_quality(configured_top, roles), mtime=0)
+    artwork.listing(())
+    for role in artwork.subfolders():
+        artwork.listing((role,))
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """What a path is. ``artwork`` is set for an artwork folder and all in it."""
+
+    is_dir: bool
+    mtime: float
+    size: int = 0
+    artwork: int = 0
+    is_artwork_root: bool = False
+    content: Callable[[], Content] | None = None  # files: how to get at the bytes
+    immutable: bool = True
+
+
+
+class ArtworkFolder:
+    """The contents of one artwork folder, the same in every view.
+
+    Built from the work's record alone; generated files (zip layouts, PDF
+    skeletons, animations) come from the cache, made on first need.
+    """
+
+    def __init__(self, folder: Path, record: dict[str, Any], raw: dict[str, Any], *, cache: Cache,
+                 top: str, mtime: float) -> None:
+        self.folder, self.record, self.raw, self.cache = folder, record, raw, cache
+        self.id = int(record["id"])
+        self.mtime = mtime
+        create_date = illust.fields(raw)["create_date"]
+        try:
+            self.when = datetime.fromisoformat(create_date)
+        except ValueError:
+            self.when = datetime(1980, 1, 1)
+        self.by_role: dict[str, list[dict[str, Any]]] = {}
+        for f in sorted(record.get("files", []), key=lambda x: (x["page"], x["path"])):
+            self.by_role.setdefault(f["role"], []).append(f)
+        self.top = top
+
+    def _file(self, f: dict[str, Any]) -> Node:
+        path, size = self.folder / f["path"], f["size"]
+        return Node(False, self.mtime, size, self.id, content=lambda: FileContent(path, size))
+
+    def _generated(self, content: Content) -> Node:
+        return Node(False, self.mtime, content.size, self.id, content=lambda: content)
+
+    def _zip(self, files: list[dict[str, Any]], member_names: list[str] | None = None) -> Segments:
+        members = [zip_render.Member(member_names[i] if member_names else Path(f["path"]).name,
+                                     self.folder / f["path"], f["size"], f["crc32"]) for i, f in enumerate(files)]
+        return zip_render.layout(members, self.when)
+
+    def _pdf(self, files: list[dict[str, Any]]) -> Segments:
+        pages = [pdf_render.Page(self.folder / f["path"], f["format"], f.get("mode", ""), f["size"], f["sha256"])
+                 for f in files]
+        return pdf_render.pdf(self.cache, pages)
+
+    def _quality(self, role: str) -> dict[str, Node]:
+        """A quality's images with their zip and pdf."""
+        files = self.by_role.get(role, [])
+        entries = {Path(f["path"]).name: self._file(f) for f in files}
+        if files and not (role == "original" and self.ugoira):
+            aid = self.id
+            entries[f"{aid}.zip"] = self._generated(self._zip(files))
+            entries[f"{aid}.pdf"] = self._generated(self._pdf(files))
+        return entries
+
+
+    @property
+    def ugoira(self) -> dict[str, Any] | None:
+        return self.record.get("ugoira")
+
+    def listing(self, rest: tuple[str, ...]) -> dict[str, Node] | None:
+        if rest:
+            if len(rest) == 1 and rest[0] in QUALITIES and rest[0] != self.top and rest[0] in self.by_role:
+                return self._quality(rest[0])
+            return None
+        entries = self._quality(self.top)
+        for role in self.subfolders():
+            entries[role] = Node(True, self.mtime, 0, self.id)
+        aid = self.id
+        entries["meta.json"] = self._generated(BytesContent(meta.meta_json(self.record, self.raw)))
+        entries["pixiv.url"] = self._generated(BytesContent(meta.internet_shortcut(aid)))
+        if self.ugoira:
+            entries.update(self._ugoira_entries())
+        return entries
+
+    def _ugoira_entries(self) -> dict[str, Node]:
+        aid, ugoira = self.id, self.ugoira or {}
+        frames = ugoira.get("frames") or []
+        frame_names = [f["file"] for f in frames]
+        delays = [f["delay"] for f in frames]
+        entries: dict[str, Node] = {}
+        archived_zip = self.by_role.get("ugoira_zip")
+        if archived_zip:
+            z = archived_zip[0]
+            entries[f"{aid}_ugoira.zip"] = self._file(z)
+            sources: list[Path] | Path = self.folder / z["path"]
+            key: object = z["sha256"]
+        else:
+            originals = self.by_role.get("original", [])[: len(frames)]
+            if not originals:
+                return entries
+            frame_names = frame_names[: len(originals)]
+            entries[f"{aid}_ugoira.zip"] = self._generated(self._zip(originals, frame_names))
+            sources = [self.folder / f["path"] for f in originals]
+            key = [f["sha256"] for f in originals]
+        cache = self.cache
+        for fmt in ("gif", "webp"):
+            def make(fmt: str = fmt) -> Path:  # again at open: the cache may have dropped it since
+                return anim.animation(cache, fmt, sources, frame_names, delays, key)
+            size = make().stat().st_size
+            entries[f"{aid}.{fmt}"] = Node(False, self.mtime, size, aid,
+                                           content=lambda make=make, size=size: FileContent(make(), size))
+        return entries
+
+    def subfolders(self) -> list[str]:
+        return [role for role in QUALITIES if role != self.top and role in self.by_role]
