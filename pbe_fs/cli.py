@@ -160,7 +160,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
     log.info("mounted %s at %s (NSFW %s%s); unmount with Ctrl-C or `fusermount3 -u %s`", cfg.archive_path,
              mountpoint, tree.policy, ", deletion allowed" if allow_delete else ", read-only", mountpoint)
     try:
-        mount(tree, mountpoint, allow_delete=allow_delete)
+        mount(tree, mountpoint, allow_delete=allow_delete, xattrs=args.xattrs or cfg.settings.mount.xattrs)
     finally:
         tree.close()
     log.info("unmounted %s", mountpoint)
@@ -200,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nsfw", choices=NSFW_POLICIES, help="NSFW policy for this mount (default: display.nsfw)")
     p.add_argument("--allow-delete", action="store_true",
                    help="let `rm -r` of an artwork folder delete it even though read_only is true")
+    p.add_argument("--xattrs", action="store_true",
+                   help="serve user.xdg.* extended attributes (makes `ls -l` several times slower)")
     p.set_defaults(func=cmd_mount)
 
     p = sub.add_parser("reindex", help="rebuild the index from the archive files")

@@ -99,6 +99,7 @@ class WebdavSection(_Section):
 
 class MountSection(_Section):
     path: str = ""
+    xattrs: bool = False
 
 
 class Settings(_Section):

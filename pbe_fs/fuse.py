@@ -71,10 +71,11 @@ class Operations(pyfuse3.Operations):
     enable_writeback_cache = False
     enable_acl = False
 
-    def __init__(self, tree: Tree, *, allow_delete: bool) -> None:
+    def __init__(self, tree: Tree, *, allow_delete: bool, xattrs: bool = False) -> None:
         super().__init__()
         self.tree = tree
         self.allow_delete = allow_delete
+        self.xattrs = xattrs
         self._path_of: dict[int, tuple[str, ...]] = {ROOT: ()}
         self._inode_of: dict[tuple[str, ...], int] = {(): ROOT}
         self._lookups: Counter[int] = Counter()
@@ -216,7 +217,10 @@ class Operations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.ENOENT)
         if node.is_dir:
             raise pyfuse3.FUSEError(errno.EISDIR)
-        reader = await trio.to_thread.run_sync(self.tree.reader, path)
+        if self.tree.is_cached(path[:-1]):
+            reader = self.tree.reader(path)  # contents are ready: no thread hop
+        else:
+            reader = await trio.to_thread.run_sync(self.tree.reader, path)
         fh = self._next_fh
         self._next_fh += 1
         self._handles[fh] = reader
@@ -237,6 +241,12 @@ class Operations(pyfuse3.Operations):
     # -- extended attributes -----------------------------------------------------------
     @_guard
     async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
+        if not self.xattrs:
+            # ENOSYS once and the kernel stops asking: without it, `ls -l`
+            # costs three round trips per entry (SELinux label, two ACLs).
+            raise pyfuse3.FUSEError(errno.ENOSYS)
+        if not name.startswith(b"user."):  # ls -l asks every entry for ACLs and SELinux labels
+            raise pyfuse3.FUSEError(errno.ENODATA)
         value = self.tree.xattrs(self._path(inode)).get(os.fsdecode(name))
         if value is None:
             raise pyfuse3.FUSEError(errno.ENODATA)
@@ -244,6 +254,8 @@ class Operations(pyfuse3.Operations):
 
     @_guard
     async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
+        if not self.xattrs:
+            raise pyfuse3.FUSEError(errno.ENOSYS)
         return [n.encode() for n in self.tree.xattrs(self._path(inode))]
 
     async def setxattr(self, *args: Any) -> None:
@@ -358,11 +370,11 @@ def check_mountpoint(mountpoint: Path) -> None:
         raise PbeError("/dev/fuse is missing: install fuse3 (apt-get install fuse3) or load the fuse module")
 
 
-def mount(tree: Tree, mountpoint: Path, *, allow_delete: bool, poll_seconds: float = 1.0,
+def mount(tree: Tree, mountpoint: Path, *, allow_delete: bool, xattrs: bool = False, poll_seconds: float = 1.0,
           ready: Callable[[], None] | None = None) -> None:
     """Serve the tree at mountpoint until SIGINT/SIGTERM or `fusermount3 -u`."""
     check_mountpoint(mountpoint)
-    ops = Operations(tree, allow_delete=allow_delete)
+    ops = Operations(tree, allow_delete=allow_delete, xattrs=xattrs)
     options = set(pyfuse3.default_options)
     options |= {"fsname=pbe-fs", "subtype=pbe-fs", "default_permissions"}
     if not allow_delete:

@@ -238,7 +238,7 @@ class Tree:
         work = self._works.get(node.artwork)
         if work is None:
             return {}
-        tags = [t for t, _ in self._tags_of(work.id)]
+        tags = self._all_tags().get(work.id, [])
         return {
             "user.xdg.origin.url": meta.PAGE_URL.format(work.id).encode(),
             "user.xdg.tags": ",".join(tags).encode(),
@@ -371,9 +371,6 @@ class Tree:
             self._tags = tags
         return tags
 
-    def _tags_of(self, aid: int) -> list[tuple[str, str | None]]:
-        return [(r[0], r[1]) for r in self.index.db.execute(
-            "SELECT name, translated_name FROM tags WHERE artwork_id = ? ORDER BY position", (aid,))]
 
     # -- inside an artwork folder -------------------------------------------------------
     def _artwork_dir(self, aid: int, rest: tuple[str, ...]) -> dict[str, Node] | None:

@@ -209,7 +209,22 @@ def test_ugoira_animations(mounted: Mount, synced) -> None:
         (archive / "93012347/93012347_ugoira1920x1080.zip").read_bytes()
 
 
-def test_xattrs(mounted: Mount) -> None:
+def test_xattrs(synced, tmp_path: Path) -> None:
+    config, _ = synced
+    mounted = Mount(config, tmp_path / "mnt", "--xattrs")
+    try:
+        _check_xattrs(mounted)
+    finally:
+        mounted.stop()
+
+
+def test_no_xattrs_by_default(mounted: Mount) -> None:
+    with pytest.raises(OSError) as err:
+        os.getxattr(mounted.path("by-id", "93012345"), "user.xdg.comment")
+    assert err.value.errno in (errno.ENOTSUP, errno.ENODATA)
+
+
+def _check_xattrs(mounted: Mount) -> None:
     out = subprocess.run(["getfattr", "-d", "--absolute-names", str(mounted.path("by-id", "93012345"))],
                          capture_output=True, text=True, check=True).stdout
     assert 'user.xdg.origin.url="https://www.pixiv.net/artworks/93012345"' in out

@@ -38,6 +38,7 @@ class FilePart:
 
 
 Part = bytes | FilePart
+_READAHEAD = 16 << 20
 
 
 class Segments:
@@ -65,6 +66,10 @@ class SegmentsReader:
         fd = self._fds.get(path)
         if fd is None:
             fd = self._fds[path] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            # Readers stream: start the disk early, so a cold read through
+            # FUSE (one request at a time) does not wait for every block.
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+            os.posix_fadvise(fd, 0, _READAHEAD, os.POSIX_FADV_WILLNEED)
         return fd
 
     def read(self, offset: int, size: int) -> bytes:

@@ -1,0 +1,200 @@
+"""The FUSE mount against plain files on the same disk, 20,000 artworks.
+
+Builds an archive the way a sync leaves it (artwork folders, records, then
+`pbe-fs reindex`), mounts it, and reports each figure as a ratio against a
+baseline measured in the same run:
+
+* `ls -l by-ingress/` vs `ls -l` of a plain folder of as many subfolders
+* a 5 MB original read through the mount vs read directly (cold: page cache
+  dropped; warm: second read)
+* `stat` of a 60-page work's zip (first lookup after mounting), and
+  streaming that zip vs reading its member files
+* the first PDF of the 60-page work vs the `img2pdf` command on the same
+  files, and re-reading it vs reading a plain copy
+* peak RSS of the mount process
+
+Needs root (drop_caches, FUSE). `python bench/fuse_bench.py [--works N]`
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from PIL import Image  # noqa: E402
+
+from pbe_fs import artwork, config  # noqa: E402
+from pbe_fs.render.cache import Cache  # noqa: E402
+from tests.conftest import Mount  # noqa: E402
+
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def _jpeg(seed: int, size: tuple[int, int], quality: int = 92) -> bytes:
+    rnd = random.Random(seed)
+    im = Image.frombytes("RGB", size, rnd.randbytes(size[0] * size[1] * 3))
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def _write_work(folder: Path, aid: int, seq: int, pages: list[bytes], title: str) -> None:
+    folder.mkdir(parents=True)
+    files = []
+    for n, data in enumerate(pages):
+        name = f"{aid}_p{n}.jpg"
+        (folder / name).write_bytes(data)
+        files.append({"path": name, "role": "original", "page": n, "size": len(data), "crc32": zlib.crc32(data),
+                      "sha256": hashlib.sha256(data).hexdigest(), "width": 0, "height": 0, "format": "JPEG",
+                      "mode": "RGB", "url": f"https://i.pximg.net/img-original/img/2021/01/01/00/00/00/{name}"})
+    day = 1 + aid % 28
+    raw = {"id": aid, "title": title, "type": "manga" if len(pages) > 1 else "illust",
+           "user": {"id": 1000 + aid % 500, "name": f"artist {aid % 500}", "account": "a"},
+           "tags": [{"name": f"tag{aid % 50}", "translated_name": None}],
+           "create_date": f"2021-{1 + aid % 12:02d}-{day:02d}T00:00:00+09:00", "page_count": len(pages),
+           "width": 100, "height": 100, "x_restrict": 0, "sanity_level": 2, "visible": True}
+    record = {"format": 1, "id": aid, "seq": seq, "restrict": "public", "bookmarked": True,
+              "archived_at": "2026-01-01T00:00:00+00:00", "gone": None, "ugoira": None, "files": files, "history": []}
+    (folder / "pixiv.json").write_text(json.dumps(raw))
+    (folder / "pbe.json").write_text(json.dumps(record))
+
+
+def build(base: Path, works: int) -> tuple[Path, int, int]:
+    data = base / "data"
+    small = _jpeg(1, (16, 16))
+    for i in range(works):
+        aid = 100_000_000 + i
+        _write_work(data / "artworks" / str(aid), aid, i + 1, [small], f"work {i}")
+    big_id, manga_id = 99_000_001, 99_000_002
+    big = _jpeg(2, (1600, 1200), quality=100)
+    while len(big) < 5_000_000:
+        big += b"\0" * 4096  # padding after EOI: still a JPEG, now 5 MB
+    _write_work(data / "artworks" / str(big_id), big_id, works + 1, [big[:5_000_000]], "big")
+    _write_work(data / "artworks" / str(manga_id), manga_id, works + 2,
+                [_jpeg(100 + n, (400, 300), quality=95) for n in range(60)], "manga")
+    cfg = base / "config.json"
+    cfg.write_text(json.dumps({"pixiv": {"refresh": "x"}, "filesystem_options": {"path": "./data"},
+                               "cache": {"path": "./cache"}}))
+    subprocess.run([sys.executable, "-m", "pbe_fs.cli", "-c", str(cfg), "-q", "reindex"], env=ENV, check=True)
+    return cfg, big_id, manga_id
+
+
+def drop_caches() -> None:
+    os.sync()
+    Path("/proc/sys/vm/drop_caches").write_text("3\n")
+
+
+def timed(fn, repeat: int = 1) -> float:
+    best = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        best.append(time.perf_counter() - start)
+    return statistics.median(best)
+
+
+def read_all(path: Path) -> int:
+    with open(path, "rb", buffering=0) as fh:
+        total = 0
+        while chunk := fh.read(1 << 20):
+            total += len(chunk)
+        return total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--works", type=int, default=20_000)
+    args = parser.parse_args()
+    rows: list[tuple[str, str, str, str, str]] = []
+    with tempfile.TemporaryDirectory(prefix="pbe-fuse-bench-", dir="/var/tmp") as tmp:
+        base = Path(tmp)
+        t = time.perf_counter()
+        cfg, big_id, manga_id = build(base, args.works)
+        print(f"built {args.works} works in {time.perf_counter() - t:.1f} s", file=sys.stderr)
+        plain = base / "plain"
+        plain.mkdir()
+        for name in os.listdir(base / "data/artworks"):
+            (plain / name).mkdir()
+
+        # the sync would have prepared the PDF; time that against the img2pdf command
+        settings = config.load(cfg)
+        manga = base / "data/artworks" / str(manga_id)
+        jpgs = [str(manga / f"{manga_id}_p{n}.jpg") for n in range(60)]
+        drop_caches()
+        t_cmd = timed(lambda: subprocess.run(["img2pdf", *jpgs, "-o", str(base / "cmd.pdf")], check=True))
+        drop_caches()
+        t_ours = timed(lambda: artwork.prepare(manga, Cache(settings.cache_path, 10**10), "original"))
+        rows.append(("first PDF, 60 JPEG pages", f"{t_ours * 1000:.0f} ms", f"img2pdf command {t_cmd * 1000:.0f} ms",
+                     f"{t_ours / t_cmd:.2f}×", "≤ 1.2×"))
+
+        m = Mount(cfg, base / "mnt", "--nsfw", "enabled")
+        try:
+            ls = lambda p: subprocess.run(["ls", "-l", str(p)], stdout=subprocess.DEVNULL, check=True)  # noqa: E731
+            ls(m.path("by-ingress"))
+            ls(plain)
+            t_fuse, t_plain = timed(lambda: ls(m.path("by-ingress")), 5), timed(lambda: ls(plain), 5)
+            rows.append((f"ls -l of {args.works:,} folders", f"{t_fuse * 1000:.0f} ms", f"plain folder {t_plain * 1000:.0f} ms",
+                         f"{t_fuse / t_plain:.2f}×", "≤ 1.5×"))
+
+            direct = base / "data/artworks" / str(big_id) / f"{big_id}_p0.jpg"
+            through = m.path("by-id", str(big_id), f"{big_id}_p0.jpg")
+            drop_caches()
+            cold_direct = timed(lambda: read_all(direct))
+            drop_caches()
+            cold_fuse = timed(lambda: read_all(through))
+            warm_direct, warm_fuse = timed(lambda: read_all(direct), 5), timed(lambda: read_all(through), 5)
+            mb = 5.0
+            rows.append(("read 5 MB original, cold", f"{mb / cold_fuse:.0f} MB/s", f"direct {mb / cold_direct:.0f} MB/s",
+                         f"{cold_direct / cold_fuse:.2f}×", "≥ 0.6×"))
+            rows.append(("read 5 MB original, warm", f"{mb / warm_fuse:.0f} MB/s", f"direct {mb / warm_direct:.0f} MB/s",
+                         f"{warm_direct / warm_fuse:.2f}×", "≥ 0.9×"))
+
+            zpath = m.path("by-id", str(manga_id), f"{manga_id}.zip")
+            os.listdir(m.path("by-id"))  # the view is listed; the work's folder is not yet
+            t_stat = timed(lambda: os.stat(zpath))
+            rows.append(("stat of a 60-page zip (first lookup in its folder)", f"{t_stat * 1000:.2f} ms", "", "", "< 5 ms"))
+            size = os.stat(zpath).st_size
+            read_all(zpath)
+            t_zip = timed(lambda: read_all(zpath), 5)
+            t_members = timed(lambda: [read_all(Path(j)) for j in jpgs], 5)
+            rows.append(("stream the 60-page zip", f"{size / t_zip / 1e6:.0f} MB/s",
+                         f"member files {size / t_members / 1e6:.0f} MB/s", f"{t_members / t_zip:.2f}×", "≥ 0.8×"))
+
+            ppath = m.path("by-id", str(manga_id), f"{manga_id}.pdf")
+            copy = base / "copy.pdf"
+            shutil.copyfile(ppath, copy)
+            read_all(ppath)
+            t_pdf, t_copy = timed(lambda: read_all(ppath), 5), timed(lambda: read_all(copy), 5)
+            psize = copy.stat().st_size
+            rows.append(("re-read the cached PDF", f"{psize / t_pdf / 1e6:.0f} MB/s", f"plain copy {psize / t_copy / 1e6:.0f} MB/s",
+                         f"{t_copy / t_pdf:.2f}×", "≥ 0.8×"))
+            for p in (m.path("by-date"), m.path("by-artist"), m.path("by-tag")):
+                subprocess.run(["find", str(p), "-maxdepth", "3"], stdout=subprocess.DEVNULL, check=True)
+            hwm = next(line for line in Path(f"/proc/{m.proc.pid}/status").read_text().splitlines() if line.startswith("VmHWM"))
+            rss = int(hwm.split()[1]) / 1024
+            rows.append(("peak RSS of the mount", f"{rss:.0f} MB", "", "", "≤ 150 MB"))
+        finally:
+            m.stop()
+    print("| measure | pbe-fs | baseline | ratio | target |")
+    print("|---|---:|---:|---:|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()
