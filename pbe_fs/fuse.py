@@ -86,6 +86,7 @@ class Operations(pyfuse3.Operations):
         self._hidden: dict[tuple[str, ...], float] = {}
         self._uid, self._gid = os.getuid(), os.getgid()
         self.nursery: trio.Nursery | None = None  # for work that must wait until a request is answered
+        self._told = tree.generation
 
     # -- bookkeeping -----------------------------------------------------------
     def _inode(self, path: tuple[str, ...]) -> int:
@@ -115,8 +116,20 @@ class Operations(pyfuse3.Operations):
         if self._is_hidden(path):
             return None
         if self.tree.is_cached(path[:-1]):
-            return self.tree.get(path)
-        return await trio.to_thread.run_sync(self.tree.get, path)
+            node = self.tree.get(path)
+        else:
+            node = await trio.to_thread.run_sync(self.tree.get, path)
+        self.tell_kernel_if_changed()
+        return node
+
+    def tell_kernel_if_changed(self) -> None:
+        """Whoever notices a new generation first (a request, or the poll
+        loop) has the kernel's caches invalidated, after this request."""
+        generation = self.tree.generation
+        if generation != self._told and self.nursery is not None:
+            self._told = generation
+            log.info("archive changed (generation %d): refreshing the mount", generation)
+            self.nursery.start_soon(self.invalidate)
 
     def _attrs(self, path: tuple[str, ...], node: Node) -> pyfuse3.EntryAttributes:
         a = pyfuse3.EntryAttributes()
@@ -233,6 +246,9 @@ class Operations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EBADF)
         return reader.read(off, size)
 
+    async def flush(self, fh: int) -> None:
+        raise pyfuse3.FUSEError(errno.ENOSYS)  # nothing to flush: the kernel stops asking on every close
+
     async def release(self, fh: int) -> None:
         reader = self._handles.pop(fh, None)
         if reader is not None:
@@ -301,9 +317,8 @@ class Operations(pyfuse3.Operations):
             return
         await trio.to_thread.run_sync(self.tree.delete, path)
         self._hidden = {p: t for p, t in self._hidden.items() if p[: len(path)] != path}
-        # Not now: the kernel holds the parent's lock until this rmdir returns.
-        if self.nursery is not None:
-            self.nursery.start_soon(self.invalidate)
+        # After replying: the kernel holds the parent's lock until this rmdir returns.
+        self.tell_kernel_if_changed()
 
     # every other write refuses: a read-only tree
     setattr = mkdir = mknod = symlink = link = rename = create = write = _refuse()  # type: ignore[assignment]
@@ -320,8 +335,8 @@ class Operations(pyfuse3.Operations):
         folders: list[int] = []
         for path, inode in list(self._inode_of.items()):
             place = self.tree.place(path)
-            if place == "view":
-                folders.append(inode)
+            if place == "view" or (place == "inside" and path[-1] == "meta.json"):
+                folders.append(inode)  # meta.json tells the work's state, which a sync may change
             elif place == "artwork" and self.tree.get(path) is None:
                 parent = self._inode_of.get(path[:-1])
                 if parent is not None:
@@ -342,13 +357,11 @@ class Operations(pyfuse3.Operations):
 
 
 async def _watch_generation(ops: Operations, interval: float) -> None:
+    """Notice a sync's commits even when nobody is looking at the mount."""
     while True:
         await trio.sleep(interval)
-        generation = ops.tree.generation
-        changed = await trio.to_thread.run_sync(lambda: ops.tree.refresh(force=False, interval=0))
-        if changed and ops.tree.generation != generation:
-            log.info("archive changed (generation %d): refreshing the mount", ops.tree.generation)
-            await ops.invalidate()
+        await trio.to_thread.run_sync(lambda: ops.tree.refresh(force=False, interval=0))
+        ops.tell_kernel_if_changed()
 
 
 async def _watch_signals(cancel: trio.CancelScope) -> None:

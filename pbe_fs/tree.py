@@ -121,6 +121,7 @@ class Tree:
         self._stamp = time.time()
         self._works: dict[int, Work] = {}
         self._tags: dict[int, list[str]] | None = None
+        self._links: dict[tuple[str, ...], int] = {}
         self._dirs: OrderedDict[tuple[str, ...], dict[str, Node]] = OrderedDict()
         self._max_dirs = cache_dirs
         self.refresh(force=True)
@@ -140,6 +141,7 @@ class Tree:
             self._stamp = time.time()
             self._works = self._load_works()
             self._tags = None
+            self._links = {}
             self._dirs.clear()
         return True
 
@@ -221,8 +223,11 @@ class Tree:
             return 2 + (work.subdirs if work else 0)
         if node.artwork:
             return 2
-        entries = self._dir(path)
-        return 2 + sum(1 for n in (entries or {}).values() if n.is_dir)
+        links = self._links.get(path)
+        if links is None:
+            entries = self._dir(path)
+            links = self._links[path] = 2 + sum(1 for n in (entries or {}).values() if n.is_dir)
+        return links
 
     def reader(self, path: tuple[str, ...]) -> Reader:
         node = self.get(path)

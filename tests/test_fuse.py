@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -173,6 +174,9 @@ def test_zip_is_exact_and_valid(mounted: Mount, synced) -> None:
         assert os.stat(path).st_size == len(path.read_bytes())
         listing = subprocess.run(["bsdtar", "-tf", str(path)], capture_output=True, text=True, check=True).stdout
         assert len(listing.split()) == 12
+        if shutil.which("7z"):
+            out = subprocess.run(["7z", "t", str(path)], capture_output=True, text=True).stdout
+            assert "Everything is Ok" in out
         assert subprocess.run(["unzip", "-tq", str(path)], capture_output=True).returncode == 0
 
 
@@ -360,3 +364,28 @@ def test_mount_refuses_bad_mountpoints(synced, tmp_path: Path) -> None:
     proc = pbe(config, "mount", str(tmp_path), "--nsfw", "sometimes")
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
+
+
+def test_top_quality_and_gone_updates(tmp_path: Path, fake: FakePixiv) -> None:
+    config = write_config(tmp_path, fake, display={"artwork": {"image": "large"}}, sync={"sizes": ["original", "large"]})
+    pbe(config, "sync", "--no-progress", check=True)
+    m = Mount(config, tmp_path / "mnt")
+    try:
+        folder = m.path("by-id", "93012350")
+        assert sorted(os.listdir(folder)) == sorted(
+            [f"93012350_p{n}_master1200.jpg" for n in range(12)] + ["93012350.zip", "93012350.pdf", "meta.json",
+                                                                      "pixiv.url", "original"])
+        assert len([n for n in os.listdir(folder / "original") if n.endswith(".jpg")]) == 12
+        meta = folder / "meta.json"
+        assert json.loads(meta.read_bytes())["state"] == "live"
+        fake.works[93012350].state = "deleted"
+        pbe(config, "sync", "--full", "--no-progress", check=True)
+        deadline = time.monotonic() + 10
+        while "93012350 manga" not in " ".join(os.listdir(m.path("gone"))) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert any(" 93012350 " in f" {n} " for n in os.listdir(m.path("gone")))
+        while json.loads(meta.read_bytes())["state"] != "gone" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert json.loads(meta.read_bytes())["state"] == "gone"
+    finally:
+        assert m.stop() == 0
