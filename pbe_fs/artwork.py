@@ -53,6 +53,7 @@ class Node:
     is_artwork_root: bool = False
     content: Callable[[], Content] | None = None  # files: how to get at the bytes
     immutable: bool = True
+    etag: str = ""  # changes exactly when the bytes do
 
 
 
@@ -80,10 +81,10 @@ class ArtworkFolder:
 
     def _file(self, f: dict[str, Any]) -> Node:
         path, size = self.folder / f["path"], f["size"]
-        return Node(False, self.mtime, size, self.id, content=lambda: FileContent(path, size))
+        return Node(False, self.mtime, size, self.id, content=lambda: FileContent(path, size), etag=f["sha256"][:32])
 
-    def _generated(self, content: Content) -> Node:
-        return Node(False, self.mtime, content.size, self.id, content=lambda: content)
+    def _generated(self, content: Content, identity: object) -> Node:
+        return Node(False, self.mtime, content.size, self.id, content=lambda: content, etag=Cache.key(identity))
 
     def _zip(self, files: list[dict[str, Any]], member_names: list[str] | None = None) -> Segments:
         members = [zip_render.Member(member_names[i] if member_names else Path(f["path"]).name,
@@ -101,8 +102,9 @@ class ArtworkFolder:
         entries = {Path(f["path"]).name: self._file(f) for f in files}
         if files and not (role == "original" and self.ugoira):
             aid = self.id
-            entries[f"{aid}.zip"] = self._generated(self._zip(files))
-            entries[f"{aid}.pdf"] = self._generated(self._pdf(files))
+            shas = [f["sha256"] for f in files]
+            entries[f"{aid}.zip"] = self._generated(self._zip(files), ("zip", shas))
+            entries[f"{aid}.pdf"] = self._generated(self._pdf(files), ("pdf", shas))
         return entries
 
 
@@ -119,8 +121,9 @@ class ArtworkFolder:
         for role in self.subfolders():
             entries[role] = Node(True, self.mtime, 0, self.id)
         aid = self.id
-        entries["meta.json"] = self._generated(BytesContent(meta.meta_json(self.record, self.raw)))
-        entries["pixiv.url"] = self._generated(BytesContent(meta.internet_shortcut(aid)))
+        meta_json = meta.meta_json(self.record, self.raw)
+        entries["meta.json"] = self._generated(BytesContent(meta_json), meta_json)
+        entries["pixiv.url"] = self._generated(BytesContent(meta.internet_shortcut(aid)), aid)
         if self.ugoira:
             entries.update(self._ugoira_entries())
         return entries
@@ -142,15 +145,15 @@ class ArtworkFolder:
             if not originals:
                 return entries
             frame_names = frame_names[: len(originals)]
-            entries[f"{aid}_ugoira.zip"] = self._generated(self._zip(originals, frame_names))
             sources = [self.folder / f["path"] for f in originals]
             key = [f["sha256"] for f in originals]
+            entries[f"{aid}_ugoira.zip"] = self._generated(self._zip(originals, frame_names), ("ugoira", key, frame_names))
         cache = self.cache
         for fmt in ("gif", "webp"):
             def make(fmt: str = fmt) -> Path:  # again at open: the cache may have dropped it since
                 return anim.animation(cache, fmt, sources, frame_names, delays, key)
             size = make().stat().st_size
-            entries[f"{aid}.{fmt}"] = Node(False, self.mtime, size, aid,
+            entries[f"{aid}.{fmt}"] = Node(False, self.mtime, size, aid, etag=Cache.key(fmt, key, delays),
                                            content=lambda make=make, size=size: FileContent(make(), size))
         return entries
 

@@ -167,6 +167,37 @@ def cmd_mount(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .tree import Tree
+    from .webdav import serve
+
+    cfg = _load(args)
+    if not Archive(cfg.archive_path).index_path.exists():
+        raise PbeError(f"no archive at {cfg.archive_path} yet: run `pbe-fs sync` first")
+    s = cfg.settings
+    tree = Tree(cfg, args.nsfw)
+    host = args.host or s.webdav.host
+    port = s.webdav.port if args.port is None else args.port
+
+    def ready(bound_host: str, bound_port: int) -> None:
+        log.info("serving %s over WebDAV at http://%s:%d/ (NSFW %s%s); stop with Ctrl-C", cfg.archive_path,
+                 bound_host, bound_port, tree.policy, ", deletion needs the read-only token" if s.read_only else "")
+
+    try:
+        serve(tree, host, port, read_only=s.read_only, token=s.read_only_token, ready=ready)
+    except OSError as exc:
+        raise PbeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    finally:
+        tree.close()
+    return 0
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}")
+    return int(text)
+
+
 def _artwork_id(text: str) -> int:
     if not text.isdigit() or int(text) <= 0:
         raise argparse.ArgumentTypeError(f"not an artwork id: {text!r}")
@@ -203,6 +234,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--xattrs", action="store_true",
                    help="serve user.xdg.* extended attributes (makes `ls -l` several times slower)")
     p.set_defaults(func=cmd_mount)
+
+    p = sub.add_parser("serve", help="serve the archive's folders over WebDAV, until Ctrl-C")
+    p.add_argument("--host", help="address to listen on (default: webdav.host, 127.0.0.1)")
+    p.add_argument("--port", type=_port, help="port (default: webdav.port, 8080; 0 picks a free one)")
+    p.add_argument("--nsfw", choices=NSFW_POLICIES, help="NSFW policy for this server (default: display.nsfw)")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("reindex", help="rebuild the index from the archive files")
     p.set_defaults(func=cmd_reindex)

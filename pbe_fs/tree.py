@@ -229,6 +229,10 @@ class Tree:
             links = self._links[path] = 2 + sum(1 for n in (entries or {}).values() if n.is_dir)
         return links
 
+    def etag(self, path: tuple[str, ...], node: Node) -> str:
+        """A strong validator: the same while the bytes are the same."""
+        return node.etag or Cache.key(path, node.size, node.mtime)
+
     def reader(self, path: tuple[str, ...]) -> Reader:
         node = self.get(path)
         if node is None or node.is_dir or node.content is None:
@@ -310,7 +314,8 @@ class Tree:
 
     def _status_node(self) -> Node:
         data = json.dumps(status(self.archive), ensure_ascii=False, indent=2).encode() + b"\n"
-        return Node(False, self._stamp, len(data), content=lambda: BytesContent(data), immutable=False)
+        return Node(False, self._stamp, len(data), content=lambda: BytesContent(data), immutable=False,
+                    etag=Cache.key(data))
 
     def _folder(self, work: Work) -> Node:
         return Node(True, work.mtime, artwork=work.id, is_artwork_root=True)

@@ -1,0 +1,323 @@
+"""The WebDAV adapter: a wsgidav provider over the shared tree, on cheroot.
+
+Like the FUSE adapter it knows only its protocol: resources are small
+objects built per request from ``Tree`` nodes; names, sizes, dates and
+contents all come from the tree.
+
+What wsgidav does not decide for a read-only tree is decided up front in
+``custom_request_handler``: write methods are refused before a body is
+read, DELETE is allowed on artwork folders only (with the read-only token
+when ``read_only`` is true), PROPFIND with Depth infinity gets 403
+``propfind-finite-depth``, and OPTIONS says honestly what each resource
+allows.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import io
+import logging
+import mimetypes
+import posixpath
+from typing import Any, Callable
+from urllib.parse import unquote
+
+from wsgidav.dav_error import HTTP_FORBIDDEN, HTTP_NOT_FOUND, DAVError
+from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
+
+from . import names
+from .artwork import Node
+from .render.segments import Reader
+from .tree import Tree, TreeError, is_noise
+
+log = logging.getLogger("pbe_fs.webdav")
+
+_WRITE_METHODS = {"PUT", "MKCOL", "MOVE", "COPY", "PROPPATCH", "LOCK", "UNLOCK", "PATCH"}
+_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".gif": "image/gif",
+          ".webp": "image/webp", ".zip": "application/zip", ".pdf": "application/pdf",
+          ".json": "application/json", ".url": "application/internet-shortcut"}
+
+
+def content_type(name: str) -> str:
+    ext = posixpath.splitext(name)[1].lower()
+    return _TYPES.get(ext) or mimetypes.guess_type(name)[0] or "application/octet-stream"
+
+
+def split(path: str) -> tuple[str, ...] | None:
+    """A request path as tree parts; None for anything that escapes."""
+    parts = []
+    for part in path.split("/"):
+        if part in ("", "."):
+            continue
+        if part == ".." or "\x00" in part or len(part.encode("utf-8", "surrogateescape")) > 1024:
+            return None
+        parts.append(names.lookup_key(part))
+    return tuple(parts)
+
+
+class _Stream(io.RawIOBase):
+    """A tree reader as the seekable file object wsgidav streams from."""
+
+    def __init__(self, reader: Reader, size: int) -> None:
+        self._reader, self._size, self._pos = reader, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            size = self._size - self._pos
+        data = self._reader.read(self._pos, size)
+        self._pos += len(data)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._reader.close()
+        super().close()
+
+
+class _File(DAVNonCollection):
+    def __init__(self, path: str, environ: dict[str, Any], tree: Tree, parts: tuple[str, ...], node: Node) -> None:
+        super().__init__(path, environ)
+        self.tree, self.parts, self.node = tree, parts, node
+
+    def get_content_length(self) -> int:
+        return self.node.size
+
+    def get_content_type(self) -> str:
+        return content_type(self.parts[-1])
+
+    def get_creation_date(self) -> float:
+        return self.node.mtime
+
+    def get_last_modified(self) -> float:
+        return self.node.mtime
+
+    def get_display_name(self) -> str:
+        return self.parts[-1]
+
+    def get_etag(self) -> str | None:
+        return self.tree.etag(self.parts, self.node)
+
+    def support_etag(self) -> bool:
+        return True
+
+    def support_ranges(self) -> bool:
+        return True
+
+    def get_content(self) -> io.BufferedReader:
+        return io.BufferedReader(_Stream(self.tree.reader(self.parts), self.node.size), 1 << 20)
+
+    def begin_write(self, *, content_type: str | None = None) -> Any:
+        raise DAVError(HTTP_FORBIDDEN)
+
+    def delete(self) -> None:
+        raise DAVError(HTTP_FORBIDDEN)
+
+    def set_property_value(self, name: str, value: Any, *, dry_run: bool = False) -> None:
+        raise DAVError(HTTP_FORBIDDEN)
+
+
+class _Folder(DAVCollection):
+    def __init__(self, path: str, environ: dict[str, Any], tree: Tree, parts: tuple[str, ...], node: Node) -> None:
+        super().__init__(path, environ)
+        self.tree, self.parts, self.node = tree, parts, node
+
+    def get_display_name(self) -> str:
+        return self.parts[-1] if self.parts else ""
+
+    def get_creation_date(self) -> float:
+        return self.node.mtime
+
+    def get_last_modified(self) -> float:
+        return self.node.mtime
+
+    def get_member_names(self) -> list[str]:
+        return [name for name, _ in self.tree.list(self.parts) or []]
+
+    def get_member(self, name: str) -> DAVCollection | DAVNonCollection | None:
+        parts = self.parts + (name,)
+        node = self.tree.get(parts)
+        return None if node is None else _resource(posixpath.join(self.path, name), self.environ, self.tree, parts, node)
+
+    def get_member_list(self) -> list[DAVCollection | DAVNonCollection]:
+        # one listing, not one lookup per member: PROPFIND Depth 1 of 20,000 works
+        base = self.path.rstrip("/")
+        return [_resource(f"{base}/{name}", self.environ, self.tree, self.parts + (name,), node)
+                for name, node in self.tree.list(self.parts) or []]
+
+    def create_empty_resource(self, name: str) -> Any:
+        raise DAVError(HTTP_FORBIDDEN)
+
+    def create_collection(self, name: str) -> Any:
+        raise DAVError(HTTP_FORBIDDEN)
+
+    def support_recursive_delete(self) -> bool:
+        return True
+
+    def delete(self) -> None:
+        raise DAVError(HTTP_FORBIDDEN)  # deletion is handled before wsgidav sees it
+
+    def set_property_value(self, name: str, value: Any, *, dry_run: bool = False) -> None:
+        raise DAVError(HTTP_FORBIDDEN)
+
+
+def _resource(path: str, environ: dict[str, Any], tree: Tree, parts: tuple[str, ...], node: Node) -> Any:
+    return (_Folder if node.is_dir else _File)(path, environ, tree, parts, node)
+
+
+class Provider(DAVProvider):
+    def __init__(self, tree: Tree, *, read_only: bool, token: str) -> None:
+        super().__init__()
+        self.tree = tree
+        self.read_only = read_only
+        self._token = token
+
+    def is_readonly(self) -> bool:
+        return False  # DELETE of artwork folders; everything else is refused below
+
+    def get_resource_inst(self, path: str, environ: dict[str, Any]) -> Any:
+        parts = split(path)
+        if parts is None or (parts and is_noise(parts[-1])):
+            return None
+        node = self.tree.get(parts)
+        return None if node is None else _resource(path, environ, self.tree, parts, node)
+
+    # -- decisions wsgidav would get wrong for this tree ---------------------------
+    def custom_request_handler(self, environ: dict[str, Any], start_response: Callable[..., Any],
+                               default_handler: Callable[..., Any]) -> Any:
+        method = environ["REQUEST_METHOD"]
+        path = environ.get("PATH_INFO", "/")
+        if method in _WRITE_METHODS:
+            return _answer(start_response, "403 Forbidden", "read-only: only whole artwork folders can be deleted\n")
+        parts = split(path)
+        if parts is None:
+            return _answer(start_response, "400 Bad Request", "bad path\n")
+        if method == "OPTIONS":
+            return self._options(parts, start_response)
+        if method == "DELETE":
+            return self._delete(parts, environ, start_response)
+        if method == "PROPFIND":
+            node = self.tree.get(parts)
+            if node is not None and node.is_dir and environ.get("HTTP_DEPTH", "infinity").lower() == "infinity":
+                body = ('<?xml version="1.0" encoding="utf-8"?>\n<D:error xmlns:D="DAV:">'
+                        "<D:propfind-finite-depth/></D:error>\n")
+                return _answer(start_response, "403 Forbidden", body, "application/xml; charset=utf-8")
+        return default_handler(environ, start_response)
+
+    def _options(self, parts: tuple[str, ...], start_response: Callable[..., Any]) -> list[bytes]:
+        node = self.tree.get(parts)
+        if node is None:
+            return _answer(start_response, "404 Not Found", "")
+        allow = ["OPTIONS", "HEAD", "GET", "PROPFIND"]
+        if node.is_artwork_root and not self.tree.is_gone(node.artwork):
+            allow.append("DELETE")
+        headers = [("DAV", "1"), ("MS-Author-Via", "DAV"), ("Allow", ", ".join(allow))]
+        if not node.is_dir:
+            headers.append(("Accept-Ranges", "bytes"))
+        return _answer(start_response, "200 OK", "", extra=headers)
+
+    def _authorized(self, environ: dict[str, Any]) -> bool:
+        if not self.read_only:
+            return True
+        header = environ.get("HTTP_AUTHORIZATION", "")
+        if not header.lower().startswith("basic ") or not self._token:
+            return False
+        try:
+            _, _, password = base64.b64decode(header[6:].strip()).decode("utf-8").partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return False
+        return hmac.compare_digest(password.encode(), self._token.encode())
+
+    def _delete(self, parts: tuple[str, ...], environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        node = self.tree.get(parts)
+        if node is None:
+            return _answer(start_response, "404 Not Found", "no such folder\n")
+        if not node.is_artwork_root:
+            return _answer(start_response, "403 Forbidden", "only whole artwork folders can be deleted\n")
+        if not self._authorized(environ):
+            return _answer(start_response, "401 Unauthorized", "deleting needs the read-only token as password\n",
+                           extra=[("WWW-Authenticate", 'Basic realm="pbe-fs", charset="UTF-8"')])
+        try:
+            self.tree.delete(parts)
+        except TreeError as exc:
+            status = {"forbidden": "403 Forbidden", "notfound": "404 Not Found", "busy": "423 Locked"}.get(
+                exc.kind, "403 Forbidden")
+            return _answer(start_response, status, f"{exc}\n")
+        return _answer(start_response, "204 No Content", "")
+
+
+def _answer(start_response: Callable[..., Any], status: str, body: str, ctype: str = "text/plain; charset=utf-8",
+            extra: list[tuple[str, str]] | None = None) -> list[bytes]:
+    data = body.encode()
+    start_response(status, [("Content-Type", ctype), ("Content-Length", str(len(data)))] + (extra or []))
+    return [data]
+
+
+def make_app(tree: Tree, *, read_only: bool, token: str, verbose: int = 1) -> Any:
+    """The WSGI application: wsgidav with our provider, no lock manager
+    (so DAV: 1), anonymous reads, no wsgidav directory browser."""
+    from wsgidav.wsgidav_app import WsgiDAVApp
+
+    config = {
+        "provider_mapping": {"/": Provider(tree, read_only=read_only, token=token)},
+        "simple_dc": {"user_mapping": {"*": True}},
+        "http_authenticator": {"domain_controller": None, "accept_basic": True, "accept_digest": False},
+        "lock_storage": False,
+        "property_manager": None,
+        "dir_browser": {"enable": False},
+        "block_size": 1 << 20,
+        "verbose": verbose,
+        "logging": {"enable": False},
+        "suppress_version_info": True,
+        "hotfixes": {"re_encode_path_info": True, "unquote_path_info": False},
+        "add_header_MS_Author_Via": True,
+    }
+    return WsgiDAVApp(config)
+
+
+def serve(tree: Tree, host: str, port: int, *, read_only: bool, token: str,
+          ready: Callable[[str, int], None] | None = None) -> None:
+    """Serve until SIGINT/SIGTERM."""
+    import signal
+    import threading
+
+    from cheroot import wsgi
+
+    server = wsgi.Server((host, port), make_app(tree, read_only=read_only, token=token),
+                         numthreads=16, server_name="pbe-fs")
+    server.prepare()
+    bound = server.bind_addr
+    stop = threading.Event()
+
+    def _stop(signum: int, frame: Any) -> None:
+        log.info("%s: stopping the WebDAV server", signal.Signals(signum).name)
+        stop.set()
+        threading.Thread(target=server.stop, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    if ready:
+        ready(bound[0], bound[1])
+    try:
+        server.serve()
+    finally:
+        server.stop()
