@@ -291,7 +291,22 @@ def make_app(tree: Tree, *, read_only: bool, token: str, verbose: int = 1) -> An
         "hotfixes": {"re_encode_path_info": True, "unquote_path_info": False},
         "add_header_MS_Author_Via": True,
     }
-    return WsgiDAVApp(config)
+    return _reject_undecodable(WsgiDAVApp(config))
+
+
+def _reject_undecodable(app: Callable[..., Any]) -> Callable[..., Any]:
+    """400 for a path that is not UTF-8 or that climbs with ``..``, before
+    wsgidav sees it (it answers the first with a 500, the second with an
+    error page whose body never comes)."""
+    def wrapper(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        try:
+            path = environ.get("PATH_INFO", "").encode("iso-8859-1").decode("utf-8")
+        except (UnicodeEncodeError, UnicodeDecodeError):
+            return _answer(start_response, "400 Bad Request", "the path is not valid UTF-8\n")
+        if split(path) is None:
+            return _answer(start_response, "400 Bad Request", "bad path\n")
+        return app(environ, start_response)
+    return wrapper
 
 
 def serve(tree: Tree, host: str, port: int, *, read_only: bool, token: str,

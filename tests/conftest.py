@@ -94,3 +94,39 @@ class Mount:
 
     def stderr(self) -> str:
         return self.log.read_text()
+
+
+class Server:
+    """`pbe-fs serve` on a free loopback port, in a subprocess."""
+
+    def __init__(self, config: Path, *args: str) -> None:
+        import re
+        import time
+
+        self.log = config.parent / "serve.log"
+        cmd = [sys.executable, "-m", "pbe_fs.cli", "-c", str(config), "serve", "--port", "0", *args]
+        self.proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=open(self.log, "w"))
+        deadline = time.monotonic() + 20
+        while True:
+            match = re.search(r"at (http://[\d.]+:\d+)/", self.log.read_text())
+            if match:
+                self.url = match.group(1)
+                break
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"server did not come up: {self.log.read_text()}")
+            time.sleep(0.05)
+
+    def stop(self) -> int:
+        import signal
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=15)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+
+    def stderr(self) -> str:
+        return self.log.read_text()
