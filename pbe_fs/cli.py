@@ -17,7 +17,7 @@ from . import __version__
 from . import config as config_mod
 from .archive import Archive
 from .config import NSFW_POLICIES
-from .errors import PbeError
+from .errors import ConfigError, PbeError
 from .progress import human_bytes
 
 log = logging.getLogger("pbe_fs")
@@ -169,7 +169,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from .tree import Tree
-    from .webdav import serve
+    from .webdav import Access, make_app, serve
 
     cfg = _load(args)
     if not Archive(cfg.archive_path).index_path.exists():
@@ -180,11 +180,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
     port = s.webdav.port if args.port is None else args.port
 
     def ready(bound_host: str, bound_port: int) -> None:
-        log.info("serving %s over WebDAV at http://%s:%d/ (NSFW %s%s); stop with Ctrl-C", cfg.archive_path,
+        scheme = "https" if s.webdav.ssl_certificate else "http"
+        log.info("serving %s over WebDAV at %s://%s:%d/ (NSFW %s%s); stop with Ctrl-C", cfg.archive_path, scheme,
                  bound_host, bound_port, tree.policy, ", deletion needs the read-only token" if s.read_only else "")
 
+    def refresh() -> str:
+        """POST /_pbe/refresh: a sync in a child process, answered at once."""
+        import subprocess
+
+        try:
+            with Archive(cfg.archive_path).lock():
+                pass
+        except PbeError as exc:
+            return str(exc)
+        proc = subprocess.Popen([sys.executable, "-m", "pbe_fs.cli", "-c", str(cfg.path), "sync", "--no-progress"],
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        return f"started sync (pid {proc.pid})"
+
+    access = Access(read_only=s.read_only, token=s.read_only_token, users=dict(s.webdav.users))
+    app = make_app(tree, access, per_page=s.display.home.ipp, refresh=refresh)
+    if bool(s.webdav.ssl_certificate) != bool(s.webdav.ssl_private_key):
+        raise ConfigError("webdav.ssl_certificate and webdav.ssl_private_key go together: set both or neither")
     try:
-        serve(tree, host, port, read_only=s.read_only, token=s.read_only_token, ready=ready)
+        serve(app, host, port, certificate=str(cfg.resolve(s.webdav.ssl_certificate)) if s.webdav.ssl_certificate else "",
+              private_key=str(cfg.resolve(s.webdav.ssl_private_key)) if s.webdav.ssl_private_key else "", ready=ready)
     except OSError as exc:
         raise PbeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     finally:

@@ -95,6 +95,9 @@ class SyncSection(_Section):
 class WebdavSection(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
+    users: dict[str, str] = Field(default_factory=dict, description="user name -> password, for reading")
+    ssl_certificate: str = ""
+    ssl_private_key: str = ""
 
 
 class MountSection(_Section):
@@ -145,7 +148,8 @@ class Config:
     def secrets(self) -> list[str]:
         """Every value that must never reach a log line or a file in the tree."""
         s = self.settings
-        return [v for v in (s.pixiv.access, s.pixiv.refresh, s.read_only_token, s.app_key) if v]
+        return [v for v in (s.pixiv.access, s.pixiv.refresh, s.read_only_token, s.app_key,
+                            *s.webdav.users.values()) if v]
 
 
 def _describe(error: dict[str, Any]) -> str:

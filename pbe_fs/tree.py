@@ -229,6 +229,20 @@ class Tree:
             links = self._links[path] = 2 + sum(1 for n in (entries or {}).values() if n.is_dir)
         return links
 
+    def artwork_info(self, artwork_id: int) -> dict[str, object]:
+        """What a page about a work shows (the browser view)."""
+        work = self._works[artwork_id]
+        return {"id": work.id, "title": work.title, "artist_name": work.artist_name, "artist_id": work.artist_id,
+                "create_date": work.create_date, "gone": work.gone, "nsfw": work.nsfw,
+                "tags": self._all_tags().get(work.id, [])}
+
+    def artist_folder(self, artwork_id: int) -> tuple[str, ...]:
+        work = self._works[artwork_id]
+        return ("by-artist", names.join(work.artist_name, f"[{work.artist_id}]"))
+
+    def tag_folder(self, tag: str) -> tuple[str, ...]:
+        return ("by-tag", names.segment(tag))
+
     def etag(self, path: tuple[str, ...], node: Node) -> str:
         """A strong validator: the same while the bytes are the same."""
         return node.etag or Cache.key(path, node.size, node.mtime)

@@ -14,7 +14,6 @@ allows.
 
 from __future__ import annotations
 
-import base64
 import hmac
 import io
 import logging
@@ -23,8 +22,9 @@ import posixpath
 from typing import Any, Callable
 from urllib.parse import unquote
 
-from wsgidav.dav_error import HTTP_FORBIDDEN, HTTP_NOT_FOUND, DAVError
+from wsgidav.dav_error import HTTP_FORBIDDEN, DAVError
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
+from wsgidav.dc.base_dc import BaseDomainController
 
 from . import names
 from .artwork import Node
@@ -184,12 +184,59 @@ def _resource(path: str, environ: dict[str, Any], tree: Tree, parts: tuple[str, 
     return (_Folder if node.is_dir else _File)(path, environ, tree, parts, node)
 
 
+REALM = "pbe-fs"
+_GUARDED = {"DELETE", "POST"}  # the methods that change something
+
+
+class Access:
+    """Who may do what: anonymous reads unless ``webdav.users`` is set;
+    DELETE and POST need ``read_only_token`` as the password (any user
+    name) while ``read_only`` is true. Basic and Digest both work."""
+
+    def __init__(self, *, read_only: bool, token: str, users: dict[str, str]) -> None:
+        self.read_only, self.token, self.users = read_only, token, users
+
+    def guarded(self, environ: dict[str, Any]) -> bool:
+        return self.read_only and environ.get("REQUEST_METHOD") in _GUARDED
+
+    def password_for(self, user: str, environ: dict[str, Any]) -> str | None:
+        if self.guarded(environ):
+            return self.token or None
+        return self.users.get(user)
+
+
+class _DomainController(BaseDomainController):
+    def __init__(self, wsgidav_app: Any, config: dict[str, Any]) -> None:
+        super().__init__(wsgidav_app, config)
+        self.access: Access = config["pbe_access"]
+
+    def get_domain_realm(self, path_info: str, environ: dict[str, Any]) -> str:
+        return REALM
+
+    def require_authentication(self, realm: str, environ: dict[str, Any] | None) -> bool:
+        return bool(self.access.users) or (environ is not None and self.access.guarded(environ))
+
+    def is_share_anonymous(self, path_info: str) -> bool:
+        return not self.access.users
+
+    def basic_auth_user(self, realm: str, user_name: str, password: str, environ: dict[str, Any]) -> bool:
+        expected = self.access.password_for(user_name, environ)
+        return expected is not None and hmac.compare_digest(password.encode(), expected.encode())
+
+    def supports_http_digest_auth(self) -> bool:
+        return True
+
+    def digest_auth_user(self, realm: str, user_name: str, environ: dict[str, Any]) -> Any:
+        expected = self.access.password_for(user_name, environ)
+        return False if expected is None else self._compute_http_digest_a1(realm, user_name, expected)
+
+
 class Provider(DAVProvider):
-    def __init__(self, tree: Tree, *, read_only: bool, token: str) -> None:
+    def __init__(self, tree: Tree, *, per_page: int = 50, refresh: Callable[[], str] | None = None) -> None:
         super().__init__()
         self.tree = tree
-        self.read_only = read_only
-        self._token = token
+        self.per_page = per_page
+        self.refresh = refresh
 
     def is_readonly(self) -> bool:
         return False  # DELETE of artwork folders; everything else is refused below
@@ -211,6 +258,12 @@ class Provider(DAVProvider):
         parts = split(path)
         if parts is None:
             return _answer(start_response, "400 Bad Request", "bad path\n")
+        if parts[:1] == ("_pbe",):
+            return self._control(method, parts[1:], start_response)
+        if method in ("GET", "HEAD"):
+            node = self.tree.get(parts)
+            if node is not None and node.is_dir:
+                return self._html(parts, environ, start_response)
         if method == "OPTIONS":
             return self._options(parts, start_response)
         if method == "DELETE":
@@ -235,17 +288,40 @@ class Provider(DAVProvider):
             headers.append(("Accept-Ranges", "bytes"))
         return _answer(start_response, "200 OK", "", extra=headers)
 
-    def _authorized(self, environ: dict[str, Any]) -> bool:
-        if not self.read_only:
-            return True
-        header = environ.get("HTTP_AUTHORIZATION", "")
-        if not header.lower().startswith("basic ") or not self._token:
-            return False
-        try:
-            _, _, password = base64.b64decode(header[6:].strip()).decode("utf-8").partition(":")
-        except (ValueError, UnicodeDecodeError):
-            return False
-        return hmac.compare_digest(password.encode(), self._token.encode())
+    def _html(self, parts: tuple[str, ...], environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        from urllib.parse import parse_qsl
+
+        from .browser import page
+
+        body = page(self.tree, parts, dict(parse_qsl(environ.get("QUERY_STRING", ""))), self.per_page)
+        if body is None:
+            return _answer(start_response, "404 Not Found", "not found\n")
+        if not environ.get("PATH_INFO", "/").endswith("/"):
+            location = environ.get("SCRIPT_NAME", "") + environ["PATH_INFO"] + "/"
+            return _answer(start_response, "301 Moved Permanently", "", extra=[("Location", location)])
+        start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(body))),
+                                  ("Cache-Control", "no-cache"),
+                                  ("Content-Security-Policy", "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'")])
+        return [b"" if environ["REQUEST_METHOD"] == "HEAD" else body]
+
+    def _control(self, method: str, rest: tuple[str, ...], start_response: Callable[..., Any]) -> list[bytes]:
+        """/_pbe/status (GET) and /_pbe/refresh (POST)."""
+        if rest == ("status",) and method in ("GET", "HEAD"):
+            node = self.tree.get(("status.json",))
+            assert node is not None and node.content is not None
+            reader = node.content().reader()
+            try:
+                data = reader.read(0, node.size).decode()
+            finally:
+                reader.close()
+            return _answer(start_response, "200 OK", data, "application/json")
+        if rest == ("refresh",) and method == "POST":
+            if self.refresh is None:
+                return _answer(start_response, "501 Not Implemented", "no sync configured\n")
+            message = self.refresh()
+            status = "202 Accepted" if message.startswith("started") else "409 Conflict"
+            return _answer(start_response, status, message + "\n")
+        return _answer(start_response, "404 Not Found", "not found\n")
 
     def _delete(self, parts: tuple[str, ...], environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         node = self.tree.get(parts)
@@ -253,9 +329,6 @@ class Provider(DAVProvider):
             return _answer(start_response, "404 Not Found", "no such folder\n")
         if not node.is_artwork_root:
             return _answer(start_response, "403 Forbidden", "only whole artwork folders can be deleted\n")
-        if not self._authorized(environ):
-            return _answer(start_response, "401 Unauthorized", "deleting needs the read-only token as password\n",
-                           extra=[("WWW-Authenticate", 'Basic realm="pbe-fs", charset="UTF-8"')])
         try:
             self.tree.delete(parts)
         except TreeError as exc:
@@ -272,15 +345,17 @@ def _answer(start_response: Callable[..., Any], status: str, body: str, ctype: s
     return [data]
 
 
-def make_app(tree: Tree, *, read_only: bool, token: str, verbose: int = 1) -> Any:
+def make_app(tree: Tree, access: Access, *, per_page: int = 50, refresh: Callable[[], str] | None = None,
+             verbose: int = 1) -> Any:
     """The WSGI application: wsgidav with our provider, no lock manager
-    (so DAV: 1), anonymous reads, no wsgidav directory browser."""
+    (so DAV: 1), our access rules, no wsgidav directory browser."""
     from wsgidav.wsgidav_app import WsgiDAVApp
 
     config = {
-        "provider_mapping": {"/": Provider(tree, read_only=read_only, token=token)},
-        "simple_dc": {"user_mapping": {"*": True}},
-        "http_authenticator": {"domain_controller": None, "accept_basic": True, "accept_digest": False},
+        "provider_mapping": {"/": Provider(tree, per_page=per_page, refresh=refresh)},
+        "pbe_access": access,
+        "http_authenticator": {"domain_controller": _DomainController, "accept_basic": True, "accept_digest": True,
+                               "default_to_digest": True},
         "lock_storage": False,
         "property_manager": None,
         "dir_browser": {"enable": False},
@@ -309,16 +384,19 @@ def _reject_undecodable(app: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def serve(tree: Tree, host: str, port: int, *, read_only: bool, token: str,
+def serve(app: Any, host: str, port: int, *, certificate: str = "", private_key: str = "",
           ready: Callable[[str, int], None] | None = None) -> None:
-    """Serve until SIGINT/SIGTERM."""
+    """Serve until SIGINT/SIGTERM (TLS when given a certificate and key)."""
     import signal
     import threading
 
     from cheroot import wsgi
 
-    server = wsgi.Server((host, port), make_app(tree, read_only=read_only, token=token),
-                         numthreads=16, server_name="pbe-fs")
+    server = wsgi.Server((host, port), app, numthreads=16, server_name="pbe-fs")
+    if certificate:
+        from cheroot.ssl.builtin import BuiltinSSLAdapter
+
+        server.ssl_adapter = BuiltinSSLAdapter(certificate, private_key)
     server.prepare()
     bound = server.bind_addr
     stop = threading.Event()
