@@ -109,7 +109,7 @@ class Server:
                                      stdout=subprocess.DEVNULL, stderr=open(self.log, "w"))
         deadline = time.monotonic() + 20
         while True:
-            match = re.search(r"at (http://[\d.]+:\d+)/", self.log.read_text())
+            match = re.search(r"at (https?://[\d.]+:\d+)/", self.log.read_text())
             if match:
                 self.url = match.group(1)
                 break

@@ -198,3 +198,159 @@ def test_cadaver(server: Server, tmp_path: Path) -> None:
                           env={**os.environ, "HOME": str(tmp_path)})
     assert "93012350_p0.jpg" in proc.stdout  # cadaver exits 0 even when commands fail
     assert (tmp_path / "pixiv.url").read_bytes().startswith(b"[InternetShortcut]")
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def dump_dom(url: str, tmp_path: Path) -> str:
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+           "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'chromium'}",
+           "--dump-dom", url]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=90, check=True).stdout
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed")
+def test_browser_view_in_chromium(server: Server, tmp_path: Path) -> None:
+    works = len(propfind(server, "/by-ingress/")) - 1
+    dom = dump_dom(server.url + "/by-ingress/", tmp_path)
+    assert dom.count('<li><a href="/by-ingress/') == works and f"{works} works" in dom
+    assert "square_medium/" in dom and 'loading="lazy"' in dom
+    # hostile titles are text, never markup
+    assert 'a/b\\c:d*e?f"g&lt;h&gt;i|j' in dom and "<h>" not in dom
+    art = dump_dom(server.url + "/by-id/93012350/", tmp_path)
+    assert "<h1>manga</h1>" in art
+    assert 'href="/by-artist/AC%EF%BC%8FDC%20%5B5003%5D/"' in art
+    for link in ("93012350.zip", "93012350.pdf", "meta.json", "https://www.pixiv.net/artworks/93012350"):
+        assert link in art
+    assert art.count('<img src="/by-id/93012350/large/') == 12
+    gone = dump_dom(server.url + f"/by-id/{GONE}/", tmp_path)
+    assert "Gone from pixiv" in gone and "#風景" in gone
+    status, headers, body = request(server, "GET", "/by-id/93012350/", {"Accept": "text/html"})
+    assert status == 200 and headers["content-type"].startswith("text/html")
+    assert "default-src 'none'" in headers["content-security-policy"]
+
+
+def test_browser_pagination(synced, tmp_path: Path) -> None:
+    config, _ = synced
+    small = write_config(tmp_path, None, display={"home": {"ipp": "10"}},
+                         filesystem_options={"path": str(config.parent / "data")})
+    s = Server(small)
+    try:
+        works = len(propfind(s, "/by-ingress/")) - 1
+        pages = -(-works // 10)
+        _, _, page1 = request(s, "GET", "/by-ingress/")
+        _, _, last = request(s, "GET", f"/by-ingress/?page={pages}")
+        _, _, nonsense = request(s, "GET", "/by-ingress/?page=abc")
+        assert page1.count(b"<li>") == 10 and f"page 1 of {pages}".encode() in page1 and b'href="?page=2"' in page1
+        assert last.count(b"<li>") == works - 10 * (pages - 1) and f"page {pages} of {pages}".encode() in last
+        assert f"page 1 of {pages}".encode() in nonsense
+    finally:
+        s.stop()
+
+
+def test_digest_auth_and_read_users(synced, tmp_path: Path) -> None:
+    import requests
+    from requests.auth import HTTPBasicAuth, HTTPDigestAuth
+
+    config, _ = synced
+    locked = write_config(tmp_path, None, webdav={"users": {"alice": "pw"}},
+                          filesystem_options={"path": str(config.parent / "data")})
+    s = Server(locked)
+    try:
+        assert requests.get(s.url + "/status.json", timeout=10).status_code == 401
+        assert requests.get(s.url + "/status.json", auth=HTTPBasicAuth("alice", "nope"), timeout=10).status_code == 401
+        assert requests.get(s.url + "/status.json", auth=HTTPBasicAuth("alice", "pw"), timeout=10).status_code == 200
+        assert requests.get(s.url + "/status.json", auth=HTTPDigestAuth("alice", "pw"), timeout=10).status_code == 200
+        # deleting still needs the token, by Digest too
+        assert requests.delete(s.url + "/by-id/93012360", auth=HTTPDigestAuth("alice", "pw"), timeout=10).status_code == 401
+        assert requests.delete(s.url + "/by-id/93012360", auth=HTTPDigestAuth("me", "seed-ro-token"),
+                               timeout=10).status_code == 204
+        assert "pw" not in s.stderr() and "seed-ro-token" not in s.stderr()
+    finally:
+        s.stop()
+
+
+def test_status_and_refresh_pick_up_new_works(server: Server, synced) -> None:
+    import time
+
+    config, fake = synced
+    status, _, body = request(server, "GET", "/_pbe/status")
+    assert status == 200 and json.loads(body)["artworks"] >= 40
+    assert request(server, "POST", "/_pbe/refresh")[0] == 401
+    from tests.fakepixiv import Work
+
+    fake.add(Work(96000001, "served fresh", (9, "z", "z")))
+    token = {"Authorization": "Basic " + base64.b64encode(b"me:seed-ro-token").decode()}
+    status, _, body = request(server, "POST", "/_pbe/refresh", token)
+    assert status == 202 and body.startswith(b"started sync")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if request(server, "PROPFIND", "/by-id/96000001", {"Depth": "0"})[0] == 207:
+            break
+        time.sleep(0.3)
+    listing = propfind(server, "/by-id/96000001/")
+    assert "/by-id/96000001/96000001_p0.jpg" in listing
+    assert request(server, "GET", "/_pbe/nope")[0] == 404
+
+
+def test_tls(synced, tmp_path: Path) -> None:
+    import ssl
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed")
+    config, _ = synced
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-keyout", str(tmp_path / "key.pem"), "-out", str(tmp_path / "cert.pem")], check=True,
+                   capture_output=True)
+    tls = write_config(tmp_path, None, filesystem_options={"path": str(config.parent / "data")},
+                       webdav={"ssl_certificate": "cert.pem", "ssl_private_key": "key.pem"})
+    s = Server(tls)
+    try:
+        assert s.url.startswith("https://")
+        context = ssl.create_default_context(cafile=str(tmp_path / "cert.pem"))
+        context.check_hostname = False
+        with urllib.request.urlopen(s.url + "/status.json", context=context, timeout=10) as resp:
+            assert resp.status == 200 and json.loads(resp.read())["artworks"] >= 40
+    finally:
+        s.stop()
+    half = write_config(tmp_path, None, filesystem_options={"path": str(config.parent / "data")},
+                        webdav={"ssl_certificate": "cert.pem"})
+    proc = pbe(half, "serve", "--port", "0")
+    assert proc.returncode == 2 and "go together" in proc.stderr
+
+
+@pytest.mark.skipif(shutil.which("mount.davfs") is None or os.geteuid() != 0, reason="needs davfs2 and root")
+def test_davfs2(server: Server, synced, tmp_path: Path) -> None:
+    config, _ = synced
+    import tempfile
+
+    # davfs2 drops to its own user: its cache must be outside pytest's private tmp
+    cache = Path(tempfile.mkdtemp(prefix="pbe-davfs2-"))
+    cache.chmod(0o777)
+    conf = tmp_path / "davfs2.conf"
+    conf.write_text(f"ask_auth 0\nuse_locks 0\nbuf_size 64\ncache_dir {cache}\n")
+    mnt = tmp_path / "dav"
+    mnt.mkdir()
+    proc = subprocess.run(["mount", "-t", "davfs", server.url + "/", str(mnt), "-o", f"ro,conf={conf}"],
+                          input="\n\n", capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    try:
+        assert "by-ingress" in os.listdir(mnt)
+        folder = mnt / "by-id" / "93012350"
+        archive = config.parent / "data/artworks/93012350"
+        assert (folder / "93012350_p1.jpg").read_bytes() == (archive / "93012350_p1.jpg").read_bytes()
+        shutil.copytree(folder / "large", tmp_path / "copy")
+        assert (tmp_path / "copy/93012350_p5_master1200.jpg").read_bytes() == \
+            (archive / "large/93012350_p5_master1200.jpg").read_bytes()
+        assert zipfile_ok(folder / "93012350.zip")
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False, timeout=60)
+        shutil.rmtree(cache, ignore_errors=True)
+
+
+def zipfile_ok(path: Path) -> bool:
+    import zipfile
+
+    with zipfile.ZipFile(path) as zf:
+        return zf.testzip() is None and len(zf.namelist()) == 12
