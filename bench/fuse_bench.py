@@ -19,79 +19,26 @@ Needs root (drop_caches, FUSE). `python bench/fuse_bench.py [--works N]`
 from __future__ import annotations
 
 import argparse
-import hashlib
-import io
-import json
 import os
-import random
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import zlib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
-from PIL import Image  # noqa: E402
+sys.path.insert(0, str(ROOT / "bench"))
 
 from pbe_fs import artwork, config  # noqa: E402
 from pbe_fs.render.cache import Cache  # noqa: E402
 from tests.conftest import Mount  # noqa: E402
 
+from synthetic import build  # noqa: E402
+
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
-
-
-def _jpeg(seed: int, size: tuple[int, int], quality: int = 92) -> bytes:
-    rnd = random.Random(seed)
-    im = Image.frombytes("RGB", size, rnd.randbytes(size[0] * size[1] * 3))
-    buf = io.BytesIO()
-    im.save(buf, "JPEG", quality=quality)
-    return buf.getvalue()
-
-
-def _write_work(folder: Path, aid: int, seq: int, pages: list[bytes], title: str) -> None:
-    folder.mkdir(parents=True)
-    files = []
-    for n, data in enumerate(pages):
-        name = f"{aid}_p{n}.jpg"
-        (folder / name).write_bytes(data)
-        files.append({"path": name, "role": "original", "page": n, "size": len(data), "crc32": zlib.crc32(data),
-                      "sha256": hashlib.sha256(data).hexdigest(), "width": 0, "height": 0, "format": "JPEG",
-                      "mode": "RGB", "url": f"https://i.pximg.net/img-original/img/2021/01/01/00/00/00/{name}"})
-    day = 1 + aid % 28
-    raw = {"id": aid, "title": title, "type": "manga" if len(pages) > 1 else "illust",
-           "user": {"id": 1000 + aid % 500, "name": f"artist {aid % 500}", "account": "a"},
-           "tags": [{"name": f"tag{aid % 50}", "translated_name": None}],
-           "create_date": f"2021-{1 + aid % 12:02d}-{day:02d}T00:00:00+09:00", "page_count": len(pages),
-           "width": 100, "height": 100, "x_restrict": 0, "sanity_level": 2, "visible": True}
-    record = {"format": 1, "id": aid, "seq": seq, "restrict": "public", "bookmarked": True,
-              "archived_at": "2026-01-01T00:00:00+00:00", "gone": None, "ugoira": None, "files": files, "history": []}
-    (folder / "pixiv.json").write_text(json.dumps(raw))
-    (folder / "pbe.json").write_text(json.dumps(record))
-
-
-def build(base: Path, works: int) -> tuple[Path, int, int]:
-    data = base / "data"
-    small = _jpeg(1, (16, 16))
-    for i in range(works):
-        aid = 100_000_000 + i
-        _write_work(data / "artworks" / str(aid), aid, i + 1, [small], f"work {i}")
-    big_id, manga_id = 99_000_001, 99_000_002
-    big = _jpeg(2, (1600, 1200), quality=100)
-    while len(big) < 5_000_000:
-        big += b"\0" * 4096  # padding after EOI: still a JPEG, now 5 MB
-    _write_work(data / "artworks" / str(big_id), big_id, works + 1, [big[:5_000_000]], "big")
-    _write_work(data / "artworks" / str(manga_id), manga_id, works + 2,
-                [_jpeg(100 + n, (400, 300), quality=95) for n in range(60)], "manga")
-    cfg = base / "config.json"
-    cfg.write_text(json.dumps({"pixiv": {"refresh": "x"}, "filesystem_options": {"path": "./data"},
-                               "cache": {"path": "./cache"}}))
-    subprocess.run([sys.executable, "-m", "pbe_fs.cli", "-c", str(cfg), "-q", "reindex"], env=ENV, check=True)
-    return cfg, big_id, manga_id
 
 
 def drop_caches() -> None:

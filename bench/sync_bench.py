@@ -66,8 +66,8 @@ def main() -> None:
     parser.add_argument("--image-latency", type=float, default=0.05)
     parser.add_argument("--concurrency", type=int, default=4)
     args = parser.parse_args()
-    print(f"| N | images | wall (s) | lower bound (s) | ratio | peak RSS (MB) |")
-    print(f"|---:|---:|---:|---:|---:|---:|")
+    print("| N | images | wall (s) | lower bound (s) | ratio | peak RSS (MB) |")
+    print("|---:|---:|---:|---:|---:|---:|")
     for n in args.n or [1000, 5000]:
         r = run(n, args.api_latency, args.image_latency, args.concurrency)
         print(f"| {r['n']} | {r['images']} | {r['wall']:.1f} | {r['bound']:.1f} | {r['ratio']:.2f} | {r['rss_mb']:.0f} |",

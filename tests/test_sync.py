@@ -12,7 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
 from pbe_fs.archive import Archive
 from pbe_fs.index import Index
@@ -318,4 +317,4 @@ def test_one_sync_at_a_time(fake: FakePixiv, config: Path) -> None:
     with archive.lock():
         proc = pbe(config, "sync")
     assert proc.returncode == 1
-    assert f"the archive is busy" in proc.stderr and str(os.getpid()) in proc.stderr
+    assert "the archive is busy" in proc.stderr and str(os.getpid()) in proc.stderr
