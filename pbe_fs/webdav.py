@@ -410,7 +410,8 @@ def serve(app: Any, host: str, port: int, *, certificate: str = "", private_key:
 
     from cheroot import wsgi
 
-    server = wsgi.Server((host, port), app, numthreads=16, server_name="pbe-fs")
+    # a deep listen backlog: a burst of clients must wait in the kernel, not in SYN retries
+    server = wsgi.Server((host, port), app, numthreads=16, server_name="pbe-fs", request_queue_size=1024)
     if certificate:
         from cheroot.ssl.builtin import BuiltinSSLAdapter
 

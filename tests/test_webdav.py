@@ -164,7 +164,7 @@ def test_hostile_requests(server: Server) -> None:
     # a burst of connections opened and dropped
     host, port = server.url.removeprefix("http://").split(":")
     socks = []
-    for _ in range(300):
+    for _ in range(1000):
         s = socket.create_connection((host, int(port)), timeout=5)
         socks.append(s)
     for s in socks:
@@ -189,6 +189,14 @@ def test_rclone_copy_and_lsjson(server: Server, synced, tmp_path: Path) -> None:
         assert (tmp_path / "copy" / f"93012350_p{n}.jpg").read_bytes() == (archive / f"93012350_p{n}.jpg").read_bytes()
         assert (tmp_path / "copy/large" / f"93012350_p{n}_master1200.jpg").read_bytes() == \
             (archive / "large" / f"93012350_p{n}_master1200.jpg").read_bytes()
+    # a whole view, generated files included, byte for byte what GET serves
+    subprocess.run(["rclone", "copy", "pbe:nsfw", str(tmp_path / "nsfw")], env=env, check=True, timeout=180,
+                   capture_output=True)
+    copied = sorted(p for p in (tmp_path / "nsfw").rglob("*") if p.is_file())
+    assert len(copied) > 20
+    for path in copied:
+        rel = "/nsfw/" + "/".join(quote(part) for part in path.relative_to(tmp_path / "nsfw").parts)
+        assert request(server, "GET", rel)[2] == path.read_bytes(), rel
 
 
 @pytest.mark.skipif(shutil.which("cadaver") is None, reason="cadaver not installed")
