@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,7 +35,7 @@ from pbe_fs import artwork, config  # noqa: E402
 from pbe_fs.render.cache import Cache  # noqa: E402
 from tests.conftest import Mount  # noqa: E402
 
-from synthetic import build  # noqa: E402
+from common import build, report, timed  # noqa: E402
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
@@ -48,14 +47,6 @@ def drop_caches() -> None:
     os.sync()
     Path("/proc/sys/vm/drop_caches").write_text("1\n")
 
-
-def timed(fn, repeat: int = 1) -> float:
-    best = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        best.append(time.perf_counter() - start)
-    return statistics.median(best)
 
 
 def read_all(path: Path) -> int:
@@ -143,10 +134,7 @@ def main() -> None:
             rows.append(("peak RSS of the mount", f"{rss:.0f} MB", "", "", "≤ 150 MB"))
         finally:
             m.stop()
-    print("| measure | pbe-fs | baseline | ratio | target |")
-    print("|---|---:|---:|---:|---|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
+    report(rows)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ import os
 import re
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from synthetic import BIG, MANGA, MEDIUM, build  # noqa: E402
+from common import BIG, MANGA, MEDIUM, build, report, timed  # noqa: E402
 from tests.conftest import Server  # noqa: E402
 
 
@@ -50,14 +49,6 @@ def wait_port(port: int, timeout: float = 20) -> None:
             time.sleep(0.05)
     raise SystemExit(f"nothing listens on {port}")
 
-
-def timed(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def fetch(port: int, method: str, path: str, headers: dict[str, str] | None = None) -> int:
@@ -147,10 +138,7 @@ def main() -> None:
             web.terminate()
             rclone.wait(10)
             web.wait(10)
-    print("| measure | pbe-fs | baseline | ratio | target |")
-    print("|---|---:|---:|---:|---|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
+    report(rows)
 
 
 if __name__ == "__main__":

@@ -48,6 +48,25 @@ def config(tmp_path: Path, fake: FakePixiv) -> Path:
     return write_config(tmp_path, fake)
 
 
+GONE, LOST = 93012345, 94100000
+
+
+@pytest.fixture(scope="module")
+def synced(tmp_path_factory):
+    """An archive with every kind of work, one of them gone, one lost
+    (one per test module: the modules delete works from it)."""
+    from tests.fakepixiv import Work
+
+    folder = tmp_path_factory.mktemp("archive")
+    with FakePixiv() as fake:
+        config = write_config(folder, fake)
+        pbe(config, "sync", "--no-progress", check=True)
+        fake.works[GONE].state = "deleted"
+        fake.add(Work(LOST, "lost", (7, "x", "x"), state="limit_unviewable"))
+        pbe(config, "sync", "--full", "--no-progress", check=True)
+        yield config, fake
+
+
 def pbe(config: Path | None, *args: str, timeout: float = 120, check: bool = False) -> subprocess.CompletedProcess[str]:
     """Run the real `pbe-fs` command line in a subprocess."""
     cmd = [sys.executable, "-m", "pbe_fs.cli"] + (["-c", str(config)] if config else []) + list(args)

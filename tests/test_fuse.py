@@ -19,25 +19,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.conftest import Mount, pbe, write_config
+from tests.conftest import GONE, LOST, Mount, pbe, write_config
 from tests.fakepixiv import FakePixiv, Work
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse") or os.geteuid() != 0, reason="needs root and /dev/fuse")
 
-GONE, LOST = 93012345, 94100000
 
 
-@pytest.fixture(scope="module")
-def synced(tmp_path_factory):
-    """An archive with every kind of work, one of them gone, one lost."""
-    folder = tmp_path_factory.mktemp("archive")
-    with FakePixiv() as fake:
-        config = write_config(folder, fake)
-        pbe(config, "sync", "--no-progress", check=True)
-        fake.works[GONE].state = "deleted"
-        fake.add(Work(LOST, "lost", (7, "x", "x"), state="limit_unviewable"))
-        pbe(config, "sync", "--full", "--no-progress", check=True)
-        yield config, fake
 
 
 @pytest.fixture

@@ -16,21 +16,10 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.conftest import Server, pbe, write_config
-from tests.fakepixiv import FakePixiv
-
-GONE = 93012345
+from tests.conftest import GONE, Server, pbe, write_config
 
 
-@pytest.fixture(scope="module")
-def synced(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("archive")
-    with FakePixiv() as fake:
-        config = write_config(folder, fake)
-        pbe(config, "sync", "--no-progress", check=True)
-        fake.works[GONE].state = "deleted"
-        pbe(config, "sync", "--full", "--no-progress", check=True)
-        yield config, fake
+
 
 
 @pytest.fixture(scope="module")

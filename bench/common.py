@@ -1,7 +1,8 @@
-"""A synthetic archive for the benchmarks, laid out as a sync leaves it.
+"""What the benchmarks share: a synthetic archive, timing, the report.
 
-N one-page works, a 5 MB original, a 200 KB original and a 60-page work,
-then `pbe-fs reindex` builds the index from the files, as a user would.
+The archive is laid out as a sync leaves it: N one-page works, a 5 MB
+original, a 200 KB original and a 60-page work, then `pbe-fs reindex`
+builds the index from the files, as a user would.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ import io
 import json
 import os
 import random
+import statistics
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -75,3 +78,20 @@ def build(base: Path, works: int) -> tuple[Path, int, int]:
     return cfg, big_id, manga_id
 
 
+
+
+def timed(fn, repeat: int = 1) -> float:
+    """Median wall time of fn over repeat runs."""
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def report(rows: list[tuple[str, str, str, str, str]]) -> None:
+    print("| measure | pbe-fs | baseline | ratio | target |")
+    print("|---|---:|---:|---:|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
