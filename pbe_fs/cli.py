@@ -211,6 +211,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from .daemon import Daemon
+
+    cfg = _load(args)
+    Daemon(cfg, nsfw=args.nsfw, make_client=_client).run()
+    return 0
+
+
 def _port(text: str) -> int:
     if not text.isdigit() or not 0 <= int(text) <= 65535:
         raise argparse.ArgumentTypeError(f"not a port number: {text!r}")
@@ -259,6 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=_port, help="port (default: webdav.port, 8080; 0 picks a free one)")
     p.add_argument("--nsfw", choices=NSFW_POLICIES, help="NSFW policy for this server (default: display.nsfw)")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("run", help="the daemon: periodic sync + WebDAV + the FUSE mount at mount.path")
+    p.add_argument("--nsfw", choices=NSFW_POLICIES, help="NSFW policy (default: display.nsfw)")
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("reindex", help="rebuild the index from the archive files")
     p.set_defaults(func=cmd_reindex)

@@ -364,10 +364,18 @@ async def _watch_generation(ops: Operations, interval: float) -> None:
         ops.tell_kernel_if_changed()
 
 
-async def _watch_signals(cancel: trio.CancelScope) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+async def _watch_signals(ops: Operations, on_stop: Callable[[int], None] | None,
+                         on_hup: Callable[[], None] | None) -> None:
+    watched = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if on_hup else [])
+    with trio.open_signal_receiver(*watched) as signals:
         async for signum in signals:
+            if signum == signal.SIGHUP and on_hup:
+                await trio.to_thread.run_sync(on_hup)
+                await ops.invalidate()  # the NSFW policy may have changed every listing
+                continue
             log.info("%s: unmounting", signal.Signals(signum).name)
+            if on_stop:
+                on_stop(signum)
             pyfuse3.terminate()
             return
 
@@ -384,8 +392,12 @@ def check_mountpoint(mountpoint: Path) -> None:
 
 
 def mount(tree: Tree, mountpoint: Path, *, allow_delete: bool, xattrs: bool = False, poll_seconds: float = 1.0,
-          ready: Callable[[], None] | None = None) -> None:
-    """Serve the tree at mountpoint until SIGINT/SIGTERM or `fusermount3 -u`."""
+          on_stop: Callable[[int], None] | None = None, on_hup: Callable[[], None] | None = None) -> None:
+    """Serve the tree at mountpoint until SIGINT/SIGTERM or `fusermount3 -u`.
+
+    ``on_hup`` makes SIGHUP reload (the daemon's config) instead of being
+    left to its default; ``on_stop`` hears of SIGINT/SIGTERM first.
+    """
     check_mountpoint(mountpoint)
     ops = Operations(tree, allow_delete=allow_delete, xattrs=xattrs)
     options = set(pyfuse3.default_options)
@@ -400,10 +412,8 @@ def mount(tree: Tree, mountpoint: Path, *, allow_delete: bool, xattrs: bool = Fa
     async def main() -> None:
         async with trio.open_nursery() as nursery:
             ops.nursery = nursery
-            nursery.start_soon(_watch_signals, nursery.cancel_scope)
+            nursery.start_soon(_watch_signals, ops, on_stop, on_hup)
             nursery.start_soon(_watch_generation, ops, poll_seconds)
-            if ready:
-                ready()
             await pyfuse3.main()
             nursery.cancel_scope.cancel()
 

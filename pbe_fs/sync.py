@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import threading
 import uuid
 from collections import deque
 from collections.abc import Iterator
@@ -98,7 +99,7 @@ class Syncer:
     """One sync run over one archive."""
 
     def __init__(self, config: Config, client: PixivClient, *, full: bool = False,
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None, stop: threading.Event | None = None) -> None:
         self.config = config
         self.settings = config.settings
         self.client = client
@@ -107,6 +108,7 @@ class Syncer:
         self.temp = config.temp_path
         self.progress = progress or Progress(enabled=False)
         self.result = SyncResult()
+        self.stop = stop or threading.Event()  # set: finish what is in flight, start nothing new
         self.index: Index | None = None
         self._seen: set[int] = set()
         self._walk_complete = True
@@ -194,6 +196,9 @@ class Syncer:
         row = self.db.execute("SELECT coalesce(max(found), 0) FROM pending").fetchone()
         self._found = row[0]
         for restrict in restricts:
+            if self.stop.is_set():
+                self._walk_complete = False
+                return
             self._walk(restrict)
         if self.full and self._walk_complete:
             self._mark_unbookmarked()
@@ -414,6 +419,9 @@ class Syncer:
             self._pool = pool
             while True:
                 while len(inflight) < window:
+                    if self.stop.is_set():
+                        jobs_left = False
+                        queue.clear()  # its works stay pending for the next sync
                     if not queue and jobs_left:
                         job = next(jobs, None)
                         if job is None:

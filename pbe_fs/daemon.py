@@ -1,0 +1,177 @@
+"""`pbe-fs run`: periodic sync, the WebDAV server and the FUSE mount in one
+process, sharing one tree.
+
+Threads: cheroot serves WebDAV from its pool, a sync thread wakes every
+``sync.interval_minutes``, and the main thread runs the FUSE mount on trio
+(or just waits for a signal when no ``mount.path`` is set). Every part
+reads the same index; a sync's commits reach the mount and the server
+through the index's generation counter.
+
+Signals: SIGTERM/SIGINT stop accepting, let in-flight downloads finish
+(unstarted works stay pending for next time), unmount and exit 0. SIGHUP
+re-reads config.json: sync interval, NSFW policy and WebDAV credentials
+change without dropping the mount.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from . import config as config_mod
+from .archive import Archive
+from .errors import AuthError, ConfigError, LockedError, PbeError
+from .index import Index
+from .tree import Tree, effective_policy
+
+log = logging.getLogger("pbe_fs.daemon")
+_MAX_BACKOFF = 6 * 3600.0
+
+
+class Daemon:
+    def __init__(self, cfg: config_mod.Config, *, nsfw: str | None = None, make_client: Any = None) -> None:
+        self.cfg = cfg
+        self.nsfw = nsfw
+        self.make_client = make_client
+        self.stop = threading.Event()
+        self.wake = threading.Event()
+        Archive(cfg.archive_path).ensure()
+        Index(Archive(cfg.archive_path).index_path).close()  # the schema, before any reader opens it
+        self.tree = Tree(cfg, nsfw)
+        self.access: Any = None
+        self.server: Any = None
+        self.ops: Any = None
+        self.failures = 0
+
+    # -- sync loop ---------------------------------------------------------------
+    def _record_failure(self, message: str) -> None:
+        """Make a failed sync visible in status.json and /_pbe/status."""
+        index = Index(Archive(self.cfg.archive_path).index_path)
+        try:
+            now = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+            with index.write() as db:
+                db.execute("INSERT INTO sync_runs (started_at, finished_at, mode, status, message) VALUES (?,?,?,?,?)",
+                           (now, now, "incremental", "failed", message))
+        finally:
+            index.close()
+
+    def sync_once(self) -> bool:
+        from .progress import Progress
+        from .sync import Syncer
+
+        try:
+            result = Syncer(self.cfg, self.make_client(self.cfg), progress=Progress(enabled=False),
+                            stop=self.stop).run()
+            log.info("sync done: %s", result.describe())
+            return True
+        except AuthError as exc:
+            log.error("sync stopped: %s; the archive is still served", exc)
+            self._record_failure(str(exc))
+        except LockedError as exc:
+            log.warning("sync skipped: %s", exc)
+            return True
+        except PbeError as exc:
+            log.error("sync failed: %s; will retry", exc)
+            self._record_failure(str(exc))
+        except Exception:  # a bug must not take the servers down
+            log.exception("sync crashed; will retry")
+        return False
+
+    def sync_loop(self) -> None:
+        while not self.stop.is_set():
+            ok = self.sync_once()
+            self.failures = 0 if ok else self.failures + 1
+            interval = self.cfg.settings.sync.interval_minutes * 60
+            if not ok:  # back off, but never past the next regular sync by much
+                interval = min(_MAX_BACKOFF, max(interval, 60.0 * 2 ** min(self.failures, 8)) if self.failures > 3
+                               else interval)
+            self.wake.wait(interval)
+            self.wake.clear()
+
+    # -- reload --------------------------------------------------------------------
+    def reload(self) -> None:
+        try:
+            fresh = config_mod.load(self.cfg.path)
+            policy = effective_policy(fresh.settings.display.nsfw, self.nsfw)
+        except (ConfigError, PbeError) as exc:
+            log.error("config not reloaded: %s", exc)
+            return
+        self.cfg.settings = fresh.settings
+        self.tree.policy = policy
+        self.tree.refresh(force=True)
+        if self.access is not None:
+            s = fresh.settings
+            self.access.read_only, self.access.token, self.access.users = s.read_only, s.read_only_token, dict(s.webdav.users)
+        log.info("config reloaded: NSFW %s, sync every %g min", policy, fresh.settings.sync.interval_minutes)
+        self.wake.set()  # a new interval starts now
+
+    # -- the whole thing ---------------------------------------------------------------
+    def _start_webdav(self) -> None:
+        from cheroot import wsgi
+
+        from .webdav import Access, make_app
+
+        s = self.cfg.settings
+        self.access = Access(read_only=s.read_only, token=s.read_only_token, users=dict(s.webdav.users))
+        app = make_app(self.tree, self.access, per_page=s.display.home.ipp, refresh=self._refresh_now)
+        self.server = wsgi.Server((s.webdav.host, s.webdav.port), app, numthreads=16, server_name="pbe-fs",
+                                  request_queue_size=1024)
+        if s.webdav.ssl_certificate:
+            from cheroot.ssl.builtin import BuiltinSSLAdapter
+
+            self.server.ssl_adapter = BuiltinSSLAdapter(str(self.cfg.resolve(s.webdav.ssl_certificate)),
+                                                        str(self.cfg.resolve(s.webdav.ssl_private_key)))
+        try:
+            self.server.prepare()
+        except OSError as exc:
+            raise PbeError(f"cannot listen on {s.webdav.host}:{s.webdav.port}: {exc.strerror or exc}") from None
+        host, port = self.server.bind_addr[:2]
+        scheme = "https" if s.webdav.ssl_certificate else "http"
+        log.info("serving WebDAV at %s://%s:%d/", scheme, host, port)
+        threading.Thread(target=self.server.serve, name="webdav", daemon=True).start()
+
+    def _refresh_now(self) -> str:
+        self.wake.set()
+        return "started sync (the daemon's next run starts now)"
+
+    def shutdown(self, signum: int | None = None) -> None:
+        if signum is not None:
+            log.info("%s: shutting down", signal.Signals(signum).name)
+        self.stop.set()
+        self.wake.set()
+
+    def run(self) -> None:
+        self._start_webdav()
+        syncer = threading.Thread(target=self.sync_loop, name="sync", daemon=True)
+        syncer.start()
+        mount_path = self.cfg.settings.mount.path
+        try:
+            if mount_path:
+                self._run_mount(self.cfg.resolve(mount_path))
+            else:
+                signal.signal(signal.SIGTERM, lambda n, f: self.shutdown(n))
+                signal.signal(signal.SIGINT, lambda n, f: self.shutdown(n))
+                signal.signal(signal.SIGHUP, lambda n, f: self.reload())
+                while not self.stop.wait(0.5):
+                    pass
+        finally:
+            self.stop.set()
+            self.wake.set()
+            if self.server is not None:
+                self.server.stop()
+            syncer.join(timeout=8)
+            self.tree.close()
+        log.info("stopped")
+
+    def _run_mount(self, mountpoint: Path) -> None:
+        from .fuse import mount
+
+        s = self.cfg.settings
+        log.info("mounting at %s", mountpoint)
+        mount(self.tree, mountpoint, allow_delete=not s.read_only, xattrs=s.mount.xattrs,
+              on_stop=self.shutdown, on_hup=self.reload)
+        log.info("unmounted %s", mountpoint)
