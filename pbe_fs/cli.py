@@ -211,6 +211,36 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_login(args: argparse.Namespace) -> int:
+    from .login import exchange, extract_code, login_url, pkce_pair
+    from .pixiv import PixivClient
+
+    path, _, settings = config_mod.load_for_login(args.config)
+    if args.refresh_token:
+        refresh = args.refresh_token.strip()
+        _redact.secrets = [refresh]
+        check = settings.pixiv.model_copy(update={"refresh": refresh})
+        tokens: list[tuple[str, str]] = []
+        client = PixivClient(check, on_tokens=lambda a, r: tokens.append((a, r)))
+        client.authenticate()  # AuthError: "pixiv refused the refresh token"
+        access, refresh = tokens[-1] if tokens else ("", refresh)
+    else:
+        verifier, challenge = pkce_pair()
+        print("1. Open this URL in a browser, with its developer tools open on the Network tab:")
+        print(f"   {login_url(settings.pixiv.api_host, challenge)}")
+        print("2. Log in. The last request goes to pixiv://account/login?code=...")
+        print("3. Paste that code (or the whole pixiv:// URL) here within a minute.")
+        try:
+            pasted = input("code: ")
+        except EOFError:
+            raise PbeError("no code given") from None
+        access, refresh = exchange(settings.pixiv.api_host, extract_code(pasted), verifier, settings.pixiv.timeout)
+        _redact.secrets = [access, refresh]
+    config_mod.write_tokens(path, access, refresh)
+    log.info("logged in: the refresh token is saved in %s", path)
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .daemon import Daemon
 
@@ -267,6 +297,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=_port, help="port (default: webdav.port, 8080; 0 picks a free one)")
     p.add_argument("--nsfw", choices=NSFW_POLICIES, help="NSFW policy for this server (default: display.nsfw)")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("login", help="get a refresh token (pixiv's browser login) and save it in config.json")
+    p.add_argument("--refresh-token", metavar="TOKEN", help="store a token obtained elsewhere, after checking it works")
+    p.set_defaults(func=cmd_login)
 
     p = sub.add_parser("run", help="the daemon: periodic sync + WebDAV + the FUSE mount at mount.path")
     p.add_argument("--nsfw", choices=NSFW_POLICIES, help="NSFW policy (default: display.nsfw)")

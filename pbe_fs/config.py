@@ -199,15 +199,49 @@ def load(path: str | os.PathLike[str]) -> Config:
     return parse(data, p)
 
 
+def load_for_login(path: str | os.PathLike[str]) -> tuple[Path, dict[str, Any], Settings]:
+    """config.json for `pbe-fs login`: the refresh token may be missing or
+    stale (that is why one logs in), everything else must be valid."""
+    p = Path(path)
+    data: dict[str, Any] = {}
+    if p.exists():
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"{p}: cannot read: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p}: the top level must be a JSON object")
+    probe = json.loads(json.dumps(data))
+    probe.setdefault("pixiv", {})
+    if isinstance(probe["pixiv"], dict):
+        probe["pixiv"]["refresh"] = "login"
+    return p, data, parse(probe, p).settings
+
+
+def write_tokens(path: Path, access: str, refresh: str) -> None:
+    """Put tokens into config.json, creating it if need be."""
+    if not path.exists():
+        path.write_text(json.dumps({"pixiv": {"access": access, "refresh": refresh}}, indent=2) + "\n")
+        os.chmod(path, 0o600)  # it holds a secret
+        return
+    _write_tokens(path, access, refresh)
+
+
 def save_tokens(config: Config, access: str, refresh: str) -> None:
-    """Write rotated tokens back into the file the config came from.
+    """Write rotated tokens back into the file the config came from."""
+    _write_tokens(config.path, access, refresh)
+    config.settings.pixiv.access = access
+    config.settings.pixiv.refresh = refresh
+
+
+def _write_tokens(path: Path, access: str, refresh: str) -> None:
+    """Set the tokens in config.json, and nothing else.
 
     Only ``pixiv.access`` and ``pixiv.refresh`` change; every other key, the
     key order and the file mode stay as they were. The write is atomic (a
     temporary file in the same folder, fsync, rename), so a crash leaves
     either the old file or the new one, never half of each.
     """
-    path = config.path
     data = json.loads(path.read_text(encoding="utf-8"))
     data.setdefault("pixiv", {})
     data["pixiv"]["access"] = access
@@ -229,5 +263,3 @@ def save_tokens(config: Config, access: str, refresh: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    config.settings.pixiv.access = access
-    config.settings.pixiv.refresh = refresh

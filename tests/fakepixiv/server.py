@@ -51,6 +51,7 @@ class FakePixiv:
         self.calls: Counter[str] = Counter()
         self.paths: list[str] = []
         self.timeout_delay = 3.0
+        self.login_codes: dict[str, str] = {}  # code -> PKCE challenge
         self.lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -199,7 +200,12 @@ class _Handler(BaseHTTPRequestHandler):
             fake.expire_tokens()
 
         if path == "/auth/token" and method == "POST":
-            return self._auth(parse_qs(body.decode()), truncate)
+            form = parse_qs(body.decode())
+            if (form.get("grant_type") or [""])[0] == "authorization_code":
+                return self._code_login(form)
+            return self._auth(form, truncate)
+        if path == "/web/v1/login":
+            return self._login_page(query)
         if is_image:
             return self._image(path, truncate)
         if self.headers.get("Authorization", "").removeprefix("Bearer ") not in fake.access_tokens:
@@ -236,6 +242,34 @@ class _Handler(BaseHTTPRequestHandler):
         answer = {"access_token": access, "expires_in": 3600, "token_type": "bearer", "scope": "",
                   "refresh_token": token, "user": user}
         self._json(200, {**answer, "response": answer}, truncate)
+
+    def _login_page(self, query: dict[str, str]) -> None:
+        """The browser login: a logged-in user is sent to pixiv://…?code=."""
+        if query.get("code_challenge_method") != "S256" or not query.get("code_challenge"):
+            return self._error(400, "code_challenge required")
+        code = f"code-{len(self.pixiv.login_codes) + 1}"
+        self.pixiv.login_codes[code] = query["code_challenge"]
+        head = (f"HTTP/1.1 302 Found\r\nLocation: pixiv://account/login?code={code}&via=login\r\n"
+                "Content-Length: 0\r\n\r\n").encode()
+        self.wfile.write(head)
+
+    def _code_login(self, form: dict[str, list[str]]) -> None:
+        import base64
+        import hashlib
+
+        fake = self.pixiv
+        code, verifier = (form.get("code") or [""])[0], (form.get("code_verifier") or [""])[0]
+        challenge = fake.login_codes.pop(code, None)
+        expected = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+        if challenge is None or challenge != expected:
+            return self._json(400, {"has_error": True, "errors": {"system": {"message": "Invalid grant", "code": 1508}}})
+        refresh = f"login-refresh-{time.monotonic_ns()}"
+        fake.refresh_tokens.add(refresh)
+        access = f"login-access-{time.monotonic_ns()}"
+        fake.access_tokens.add(access)
+        answer = {"access_token": access, "refresh_token": refresh, "expires_in": 3600, "token_type": "bearer",
+                  "user": {"id": fake.user_id, "name": "me", "account": "me_acct"}}
+        self._json(200, {**answer, "response": answer})
 
     def _bookmarks(self, query: dict[str, str], truncate: bool) -> None:
         fake = self.pixiv
