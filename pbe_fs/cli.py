@@ -241,6 +241,24 @@ def cmd_login(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import check_archive, run_checks
+    from .sync import Syncer
+
+    cfg = _load(args)
+    findings = run_checks(cfg, _client)
+    for finding in findings:
+        print(finding.line())
+    if args.repair and any(f.check == "files" and not f.ok for f in findings):
+        result = Syncer(cfg, _client(cfg), full=True).run()
+        log.info("repair: %s", result.describe())
+        findings = [f for f in findings if f.check not in ("index", "files")] + check_archive(Archive(cfg.archive_path))
+        for finding in findings:
+            if finding.check in ("index", "files"):
+                print(finding.line())
+    return 0 if all(f.ok for f in findings) else 1
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .daemon import Daemon
 
@@ -297,6 +315,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=_port, help="port (default: webdav.port, 8080; 0 picks a free one)")
     p.add_argument("--nsfw", choices=NSFW_POLICIES, help="NSFW policy for this server (default: display.nsfw)")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("doctor", help="check config, token, archive integrity, disk, FUSE and the WebDAV port")
+    p.add_argument("--repair", action="store_true", help="fetch damaged or missing files again")
+    p.set_defaults(func=cmd_doctor)
 
     p = sub.add_parser("login", help="get a refresh token (pixiv's browser login) and save it in config.json")
     p.add_argument("--refresh-token", metavar="TOKEN", help="store a token obtained elsewhere, after checking it works")

@@ -1,0 +1,119 @@
+"""`pbe-fs doctor`: is everything in order? One line per check, OK or what to do.
+
+Checks change nothing; ``--repair`` then re-fetches damaged or missing
+files from pixiv (through a full sync, which also notices anything else
+that changed).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from .archive import Archive, digest_file
+from .config import Config
+from .errors import AuthError, PbeError
+from .index import Index
+
+_LOW_DISK = 1_000_000_000
+
+
+@dataclass
+class Finding:
+    check: str
+    ok: bool
+    message: str
+
+    def line(self) -> str:
+        return f"{self.check:<9} {'OK  ' if self.ok else 'FAIL'} {self.message}"
+
+
+def check_token(cfg: Config, make_client: Callable[[Config], object]) -> Finding:
+    try:
+        make_client(cfg).authenticate()  # type: ignore[attr-defined]
+    except AuthError:
+        return Finding("token", False, "pixiv refused the refresh token: run `pbe-fs login`")
+    except PbeError as exc:
+        return Finding("token", False, f"pixiv unreachable ({exc}); check pixiv.api_host and the network")
+    return Finding("token", True, "pixiv accepts the refresh token")
+
+
+def damaged_files(archive: Archive) -> Iterator[tuple[int, str, str]]:
+    """(artwork id, path, what is wrong) for every file that fails its record."""
+    index = Index(archive.index_path)
+    try:
+        rows = index.db.execute("SELECT artwork_id, path, size, sha256 FROM files ORDER BY artwork_id, path").fetchall()
+    finally:
+        index.close()
+    for aid, path, size, sha in rows:
+        full = archive.artwork_dir(aid) / path
+        if not full.is_file():
+            yield aid, path, "missing"
+        elif full.stat().st_size != size:
+            yield aid, path, f"size {full.stat().st_size}, expected {size}"
+        elif digest_file(full).sha256 != sha:
+            yield aid, path, "SHA-256 differs"
+
+
+def check_archive(archive: Archive) -> list[Finding]:
+    if not archive.index_path.exists():
+        return [Finding("archive", False, f"no archive at {archive.root} yet: run `pbe-fs sync`")]
+    index = Index(archive.index_path)
+    try:
+        indexed = index.archived_ids()
+        files = index.db.execute("SELECT count(*) FROM files").fetchone()[0]
+    finally:
+        index.close()
+    on_disk = set(archive.artwork_ids())
+    findings = []
+    if indexed != on_disk:
+        findings.append(Finding("index", False, f"{len(on_disk - indexed)} works on disk not indexed, "
+                                                f"{len(indexed - on_disk)} indexed but missing: run `pbe-fs reindex`"))
+    else:
+        findings.append(Finding("index", True, f"{len(indexed)} works, as on disk"))
+    bad = list(damaged_files(archive))
+    if bad:
+        shown = "; ".join(f"{aid}/{path} ({why})" for aid, path, why in bad[:5])
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        findings.append(Finding("files", False, f"{len(bad)} damaged or missing: {shown}{more}; "
+                                                "`pbe-fs doctor --repair` fetches them again"))
+    else:
+        findings.append(Finding("files", True, f"{files} files match their size and SHA-256"))
+    return findings
+
+
+def check_disk(archive: Archive) -> Finding:
+    folder = archive.root if archive.root.exists() else archive.root.parent
+    free = shutil.disk_usage(folder).free
+    if free < _LOW_DISK:
+        return Finding("disk", False, f"only {free / 1e9:.1f} GB free at {folder}: make room before the next sync")
+    return Finding("disk", True, f"{free / 1e9:.0f} GB free")
+
+
+def check_fuse() -> Finding:
+    if not os.path.exists("/dev/fuse"):
+        return Finding("fuse", False, "/dev/fuse missing: `apt-get install fuse3` (mounting needs it)")
+    if shutil.which("fusermount3") is None:
+        return Finding("fuse", False, "fusermount3 missing: `apt-get install fuse3`")
+    return Finding("fuse", True, "/dev/fuse and fusermount3 present")
+
+
+def check_port(host: str, port: int) -> Finding:
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+    except OSError as exc:
+        return Finding("port", False, f"{host}:{port} is taken ({exc.strerror}): is `pbe-fs run` already running? "
+                                      "Otherwise change webdav.port")
+    return Finding("port", True, f"{host}:{port} is free for WebDAV")
+
+
+def run_checks(cfg: Config, make_client: Callable[[Config], object]) -> list[Finding]:
+    archive = Archive(cfg.archive_path)
+    s = cfg.settings
+    return [Finding("config", True, str(cfg.path)), check_token(cfg, make_client), *check_archive(archive),
+            check_disk(archive), check_fuse(), check_port(s.webdav.host, s.webdav.port)]
