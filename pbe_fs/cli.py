@@ -58,9 +58,23 @@ class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
             self.handleError(record)
 
 
-def _setup_logging(verbose: int, quiet: bool) -> None:
+class _JsonFormatter(logging.Formatter):
+    """One JSON object per line, for journald, Loki and friends."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"), "level": record.levelname.lower(),
+                 "logger": record.name, "message": record.getMessage()}
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def _setup_logging(verbose: int, quiet: bool, fmt: str = "human") -> None:
     handler = _Handler(sys.stderr)
-    handler.setFormatter(logging.Formatter("pbe-fs: %(levelname)s: %(message)s" if verbose else "pbe-fs: %(message)s"))
+    if fmt == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("pbe-fs: %(levelname)s: %(message)s" if verbose else "pbe-fs: %(message)s"))
     handler.addFilter(_redact)
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -284,6 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-c", "--config", default="config.json", help="path to config.json (default: ./config.json)")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: HTTP too)")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    parser.add_argument("--log-format", choices=("human", "json"), default="human",
+                        help="log lines for people (default) or JSON lines for log collectors")
     parser.add_argument("--version", action="version", version=f"pbe-fs {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -335,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _setup_logging(args.verbose, args.quiet)
+    _setup_logging(args.verbose, args.quiet, args.log_format)
     try:
         return args.func(args)
     except PbeError as exc:

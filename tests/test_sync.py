@@ -318,3 +318,10 @@ def test_one_sync_at_a_time(fake: FakePixiv, config: Path) -> None:
         proc = pbe(config, "sync")
     assert proc.returncode == 1
     assert "the archive is busy" in proc.stderr and str(os.getpid()) in proc.stderr
+
+
+def test_json_log_lines(fake: FakePixiv, config: Path) -> None:
+    proc = pbe(config, "--log-format", "json", "sync", "--no-progress", check=True)
+    entries = [json.loads(line) for line in proc.stderr.splitlines()]
+    assert entries and all({"time", "level", "logger", "message"} <= set(e) for e in entries)
+    assert entries[-1]["message"].startswith("sync done: 44 new works")
