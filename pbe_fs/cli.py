@@ -87,6 +87,14 @@ def _setup_logging(verbose: int, quiet: bool, fmt: str = "human") -> None:
 def _load(args: argparse.Namespace) -> config_mod.Config:
     cfg = config_mod.load(args.config)
     _redact.secrets = cfg.secrets()
+    # config.json's log settings, unless the command line said otherwise
+    if not (args.verbose or args.quiet or args.log_format):
+        level = cfg.settings.log.level
+        _setup_logging(1 if level == "debug" else 0, level in ("warning", "error"), cfg.settings.log.format)
+        if level == "error":
+            logging.getLogger("pbe_fs").setLevel(logging.ERROR)
+    elif not args.log_format and cfg.settings.log.format == "json":
+        _setup_logging(args.verbose, args.quiet, "json")
     return cfg
 
 
@@ -298,8 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-c", "--config", default="config.json", help="path to config.json (default: ./config.json)")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: HTTP too)")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
-    parser.add_argument("--log-format", choices=("human", "json"), default="human",
-                        help="log lines for people (default) or JSON lines for log collectors")
+    parser.add_argument("--log-format", choices=("human", "json"),
+                        help="log lines for people (default, or log.format) or JSON lines for log collectors")
     parser.add_argument("--version", action="version", version=f"pbe-fs {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -351,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _setup_logging(args.verbose, args.quiet, args.log_format)
+    _setup_logging(args.verbose, args.quiet, args.log_format or "human")
     try:
         return args.func(args)
     except PbeError as exc:

@@ -105,6 +105,11 @@ class MountSection(_Section):
     xattrs: bool = False
 
 
+class LogSection(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["human", "json"] = "human"
+
+
 class Settings(_Section):
     pixiv: PixivSection
     display: DisplaySection = DisplaySection()
@@ -118,6 +123,7 @@ class Settings(_Section):
     sync: SyncSection = SyncSection()
     webdav: WebdavSection = WebdavSection()
     mount: MountSection = MountSection()
+    log: LogSection = LogSection()
 
 
 @dataclass

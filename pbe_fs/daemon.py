@@ -94,11 +94,13 @@ class Daemon:
 
     # -- reload --------------------------------------------------------------------
     def reload(self) -> None:
+        self.notify("RELOADING=1")
         try:
             fresh = config_mod.load(self.cfg.path)
             policy = effective_policy(fresh.settings.display.nsfw, self.nsfw)
         except (ConfigError, PbeError) as exc:
             log.error("config not reloaded: %s", exc)
+            self.notify("READY=1")
             return
         self.cfg.settings = fresh.settings
         self.tree.policy = policy
@@ -107,6 +109,7 @@ class Daemon:
             s = fresh.settings
             self.access.read_only, self.access.token, self.access.users = s.read_only, s.read_only_token, dict(s.webdav.users)
         log.info("config reloaded: NSFW %s, sync every %g min", policy, fresh.settings.sync.interval_minutes)
+        self.notify("READY=1")
         self.wake.set()  # a new interval starts now
 
     # -- the whole thing ---------------------------------------------------------------
@@ -138,9 +141,27 @@ class Daemon:
         self.wake.set()
         return "started sync (the daemon's next run starts now)"
 
+    @staticmethod
+    def notify(state: str) -> None:
+        """Tell systemd (Type=notify) how we are: a datagram to $NOTIFY_SOCKET."""
+        import os
+        import socket
+
+        address = os.environ.get("NOTIFY_SOCKET")
+        if not address:
+            return
+        if address.startswith("@"):
+            address = "\0" + address[1:]
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+                sock.sendto(state.encode(), address)
+        except OSError as exc:
+            log.debug("sd_notify: %s", exc)
+
     def shutdown(self, signum: int | None = None) -> None:
         if signum is not None:
             log.info("%s: shutting down", signal.Signals(signum).name)
+        self.notify("STOPPING=1")
         self.stop.set()
         self.wake.set()
 
@@ -153,6 +174,7 @@ class Daemon:
             if mount_path:
                 self._run_mount(self.cfg.resolve(mount_path))
             else:
+                self.notify("READY=1")
                 signal.signal(signal.SIGTERM, lambda n, f: self.shutdown(n))
                 signal.signal(signal.SIGINT, lambda n, f: self.shutdown(n))
                 signal.signal(signal.SIGHUP, lambda n, f: self.reload())
@@ -173,5 +195,5 @@ class Daemon:
         s = self.cfg.settings
         log.info("mounting at %s", mountpoint)
         mount(self.tree, mountpoint, allow_delete=not s.read_only, xattrs=s.mount.xattrs,
-              on_stop=self.shutdown, on_hup=self.reload)
+              on_stop=self.shutdown, on_hup=self.reload, on_ready=lambda: self.notify("READY=1"))
         log.info("unmounted %s", mountpoint)

@@ -392,7 +392,8 @@ def check_mountpoint(mountpoint: Path) -> None:
 
 
 def mount(tree: Tree, mountpoint: Path, *, allow_delete: bool, xattrs: bool = False, poll_seconds: float = 1.0,
-          on_stop: Callable[[int], None] | None = None, on_hup: Callable[[], None] | None = None) -> None:
+          on_stop: Callable[[int], None] | None = None, on_hup: Callable[[], None] | None = None,
+          on_ready: Callable[[], None] | None = None) -> None:
     """Serve the tree at mountpoint until SIGINT/SIGTERM or `fusermount3 -u`.
 
     ``on_hup`` makes SIGHUP reload (the daemon's config) instead of being
@@ -408,6 +409,8 @@ def mount(tree: Tree, mountpoint: Path, *, allow_delete: bool, xattrs: bool = Fa
         pyfuse3.init(ops, str(mountpoint), options)
     except RuntimeError as exc:
         raise PbeError(f"cannot mount {mountpoint}: {exc}") from None
+    if on_ready:
+        on_ready()
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:

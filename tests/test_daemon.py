@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -40,15 +41,22 @@ def test_run_syncs_serves_mounts_reloads_and_stops(fake: FakePixiv, tmp_path: Pa
     config = write_config(tmp_path, fake, sync={"interval_minutes": 0.03, "sizes": ["original"]},
                           webdav={"port": 0}, mount={"path": str(mnt)})
     log = tmp_path / "run.log"
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify.sock"))
+    notify.settimeout(20)
     proc = subprocess.Popen([sys.executable, "-m", "pbe_fs.cli", "-c", str(config), "run"],
-                            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+                            env={**os.environ, "PYTHONPATH": str(ROOT), "NOTIFY_SOCKET": str(tmp_path / "notify.sock")},
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=open(log, "w"))
     try:
-        assert wait(lambda: os.path.ismount(mnt) and "serving WebDAV at" in log.read_text()), log.read_text()
+        assert notify.recv(100) == b"READY=1"  # systemd Type=notify
+        assert os.path.ismount(mnt) and "serving WebDAV at" in log.read_text()
         url = re.search(r"serving WebDAV at (http://[\d.:]+)/", log.read_text()).group(1)
         # the first sync fills both front doors
         assert wait(lambda: len(os.listdir(mnt / "by-id")) == 44), log.read_text()
         assert get_json(url + "/_pbe/status")["artworks"] == 44
+        status = subprocess.run([sys.executable, "-m", "pbe_fs.cli", "-c", str(config), "status", "--json"],
+                                env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=30)
+        assert status.returncode == 0 and json.loads(status.stdout)["artworks"] == 44
         # a new bookmark shows in both within an interval
         fake.add(Work(97000001, "daemon fresh", (9, "z", "z")))
         assert wait(lambda: (mnt / "by-id" / "97000001").is_dir())

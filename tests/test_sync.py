@@ -325,3 +325,11 @@ def test_json_log_lines(fake: FakePixiv, config: Path) -> None:
     entries = [json.loads(line) for line in proc.stderr.splitlines()]
     assert entries and all({"time", "level", "logger", "message"} <= set(e) for e in entries)
     assert entries[-1]["message"].startswith("sync done: 44 new works")
+
+
+def test_log_settings_from_config(fake: FakePixiv, tmp_path: Path) -> None:
+    quiet = write_config(tmp_path, fake, log={"level": "warning"})
+    assert "sync done" not in pbe(quiet, "sync", "--no-progress", check=True).stderr
+    jsonish = write_config(tmp_path, fake, log={"format": "json"})
+    lines = pbe(jsonish, "sync", "--no-progress", check=True).stderr.splitlines()
+    assert lines and all(json.loads(line)["level"] for line in lines)
