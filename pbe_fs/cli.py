@@ -17,7 +17,7 @@ from . import __version__
 from . import config as config_mod
 from .archive import Archive
 from .config import NSFW_POLICIES
-from .errors import ConfigError, PbeError
+from .errors import PbeError
 from .progress import human_bytes
 
 log = logging.getLogger("pbe_fs")
@@ -191,7 +191,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from .tree import Tree
-    from .webdav import Access, make_app, serve
+    from .webdav import Access, make_app, make_server, serve
 
     cfg = _load(args)
     if not Archive(cfg.archive_path).index_path.exists():
@@ -200,11 +200,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     tree = Tree(cfg, args.nsfw)
     host = args.host or s.webdav.host
     port = s.webdav.port if args.port is None else args.port
-
-    def ready(bound_host: str, bound_port: int) -> None:
-        scheme = "https" if s.webdav.ssl_certificate else "http"
-        log.info("serving %s over WebDAV at %s://%s:%d/ (NSFW %s%s); stop with Ctrl-C", cfg.archive_path, scheme,
-                 bound_host, bound_port, tree.policy, ", deletion needs the read-only token" if s.read_only else "")
 
     def refresh() -> str:
         """POST /_pbe/refresh: a sync in a child process, answered at once."""
@@ -221,13 +216,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     access = Access(read_only=s.read_only, token=s.read_only_token, users=dict(s.webdav.users))
     app = make_app(tree, access, per_page=s.display.home.ipp, refresh=refresh)
-    if bool(s.webdav.ssl_certificate) != bool(s.webdav.ssl_private_key):
-        raise ConfigError("webdav.ssl_certificate and webdav.ssl_private_key go together: set both or neither")
     try:
-        serve(app, host, port, certificate=str(cfg.resolve(s.webdav.ssl_certificate)) if s.webdav.ssl_certificate else "",
-              private_key=str(cfg.resolve(s.webdav.ssl_private_key)) if s.webdav.ssl_private_key else "", ready=ready)
-    except OSError as exc:
-        raise PbeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        server = make_server(app, host, port, **cfg.tls())
+        bound_host, bound_port = server.bind_addr[:2]
+        log.info("serving %s over WebDAV at %s://%s:%d/ (NSFW %s%s); stop with Ctrl-C", cfg.archive_path,
+                 "https" if s.webdav.ssl_certificate else "http", bound_host, bound_port, tree.policy,
+                 ", deletion needs the read-only token" if s.read_only else "")
+        serve(server)
     finally:
         tree.close()
     return 0

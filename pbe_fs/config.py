@@ -151,6 +151,15 @@ class Config:
     def cache_path(self) -> Path:
         return self.resolve(self.settings.cache.path)
 
+    def tls(self) -> dict[str, str]:
+        """The WebDAV server's certificate and key, resolved: both or neither."""
+        s = self.settings.webdav
+        if bool(s.ssl_certificate) != bool(s.ssl_private_key):
+            raise ConfigError("webdav.ssl_certificate and webdav.ssl_private_key go together: set both or neither")
+        if not s.ssl_certificate:
+            return {}
+        return {"certificate": str(self.resolve(s.ssl_certificate)), "private_key": str(self.resolve(s.ssl_private_key))}
+
     def secrets(self) -> list[str]:
         """Every value that must never reach a log line or a file in the tree."""
         s = self.settings

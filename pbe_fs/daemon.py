@@ -114,27 +114,14 @@ class Daemon:
 
     # -- the whole thing ---------------------------------------------------------------
     def _start_webdav(self) -> None:
-        from cheroot import wsgi
-
-        from .webdav import Access, make_app
+        from .webdav import Access, make_app, make_server
 
         s = self.cfg.settings
         self.access = Access(read_only=s.read_only, token=s.read_only_token, users=dict(s.webdav.users))
         app = make_app(self.tree, self.access, per_page=s.display.home.ipp, refresh=self._refresh_now)
-        self.server = wsgi.Server((s.webdav.host, s.webdav.port), app, numthreads=16, server_name="pbe-fs",
-                                  request_queue_size=1024)
-        if s.webdav.ssl_certificate:
-            from cheroot.ssl.builtin import BuiltinSSLAdapter
-
-            self.server.ssl_adapter = BuiltinSSLAdapter(str(self.cfg.resolve(s.webdav.ssl_certificate)),
-                                                        str(self.cfg.resolve(s.webdav.ssl_private_key)))
-        try:
-            self.server.prepare()
-        except OSError as exc:
-            raise PbeError(f"cannot listen on {s.webdav.host}:{s.webdav.port}: {exc.strerror or exc}") from None
+        self.server = make_server(app, s.webdav.host, s.webdav.port, **self.cfg.tls())
         host, port = self.server.bind_addr[:2]
-        scheme = "https" if s.webdav.ssl_certificate else "http"
-        log.info("serving WebDAV at %s://%s:%d/", scheme, host, port)
+        log.info("serving WebDAV at %s://%s:%d/", "https" if s.webdav.ssl_certificate else "http", host, port)
         threading.Thread(target=self.server.serve, name="webdav", daemon=True).start()
 
     def _refresh_now(self) -> str:

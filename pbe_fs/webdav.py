@@ -28,6 +28,7 @@ from . import multistatus, names
 from .multistatus import content_type, quote_name
 from .artwork import Node
 from .render.segments import Reader
+from .errors import PbeError
 from .tree import Tree, TreeError, is_noise
 
 log = logging.getLogger("pbe_fs.webdav")
@@ -402,12 +403,9 @@ def _reject_undecodable(app: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def serve(app: Any, host: str, port: int, *, certificate: str = "", private_key: str = "",
-          ready: Callable[[str, int], None] | None = None) -> None:
-    """Serve until SIGINT/SIGTERM (TLS when given a certificate and key)."""
-    import signal
-    import threading
-
+def make_server(app: Any, host: str, port: int, *, certificate: str = "", private_key: str = "") -> Any:
+    """A cheroot server, bound and listening (TLS when given a certificate
+    and key); ``serve()`` it from any thread."""
     from cheroot import wsgi
 
     # a deep listen backlog: a burst of clients must wait in the kernel, not in SYN retries
@@ -416,19 +414,24 @@ def serve(app: Any, host: str, port: int, *, certificate: str = "", private_key:
         from cheroot.ssl.builtin import BuiltinSSLAdapter
 
         server.ssl_adapter = BuiltinSSLAdapter(certificate, private_key)
-    server.prepare()
-    bound = server.bind_addr
-    stop = threading.Event()
+    try:
+        server.prepare()
+    except OSError as exc:
+        raise PbeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return server
+
+
+def serve(server: Any) -> None:
+    """Serve in this thread until SIGINT/SIGTERM."""
+    import signal
+    import threading
 
     def _stop(signum: int, frame: Any) -> None:
         log.info("%s: stopping the WebDAV server", signal.Signals(signum).name)
-        stop.set()
         threading.Thread(target=server.stop, daemon=True).start()
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    if ready:
-        ready(bound[0], bound[1])
     try:
         server.serve()
     finally:
