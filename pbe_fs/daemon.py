@@ -86,9 +86,8 @@ class Daemon:
             ok = self.sync_once()
             self.failures = 0 if ok else self.failures + 1
             interval = self.cfg.settings.sync.interval_minutes * 60
-            if not ok:  # back off, but never past the next regular sync by much
-                interval = min(_MAX_BACKOFF, max(interval, 60.0 * 2 ** min(self.failures, 8)) if self.failures > 3
-                               else interval)
+            if self.failures > 3:  # pixiv keeps failing: wait longer each time, up to 6 h
+                interval = min(_MAX_BACKOFF, max(interval, 60.0 * 2 ** min(self.failures, 8)))
             self.wake.wait(interval)
             self.wake.clear()
 
