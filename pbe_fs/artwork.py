@@ -83,8 +83,9 @@ class ArtworkFolder:
         path, size = self.folder / f["path"], f["size"]
         return Node(False, self.mtime, size, self.id, content=lambda: FileContent(path, size), etag=f["sha256"][:32])
 
-    def _generated(self, content: Content, identity: object) -> Node:
-        return Node(False, self.mtime, content.size, self.id, content=lambda: content, etag=Cache.key(identity))
+    def _generated(self, content: Content, identity: object, *, immutable: bool = True) -> Node:
+        return Node(False, self.mtime, content.size, self.id, content=lambda: content, etag=Cache.key(identity),
+                    immutable=immutable)
 
     def _zip(self, files: list[dict[str, Any]], member_names: list[str] | None = None) -> Segments:
         members = [zip_render.Member(member_names[i] if member_names else Path(f["path"]).name,
@@ -122,7 +123,8 @@ class ArtworkFolder:
             entries[role] = Node(True, self.mtime, 0, self.id)
         aid = self.id
         meta_json = meta.meta_json(self.record, self.raw)
-        entries["meta.json"] = self._generated(BytesContent(meta_json), meta_json)
+        # the work's state (gone, restrict, history) lives in it: it changes when a sync says so
+        entries["meta.json"] = self._generated(BytesContent(meta_json), meta_json, immutable=False)
         entries["pixiv.url"] = self._generated(BytesContent(meta.internet_shortcut(aid)), aid)
         if self.ugoira:
             entries.update(self._ugoira_entries())

@@ -237,7 +237,9 @@ class Operations(pyfuse3.Operations):
         fh = self._next_fh
         self._next_fh += 1
         self._handles[fh] = reader
-        return pyfuse3.FileInfo(fh=fh, keep_cache=node.immutable, direct_io=False)
+        # Files that can change (status.json, meta.json) bypass the page cache:
+        # a read must never mix old cached pages or an old size with new bytes.
+        return pyfuse3.FileInfo(fh=fh, keep_cache=node.immutable, direct_io=not node.immutable)
 
     @_guard
     async def read(self, fh: int, off: int, size: int) -> bytes:
@@ -336,7 +338,7 @@ class Operations(pyfuse3.Operations):
         for path, inode in list(self._inode_of.items()):
             place = self.tree.place(path)
             if place == "view" or (place == "inside" and path[-1] == "meta.json"):
-                folders.append(inode)  # meta.json tells the work's state, which a sync may change
+                folders.append(inode)  # meta.json's size tells the work's state, which a sync may change
             elif place == "artwork" and self.tree.get(path) is None:
                 parent = self._inode_of.get(path[:-1])
                 if parent is not None:
