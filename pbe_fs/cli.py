@@ -306,6 +306,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pbe-fs {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    p = sub.add_parser("run", help="the daemon: periodic sync + WebDAV + the FUSE mount at mount.path")
+    p.add_argument("--nsfw", choices=NSFW_POLICIES, help="NSFW policy (default: display.nsfw)")
+    p.set_defaults(func=cmd_run)
+
     p = sub.add_parser("sync", help="fetch new bookmarks into the archive")
     p.add_argument("--full", action="store_true", help="walk every bookmark, re-fetch missing or damaged files, detect gone works")
     p.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
@@ -342,10 +346,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("login", help="get a refresh token (pixiv's browser login) and save it in config.json")
     p.add_argument("--refresh-token", metavar="TOKEN", help="store a token obtained elsewhere, after checking it works")
     p.set_defaults(func=cmd_login)
-
-    p = sub.add_parser("run", help="the daemon: periodic sync + WebDAV + the FUSE mount at mount.path")
-    p.add_argument("--nsfw", choices=NSFW_POLICIES, help="NSFW policy (default: display.nsfw)")
-    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("reindex", help="rebuild the index from the archive files")
     p.set_defaults(func=cmd_reindex)
