@@ -330,9 +330,11 @@ class Operations(pyfuse3.Operations):
         """Tell the kernel what a sync or a deletion changed.
 
         Folders outside artworks are re-read; entries that no longer exist
-        are dropped from the kernel's dentry cache.
+        are dropped from the kernel's dentry cache. Callers have refreshed
+        the tree already (that is how they knew); only a generation that
+        moved on since is picked up here.
         """
-        self.tree.refresh(force=True)
+        self.tree.refresh(interval=0)
         stale_entries: list[tuple[int, bytes]] = []
         folders: list[int] = []
         for path, inode in list(self._inode_of.items()):

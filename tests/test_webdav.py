@@ -11,7 +11,10 @@ import socket
 import subprocess
 import urllib.request
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -228,12 +231,19 @@ def test_browser_view_in_chromium(server: Server, tmp_path: Path) -> None:
     assert "default-src 'none'" in headers["content-security-policy"]
 
 
-def test_browser_pagination(synced, tmp_path: Path) -> None:
+@contextmanager
+def serving(synced, tmp_path: Path, **overrides: Any) -> Iterator[Server]:
+    """A second server over the module's archive, with other settings."""
     config, _ = synced
-    small = write_config(tmp_path, None, display={"home": {"ipp": "10"}},
-                         filesystem_options={"path": str(config.parent / "data")})
-    s = Server(small)
+    s = Server(write_config(tmp_path, None, filesystem_options={"path": str(config.parent / "data")}, **overrides))
     try:
+        yield s
+    finally:
+        s.stop()
+
+
+def test_browser_pagination(synced, tmp_path: Path) -> None:
+    with serving(synced, tmp_path, display={"home": {"ipp": "10"}}) as s:
         works = len(propfind(s, "/by-ingress/")) - 1
         pages = -(-works // 10)
         _, _, page1 = request(s, "GET", "/by-ingress/")
@@ -242,19 +252,13 @@ def test_browser_pagination(synced, tmp_path: Path) -> None:
         assert page1.count(b"<li>") == 10 and f"page 1 of {pages}".encode() in page1 and b'href="?page=2"' in page1
         assert last.count(b"<li>") == works - 10 * (pages - 1) and f"page {pages} of {pages}".encode() in last
         assert f"page 1 of {pages}".encode() in nonsense
-    finally:
-        s.stop()
 
 
 def test_digest_auth_and_read_users(synced, tmp_path: Path) -> None:
     import requests
     from requests.auth import HTTPBasicAuth, HTTPDigestAuth
 
-    config, _ = synced
-    locked = write_config(tmp_path, None, webdav={"users": {"alice": "pw"}},
-                          filesystem_options={"path": str(config.parent / "data")})
-    s = Server(locked)
-    try:
+    with serving(synced, tmp_path, webdav={"users": {"alice": "pw"}}) as s:
         assert requests.get(s.url + "/status.json", timeout=10).status_code == 401
         assert requests.get(s.url + "/status.json", auth=HTTPBasicAuth("alice", "nope"), timeout=10).status_code == 401
         assert requests.get(s.url + "/status.json", auth=HTTPBasicAuth("alice", "pw"), timeout=10).status_code == 200
@@ -264,8 +268,6 @@ def test_digest_auth_and_read_users(synced, tmp_path: Path) -> None:
         assert requests.delete(s.url + "/by-id/93012360", auth=HTTPDigestAuth("me", "seed-ro-token"),
                                timeout=10).status_code == 204
         assert "pw" not in s.stderr() and "seed-ro-token" not in s.stderr()
-    finally:
-        s.stop()
 
 
 def test_status_and_refresh_pick_up_new_works(server: Server, synced) -> None:
@@ -300,17 +302,12 @@ def test_tls(synced, tmp_path: Path) -> None:
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
                     "-keyout", str(tmp_path / "key.pem"), "-out", str(tmp_path / "cert.pem")], check=True,
                    capture_output=True)
-    tls = write_config(tmp_path, None, filesystem_options={"path": str(config.parent / "data")},
-                       webdav={"ssl_certificate": "cert.pem", "ssl_private_key": "key.pem"})
-    s = Server(tls)
-    try:
+    with serving(synced, tmp_path, webdav={"ssl_certificate": "cert.pem", "ssl_private_key": "key.pem"}) as s:
         assert s.url.startswith("https://")
         context = ssl.create_default_context(cafile=str(tmp_path / "cert.pem"))
         context.check_hostname = False
         with urllib.request.urlopen(s.url + "/status.json", context=context, timeout=10) as resp:
             assert resp.status == 200 and json.loads(resp.read())["artworks"] >= 40
-    finally:
-        s.stop()
     half = write_config(tmp_path, None, filesystem_options={"path": str(config.parent / "data")},
                         webdav={"ssl_certificate": "cert.pem"})
     proc = pbe(half, "serve", "--port", "0")
