@@ -1,6 +1,7 @@
-"""The archive on disk: the truth that outlives pixiv and pbe-fs alike.
+"""The archive: the truth that outlives pixiv and pbe-fs alike.
 
-Layout under ``filesystem_options.path`` (also in the README)::
+Layout, in a folder (``filesystem_options.path``) or a bucket under
+``filesystem_options.prefix`` (also in the README)::
 
     artworks/<id>/pixiv.json          the raw illust object it was archived from
     artworks/<id>/pbe.json            pbe-fs's record: ingress number, restrict,
@@ -13,14 +14,14 @@ Layout under ``filesystem_options.path`` (also in the README)::
     .pbe/index.sqlite3                the index (rebuildable: `pbe-fs reindex`)
     .pbe/incoming/<id>/               a work being downloaded (never shown)
 
-A folder under ``artworks/`` exists only once it is complete: works are
-assembled in ``.pbe/incoming`` and renamed into place in one step, and
-``pbe.json`` is the last file written into them.
+A work under ``artworks/`` counts only once its ``pbe.json`` is there: works
+are assembled in ``.pbe/incoming`` (always local) and then renamed into place
+in one step (a folder) or uploaded and verified with ``pbe.json`` last (a
+bucket). ``.pbe`` stays local with an S3 store.
 """
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import hashlib
 import json
@@ -32,11 +33,19 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
 from .errors import LockedError
+from .storage import Store, open_store
+from .storage.local import fsync_dir, move_into, write_atomic
+
+if TYPE_CHECKING:
+    from .config import Config
+
+__all__ = ["Archive", "ArchiveLock", "StoredFile", "Digest", "DamagedFile", "digest_file", "probe", "read_json",
+           "write_json", "move_into", "fsync_dir", "artwork_key"]
 
 RECORD = "pbe.json"
 RAW = "pixiv.json"
@@ -129,47 +138,9 @@ def probe(path: Path, kind: str) -> tuple[int, int, str, str]:
     return width, height, fmt, mode
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def move_into(src: Path, dst: Path) -> None:
-    """Atomically put a complete file at dst, across file systems too."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.replace(src, dst)
-    except OSError as exc:
-        if exc.errno != errno.EXDEV:
-            raise
-        tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex}.tmp")
-        try:
-            with open(src, "rb") as fin, open(tmp, "wb") as fout:
-                shutil.copyfileobj(fin, fout, _CHUNK)
-                fout.flush()
-                os.fsync(fout.fileno())
-            os.replace(tmp, dst)
-        finally:
-            tmp.unlink(missing_ok=True)
-        src.unlink(missing_ok=True)
-
-
 def write_json(path: Path, data: Any) -> None:
-    """Write JSON so that readers see the old file or the new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, ensure_ascii=False, indent=1, sort_keys=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write a local JSON file so that readers see the old one or the new one."""
+    write_atomic(path, dumps(data))
 
 
 def read_json(path: Path) -> Any:
@@ -177,60 +148,106 @@ def read_json(path: Path) -> Any:
         return json.load(fh)
 
 
-class Archive:
-    """Paths and atomic operations over one archive folder."""
+def dumps(data: Any) -> bytes:
+    return (json.dumps(data, ensure_ascii=False, indent=1, sort_keys=False) + "\n").encode()
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.artworks = root / "artworks"
-        self.lost = root / "lost"
-        self.deleted = root / "deleted"
-        self.private = root / ".pbe"
-        self.incoming = self.private / "incoming"
-        self.trash = self.private / "trash"
-        self.index_path = self.private / "index.sqlite3"
+
+def artwork_key(artwork_id: int, path: str = "") -> str:
+    return f"artworks/{artwork_id}/{path}" if path else f"artworks/{artwork_id}"
+
+
+class Archive:
+    """The archive's keys in its store, plus the local state beside them.
+
+    ``private`` (``.pbe`` under ``filesystem_options.path``) is never shared
+    whatever the store: the index, the sync lock, and works being assembled.
+    """
+
+    def __init__(self, store: Store, private: Path) -> None:
+        self.store = store
+        self.private = private
+        self.incoming = private / "incoming"
+        self.trash = private / "trash"
+        self.index_path = private / "index.sqlite3"
+
+    @classmethod
+    def open(cls, config: Config, kind: str | None = None) -> Archive:
+        return cls(open_store(config, kind), config.archive_path / ".pbe")
+
+    @property
+    def root(self) -> Path:
+        """The local folder holding the archive (local) or its state (s3)."""
+        return self.private.parent
+
+    def describe(self) -> str:
+        return self.store.describe()
 
     def ensure(self) -> None:
-        for folder in (self.artworks, self.lost, self.deleted, self.incoming, self.trash):
+        folders = [self.incoming, self.trash]
+        if self.store.kind == "local":
+            folders += [self.root / "artworks", self.root / "lost", self.root / "deleted"]
+        for folder in folders:
             folder.mkdir(parents=True, exist_ok=True)
 
     # -- artworks -----------------------------------------------------------
-    def artwork_dir(self, artwork_id: int) -> Path:
-        return self.artworks / str(artwork_id)
-
     def incoming_dir(self, artwork_id: int) -> Path:
         return self.incoming / str(artwork_id)
 
     def has_artwork(self, artwork_id: int) -> bool:
-        return (self.artwork_dir(artwork_id) / RECORD).is_file()
+        return self.store.exists(artwork_key(artwork_id, RECORD))
 
     def read_artwork(self, artwork_id: int) -> tuple[dict[str, Any], dict[str, Any]]:
         """(record, raw) of an archived work."""
-        folder = self.artwork_dir(artwork_id)
-        return read_json(folder / RECORD), read_json(folder / RAW)
+        return (json.loads(self.store.read_bytes(artwork_key(artwork_id, RECORD))),
+                json.loads(self.store.read_bytes(artwork_key(artwork_id, RAW))))
 
     def artwork_ids(self) -> Iterator[int]:
         """Ids of complete artwork folders (those holding a record)."""
-        if not self.artworks.is_dir():
-            return
-        with os.scandir(self.artworks) as entries:
-            for entry in entries:
-                if entry.name.isdigit() and os.path.isfile(os.path.join(entry.path, RECORD)):
-                    yield int(entry.name)
+        for key in self.store.keys("artworks"):
+            parts = key.split("/")
+            if len(parts) == 3 and parts[2] == RECORD and parts[1].isdigit():
+                yield int(parts[1])
 
-    def write_record(self, folder: Path, record: dict[str, Any]) -> None:
-        write_json(folder / RECORD, record)
+    def update_record(self, artwork_id: int, record: dict[str, Any]) -> None:
+        self.store.write_bytes(artwork_key(artwork_id, RECORD), dumps(record))
 
     def publish(self, artwork_id: int) -> None:
-        """Rename a complete incoming folder into artworks/ in one step."""
-        src, dst = self.incoming_dir(artwork_id), self.artwork_dir(artwork_id)
-        if dst.exists():
-            self.discard(dst)
-        os.rename(src, dst)
-        fsync_dir(self.artworks)
+        """Put a complete incoming folder in place; its record goes last."""
+        self.store.publish(self.incoming_dir(artwork_id), artwork_key(artwork_id), last=(RAW, RECORD))
+
+    def put_file(self, artwork_id: int, src: Path, f: StoredFile) -> None:
+        """Put one checked file into an archived work (repairs)."""
+        self.store.put_file(artwork_key(artwork_id, f.path), src, f.size, f.sha256)
+
+    def remove_artwork(self, artwork_id: int) -> None:
+        self.store.delete_tree(artwork_key(artwork_id))
+
+    def file_problem(self, artwork_id: int, f: dict[str, Any], *, deep: bool = True) -> str | None:
+        """What is wrong with an archived file, or None. ``deep`` reads it all
+        and compares its SHA-256; otherwise size (and, where the store keeps
+        it, the recorded SHA-256) decide."""
+        key = artwork_key(artwork_id, f["path"])
+        found = self.store.stat(key)
+        if found is None:
+            return "missing"
+        size, sha = found
+        if size != f["size"]:
+            return f"size {size}, expected {f['size']}"
+        if sha and sha != f["sha256"]:
+            return "SHA-256 differs"
+        if deep:
+            digest, handle = hashlib.sha256(), self.store.open(key, size, f["sha256"])
+            try:
+                for offset in range(0, size, _CHUNK):
+                    digest.update(handle.pread(offset, _CHUNK))
+            finally:
+                handle.close()
+            if digest.hexdigest() != f["sha256"]:
+                return "SHA-256 differs"
+        return None
 
     def discard(self, path: Path) -> None:
-        """Remove a folder without ever showing it half-deleted."""
+        """Remove a local folder without ever showing it half-deleted."""
         if not path.exists():
             return
         self.trash.mkdir(parents=True, exist_ok=True)
@@ -245,17 +262,22 @@ class Archive:
 
     # -- side records --------------------------------------------------------
     def write_side(self, kind: str, artwork_id: int, data: dict[str, Any]) -> None:
-        write_json(getattr(self, kind) / f"{artwork_id}.json", data)
+        self.store.write_bytes(f"{kind}/{artwork_id}.json", dumps(data))
+
+    def read_side(self, kind: str, artwork_id: int) -> dict[str, Any]:
+        try:
+            return json.loads(self.store.read_bytes(f"{kind}/{artwork_id}.json"))
+        except FileNotFoundError:
+            return {}
 
     def remove_side(self, kind: str, artwork_id: int) -> None:
-        (getattr(self, kind) / f"{artwork_id}.json").unlink(missing_ok=True)
+        self.store.delete(f"{kind}/{artwork_id}.json")
 
     def side_records(self, kind: str) -> Iterator[dict[str, Any]]:
-        folder: Path = getattr(self, kind)
-        if folder.is_dir():
-            for path in sorted(folder.glob("*.json")):
-                if path.stem.isdigit():
-                    yield read_json(path)
+        for key in self.store.keys(kind):
+            name = key.rsplit("/", 1)[-1]
+            if name.endswith(".json") and name[:-5].isdigit() and key.count("/") == 1:
+                yield json.loads(self.store.read_bytes(key))
 
     # -- locking -------------------------------------------------------------
     def lock(self) -> ArchiveLock:

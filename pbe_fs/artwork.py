@@ -18,7 +18,9 @@ from .render import anim, meta
 from .render import pdf as pdf_render
 from .render import zip as zip_render
 from .render.cache import Cache
-from .render.segments import BytesContent, Content, FileContent, Segments
+from .archive import artwork_key
+from .render.segments import BlobContent, BytesContent, Content, FileContent, Segments
+from .storage import Store
 
 QUALITIES = ("original", "large", "medium", "square_medium")
 
@@ -29,14 +31,11 @@ def top_quality(configured: str, roles: Any) -> str:
     return configured if configured in roles else "original"
 
 
-def prepare(folder: Path, cache: Cache, configured_top: str) -> None:
+def prepare(store: Store, record: dict[str, Any], raw: dict[str, Any], cache: Cache, configured_top: str) -> None:
     """Make a freshly archived work's generated files (the sync calls this
     once the work is in), so that no listing ever waits for a render."""
-    from .archive import RAW, RECORD, read_json
-
-    record, raw = read_json(folder / RECORD), read_json(folder / RAW)
     roles = {f["role"] for f in record.get("files", [])}
-    artwork = ArtworkFolder(folder, record, raw, cache=cache, top=top_quality(configured_top, roles), mtime=0)
+    artwork = ArtworkFolder(store, record, raw, cache=cache, top=top_quality(configured_top, roles), mtime=0)
     artwork.listing(())
     for role in artwork.subfolders():
         artwork.listing((role,))
@@ -54,6 +53,7 @@ class Node:
     content: Callable[[], Content] | None = None  # files: how to get at the bytes
     immutable: bool = True
     etag: str = ""  # changes exactly when the bytes do
+    blob: str = ""  # an archived file as it is: its key in the store (for redirects)
 
 
 
@@ -64,9 +64,9 @@ class ArtworkFolder:
     skeletons, animations) come from the cache, made on first need.
     """
 
-    def __init__(self, folder: Path, record: dict[str, Any], raw: dict[str, Any], *, cache: Cache,
+    def __init__(self, store: Store, record: dict[str, Any], raw: dict[str, Any], *, cache: Cache,
                  top: str, mtime: float) -> None:
-        self.folder, self.record, self.raw, self.cache = folder, record, raw, cache
+        self.store, self.record, self.raw, self.cache = store, record, raw, cache
         self.id = int(record["id"])
         self.mtime = mtime
         create_date = illust.fields(raw)["create_date"]
@@ -79,9 +79,13 @@ class ArtworkFolder:
             self.by_role.setdefault(f["role"], []).append(f)
         self.top = top
 
+    def key(self, f: dict[str, Any]) -> str:
+        return artwork_key(self.id, f["path"])
+
     def _file(self, f: dict[str, Any]) -> Node:
-        path, size = self.folder / f["path"], f["size"]
-        return Node(False, self.mtime, size, self.id, content=lambda: FileContent(path, size), etag=f["sha256"][:32])
+        key, size, sha, store = self.key(f), f["size"], f["sha256"], self.store
+        return Node(False, self.mtime, size, self.id, content=lambda: BlobContent(store, key, size, sha),
+                    etag=sha[:32], blob=key)
 
     def _generated(self, content: Content, identity: object, *, immutable: bool = True) -> Node:
         return Node(False, self.mtime, content.size, self.id, content=lambda: content, etag=Cache.key(identity),
@@ -89,13 +93,12 @@ class ArtworkFolder:
 
     def _zip(self, files: list[dict[str, Any]], member_names: list[str] | None = None) -> Segments:
         members = [zip_render.Member(member_names[i] if member_names else Path(f["path"]).name,
-                                     self.folder / f["path"], f["size"], f["crc32"]) for i, f in enumerate(files)]
-        return zip_render.layout(members, self.when)
+                                     self.key(f), f["size"], f["crc32"], f["sha256"]) for i, f in enumerate(files)]
+        return zip_render.layout(members, self.when, self.store)
 
     def _pdf(self, files: list[dict[str, Any]]) -> Segments:
-        pages = [pdf_render.Page(self.folder / f["path"], f["format"], f.get("mode", ""), f["size"], f["sha256"])
-                 for f in files]
-        return pdf_render.pdf(self.cache, pages)
+        pages = [pdf_render.Page(self.key(f), f["format"], f.get("mode", ""), f["size"], f["sha256"]) for f in files]
+        return pdf_render.pdf(self.cache, self.store, pages)
 
     def _quality(self, role: str) -> dict[str, Node]:
         """A quality's images with their zip and pdf."""
@@ -140,20 +143,20 @@ class ArtworkFolder:
         if archived_zip:
             z = archived_zip[0]
             entries[f"{aid}_ugoira.zip"] = self._file(z)
-            sources: list[Path] | Path = self.folder / z["path"]
+            sources: list[str] | str = self.key(z)
             key: object = z["sha256"]
         else:
             originals = self.by_role.get("original", [])[: len(frames)]
             if not originals:
                 return entries
             frame_names = frame_names[: len(originals)]
-            sources = [self.folder / f["path"] for f in originals]
+            sources = [self.key(f) for f in originals]
             key = [f["sha256"] for f in originals]
             entries[f"{aid}_ugoira.zip"] = self._generated(self._zip(originals, frame_names), ("ugoira", key, frame_names))
-        cache = self.cache
+        cache, store = self.cache, self.store
         for fmt in ("gif", "webp"):
             def make(fmt: str = fmt) -> Path:  # again at open: the cache may have dropped it since
-                return anim.animation(cache, fmt, sources, frame_names, delays, key)
+                return anim.animation(cache, store, fmt, sources, frame_names, delays, key)
             size = make().stat().st_size
             entries[f"{aid}.{fmt}"] = Node(False, self.mtime, size, aid, etag=Cache.key(fmt, key, delays),
                                            content=lambda make=make, size=size: FileContent(make(), size))

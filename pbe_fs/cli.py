@@ -123,7 +123,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from .status import status
 
     cfg = _load(args)
-    data = status(Archive(cfg.archive_path))
+    data = status(Archive.open(cfg))
     if args.json:
         json.dump(data, sys.stdout, ensure_ascii=False, indent=2)
         print()
@@ -152,7 +152,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
     from .maintenance import delete
 
     cfg = _load(args)
-    delete(Archive(cfg.archive_path), args.id, force=args.force)
+    delete(Archive.open(cfg), args.id, force=args.force)
     log.info("deleted %d from the archive", args.id)
     return 0
 
@@ -161,7 +161,7 @@ def cmd_reindex(args: argparse.Namespace) -> int:
     from .maintenance import reindex
 
     cfg = _load(args)
-    count = reindex(Archive(cfg.archive_path))
+    count = reindex(Archive.open(cfg))
     log.info("index rebuilt: %d artworks", count)
     return 0
 
@@ -175,7 +175,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
     cfg = _load(args)
     mountpoint = Path(args.mountpoint).resolve()
     check_mountpoint(mountpoint)
-    if not Archive(cfg.archive_path).index_path.exists():
+    if not Archive.open(cfg).index_path.exists():
         raise PbeError(f"no archive at {cfg.archive_path} yet: run `pbe-fs sync` first")
     tree = Tree(cfg, args.nsfw)
     allow_delete = args.allow_delete or not cfg.settings.read_only
@@ -194,7 +194,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .webdav import Access, make_app, make_server, serve
 
     cfg = _load(args)
-    if not Archive(cfg.archive_path).index_path.exists():
+    if not Archive.open(cfg).index_path.exists():
         raise PbeError(f"no archive at {cfg.archive_path} yet: run `pbe-fs sync` first")
     s = cfg.settings
     tree = Tree(cfg, args.nsfw)
@@ -206,7 +206,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         import subprocess
 
         try:
-            with Archive(cfg.archive_path).lock():
+            with Archive.open(cfg).lock():
                 pass
         except PbeError as exc:
             return str(exc)
@@ -269,7 +269,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     if args.repair and any(f.check == "files" and not f.ok for f in findings):
         result = Syncer(cfg, _client(cfg), full=True).run()
         log.info("repair: %s", result.describe())
-        findings = [f for f in findings if f.check not in ("index", "files")] + check_archive(Archive(cfg.archive_path))
+        findings = [f for f in findings if f.check not in ("index", "files")] + check_archive(Archive.open(cfg))
         for finding in findings:
             if finding.check in ("index", "files"):
                 print(finding.line())

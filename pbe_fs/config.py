@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,12 +78,27 @@ class DisplaySection(_Section):
 
 
 class FilesystemOptions(_Section):
-    path: str = "./data"
+    path: str = "./data"  # local: the archive; s3: where the index and works in progress live
+    endpoint_url: str = ""  # s3: empty means AWS
+    bucket: str = ""
+    prefix: str = ""
+    region: str = ""
+    access_key: str = ""  # s3: empty means the AWS environment/credential chain
+    secret_key: str = ""
+    proxy: bool = True  # s3: False answers a WebDAV GET of an archived file with a presigned redirect
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket_name(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", value):
+            raise ValueError("not a valid bucket name (3-63 lowercase letters, digits, dots, hyphens)")
+        return value
 
 
 class CacheSection(_Section):
     path: str = "./cache"
     max_gb: float = Field(5.0, gt=0)
+    read_max_gb: float = Field(5.0, gt=0, description="s3: local cache of read blocks")
 
 
 class SyncSection(_Section):
@@ -117,7 +133,7 @@ class Settings(_Section):
     read_only: bool = True
     read_only_token: str = ""
     temp_path: str = "./tmp"
-    filesystem: Literal["local"] = "local"
+    filesystem: Literal["local", "s3"] = "local"
     filesystem_options: FilesystemOptions = FilesystemOptions()
     cache: CacheSection = CacheSection()
     sync: SyncSection = SyncSection()
@@ -164,6 +180,7 @@ class Config:
         """Every value that must never reach a log line or a file in the tree."""
         s = self.settings
         return [v for v in (s.pixiv.access, s.pixiv.refresh, s.read_only_token, s.app_key,
+                            s.filesystem_options.secret_key,
                             *s.webdav.users.values()) if v]
 
 
@@ -195,6 +212,8 @@ def parse(data: Any, path: Path) -> Config:
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         raise ConfigError(f"{path}: {_describe(first)}") from None
+    if settings.filesystem == "s3" and not settings.filesystem_options.bucket:
+        raise ConfigError(f"{path}: filesystem_options.bucket: required when filesystem is \"s3\"")
     return Config(path=path.resolve(), settings=settings)
 
 

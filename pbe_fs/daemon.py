@@ -39,8 +39,8 @@ class Daemon:
         self.make_client = make_client
         self.stop = threading.Event()
         self.wake = threading.Event()
-        Archive(cfg.archive_path).ensure()
-        Index(Archive(cfg.archive_path).index_path).close()  # the schema, before any reader opens it
+        Archive.open(cfg).ensure()
+        Index(Archive.open(cfg).index_path).close()  # the schema, before any reader opens it
         self.tree = Tree(cfg, nsfw)
         self.access: Any = None
         self.server: Any = None
@@ -50,7 +50,7 @@ class Daemon:
     # -- sync loop ---------------------------------------------------------------
     def _record_failure(self, message: str) -> None:
         """Make a failed sync visible in status.json and /_pbe/status."""
-        index = Index(Archive(self.cfg.archive_path).index_path)
+        index = Index(Archive.open(self.cfg).index_path)
         try:
             now = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
             with index.write() as db:

@@ -13,7 +13,7 @@ import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from .archive import Archive, digest_file
+from .archive import Archive
 from .config import Config
 from .errors import AuthError, PbeError
 from .index import Index
@@ -49,18 +49,14 @@ def damaged_files(archive: Archive) -> Iterator[tuple[int, str, str]]:
     finally:
         index.close()
     for aid, path, size, sha in rows:
-        full = archive.artwork_dir(aid) / path
-        if not full.is_file():
-            yield aid, path, "missing"
-        elif full.stat().st_size != size:
-            yield aid, path, f"size {full.stat().st_size}, expected {size}"
-        elif digest_file(full).sha256 != sha:
-            yield aid, path, "SHA-256 differs"
+        problem = archive.file_problem(aid, {"path": path, "size": size, "sha256": sha})
+        if problem:
+            yield aid, path, problem
 
 
 def check_archive(archive: Archive) -> list[Finding]:
     if not archive.index_path.exists():
-        return [Finding("archive", False, f"no archive at {archive.root} yet: run `pbe-fs sync`")]
+        return [Finding("archive", False, f"no archive at {archive.describe()} yet: run `pbe-fs sync`")]
     index = Index(archive.index_path)
     try:
         indexed = index.archived_ids()
@@ -113,7 +109,7 @@ def check_port(host: str, port: int) -> Finding:
 
 
 def run_checks(cfg: Config, make_client: Callable[[Config], object]) -> list[Finding]:
-    archive = Archive(cfg.archive_path)
+    archive = Archive.open(cfg)
     s = cfg.settings
     return [Finding("config", True, str(cfg.path)), check_token(cfg, make_client), *check_archive(archive),
             check_disk(archive), check_fuse(), check_port(s.webdav.host, s.webdav.port)]

@@ -246,6 +246,8 @@ class Operations(pyfuse3.Operations):
         reader = self._handles.get(fh)
         if reader is None:
             raise pyfuse3.FUSEError(errno.EBADF)
+        if reader.blocking:  # from a bucket: a miss waits on the network, the loop must not
+            return await trio.to_thread.run_sync(reader.read, off, size)
         return reader.read(off, size)
 
     async def flush(self, fh: int) -> None:

@@ -81,7 +81,7 @@ def delete(archive: Archive, artwork_id: int, *, force: bool = False) -> None:
             tombstone = {"id": artwork_id, "seq": record["seq"], "deleted_at": at,
                          "history": record.get("history", []) + [{"at": at, "event": "deleted_from_archive"}]}
             archive.write_side("deleted", artwork_id, tombstone)
-            archive.discard(archive.artwork_dir(artwork_id))
+            archive.remove_artwork(artwork_id)
             with index.write() as db:
                 Index.drop_artwork(db, artwork_id)
                 Index.put_deleted(db, tombstone)

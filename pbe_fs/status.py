@@ -12,7 +12,7 @@ from .index import Index
 def status(archive: Archive) -> dict[str, Any]:
     """Counts, bytes, last sync, and the works pixiv lost: read-only, lock-free."""
     if not archive.index_path.exists():
-        return {"archive": str(archive.root), "artworks": 0, "files": 0, "bytes": 0, "live": 0,
+        return {"archive": archive.describe(), "artworks": 0, "files": 0, "bytes": 0, "live": 0,
                 "gone": [], "lost": [], "last_sync": None, "pending": 0}
     index = Index(archive.index_path)
     try:
@@ -26,9 +26,9 @@ def status(archive: Archive) -> dict[str, Any]:
         last = db.execute("SELECT * FROM sync_runs ORDER BY id DESC LIMIT 1").fetchone()
         last_ok = db.execute("SELECT finished_at FROM sync_runs WHERE status = 'ok' ORDER BY id DESC LIMIT 1").fetchone()
         pending = db.execute("SELECT count(*) FROM pending").fetchone()[0]
-        usage = shutil.disk_usage(archive.root)
+        usage = shutil.disk_usage(archive.root if archive.root.exists() else archive.root.parent)
         return {
-            "archive": str(archive.root),
+            "archive": archive.describe(),
             "artworks": counts[0], "live": counts[2], "nsfw": counts[3], "private": counts[4],
             "files": files, "bytes": counts[1], "pending": pending,
             "disk_free": usage.free,

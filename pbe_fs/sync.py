@@ -11,11 +11,13 @@ A sync runs in four steps, each safe to interrupt with kill -9:
    once, and never reused.
 3. **Download** every file of every pending work, ``sync.concurrency`` at a
    time: into ``temp_path``, checked (length, decode), then moved into the
-   work's folder under ``.pbe/incoming``. Files already there from an
-   interrupted run are re-checked instead of fetched again.
+   work's folder under ``.pbe/incoming`` (local whatever the store). Files
+   already there from an interrupted run are re-checked instead of fetched
+   again.
 4. **Commit** a work once all of its files are in: write ``pixiv.json`` and
-   ``pbe.json``, rename the folder into ``artworks/`` and index it in one
-   transaction. Until then nothing of it is visible.
+   ``pbe.json``, publish the folder as ``artworks/<id>`` (a rename, or
+   verified uploads with ``pbe.json`` last) and index it in one transaction.
+   Until then nothing of it is visible.
 """
 
 from __future__ import annotations
@@ -34,8 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from . import artwork, illust
-from .archive import (RECORD_FORMAT, Archive, DamagedFile, Digest, StoredFile, digest_file, move_into, probe, read_json,
-                      write_json)
+from .archive import RECORD_FORMAT, Archive, DamagedFile, Digest, StoredFile, digest_file, move_into, probe, write_json
 from .config import Config
 from .errors import PbeError
 from .illust import FileSpec
@@ -104,7 +105,7 @@ class Syncer:
         self.settings = config.settings
         self.client = client
         self.full = full
-        self.archive = Archive(config.archive_path)
+        self.archive = Archive.open(config)
         self.temp = config.temp_path
         self.progress = progress or Progress(enabled=False)
         self.result = SyncResult()
@@ -254,8 +255,7 @@ class Syncer:
                         json.dumps(ugoira, ensure_ascii=False) if ugoira else None, json.dumps(history, ensure_ascii=False)))
 
     def _side(self, kind: str, aid: int) -> dict[str, Any]:
-        path = getattr(self.archive, kind) / f"{aid}.json"
-        return read_json(path) if path.exists() else {}
+        return self.archive.read_side(kind, aid)
 
     def _update_record(self, aid: int, change: Any) -> None:
         """Apply ``change(record)`` to pbe.json (atomically), then the index.
@@ -263,7 +263,7 @@ class Syncer:
         record, raw = self.archive.read_artwork(aid)
         if change(record) is False:
             return
-        self.archive.write_record(self.archive.artwork_dir(aid), record)
+        self.archive.update_record(aid, record)
         self._index_artwork(record, raw)
 
     def _index_artwork(self, record: dict[str, Any], raw: dict[str, Any]) -> None:
@@ -390,14 +390,16 @@ class Syncer:
     def _repair_jobs(self) -> Iterator[_Job]:
         """--full: every archived file is checked against its SHA-256, and
         sizes added to the config since are fetched."""
+        # A bucket keeps each object's SHA-256 and checks uploads itself:
+        # reading the whole bucket back on every --full is for `doctor`.
+        deep = self.archive.store.kind == "local"
         for (aid,) in self.db.execute("SELECT id FROM artworks ORDER BY seq").fetchall():
-            folder = self.archive.artwork_dir(aid)
             record, raw = self.archive.read_artwork(aid)
             specs = []
             for f in record["files"]:
-                path = folder / f["path"]
-                if not path.is_file() or path.stat().st_size != f["size"] or digest_file(path).sha256 != f["sha256"]:
-                    log.warning("%d: %s is missing or damaged", aid, f["path"])
+                problem = self.archive.file_problem(aid, f, deep=deep)
+                if problem:
+                    log.warning("%d: %s is %s", aid, f["path"], problem if problem == "missing" else f"damaged ({problem})")
                     specs.append(FileSpec(f["url"], f["path"], f["role"], f["page"], "zip" if f["role"] == "ugoira_zip" else "image"))
             if not record.get("gone"):
                 have = {f["path"] for f in record["files"]}
@@ -408,7 +410,10 @@ class Syncer:
                     log.error("%d: damaged, and it is gone from pixiv: cannot repair %d files", aid, len(specs))
                     continue
                 self.progress.add_works(1)
-                yield _Job(aid, folder, specs, repair=True)
+                staging = self.archive.incoming_dir(aid)
+                self.archive.discard(staging)
+                staging.mkdir(parents=True)
+                yield _Job(aid, staging, specs, repair=True)
 
     def _download(self, jobs: Iterator[_Job]) -> None:
         window = self.settings.sync.concurrency * 2
@@ -532,7 +537,7 @@ class Syncer:
             "history": json.loads(row["history"]),
         }
         write_json(job.folder / "pixiv.json", raw)
-        self.archive.write_record(job.folder, record)
+        write_json(job.folder / "pbe.json", record)
         self.archive.publish(job.id)
         self._index_artwork(record, raw)
         self.archive.remove_side("lost", job.id)
@@ -540,10 +545,15 @@ class Syncer:
         self.result.new += 1
         log.debug("archived %d (%d files)", job.id, len(files))
         if self._pool is not None:
-            folder, top = self.archive.artwork_dir(job.id), self.settings.display.artwork.image
-            self._prepared.append((job.id, self._pool.submit(artwork.prepare, folder, self.cache, top)))
+            top = self.settings.display.artwork.image
+            self._prepared.append((job.id, self._pool.submit(artwork.prepare, self.archive.store, record, raw,
+                                                             self.cache, top)))
 
     def _commit_repair(self, job: _Job) -> None:
+        for stored in job.stored.values():  # each file replaced whole, then the record
+            self.archive.put_file(job.id, job.folder / stored.path, stored)
+        self.archive.discard(job.folder)
+
         def change(record: dict[str, Any]) -> None:
             by_path = {f["path"]: f for f in record["files"]}
             for path, stored in job.stored.items():

@@ -111,7 +111,7 @@ class Tree:
     def __init__(self, config: Config, policy: str | None = None, *, cache_dirs: int = 512) -> None:
         self.config = config
         self.policy = effective_policy(config.settings.display.nsfw, policy)
-        self.archive = Archive(config.archive_path)
+        self.archive = Archive.open(config)
         self.index = Index(self.archive.index_path)
         self.cache = Cache(config.cache_path, int(config.settings.cache.max_gb * 1e9))
         self.top_quality = config.settings.display.artwork.image
@@ -406,6 +406,6 @@ class Tree:
         except (OSError, ValueError):
             log.warning("%d: archive folder unreadable", aid)
             return None
-        return ArtworkFolder(self.archive.artwork_dir(aid), record, raw, cache=self.cache,
+        return ArtworkFolder(self.archive.store, record, raw, cache=self.cache,
                              top=self._top_of({f["role"] for f in record.get("files", [])}),
                              mtime=work.mtime).listing(rest)

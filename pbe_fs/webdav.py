@@ -33,6 +33,7 @@ from .tree import Tree, TreeError, is_noise
 
 log = logging.getLogger("pbe_fs.webdav")
 
+PRESIGNED_SECONDS = 900  # how long a redirect to the bucket stays valid
 _WRITE_METHODS = {"PUT", "MKCOL", "MOVE", "COPY", "PROPPATCH", "LOCK", "UNLOCK", "PATCH"}
 def split(path: str) -> tuple[str, ...] | None:
     """A request path as tree parts; None for anything that escapes."""
@@ -254,6 +255,10 @@ class Provider(DAVProvider):
             node = self.tree.get(parts)
             if node is not None and node.is_dir:
                 return self._html(parts, environ, start_response)
+            if node is not None and node.blob:
+                url = self.tree.archive.store.url(node.blob, PRESIGNED_SECONDS)
+                if url:  # filesystem_options.proxy false: the client fetches from the bucket itself
+                    return _answer(start_response, "302 Found", "", extra=[("Location", url), ("Cache-Control", "no-store")])
         if method == "OPTIONS":
             return self._options(parts, start_response)
         if method == "DELETE":

@@ -17,12 +17,13 @@ from PIL import Image
 from pbe_fs.render import pdf as pdf_render
 from pbe_fs.render import zip as zip_render
 from pbe_fs.render.cache import Cache
+from pbe_fs.storage.local import LocalStore
 
 
 def _member(tmp: Path, name: str, data: bytes) -> zip_render.Member:
     path = tmp / f"m{zlib.crc32(name.encode())}"
     path.write_bytes(data)
-    return zip_render.Member(name, path, len(data), zlib.crc32(data))
+    return zip_render.Member(name, path.name, len(data), zlib.crc32(data))
 
 
 def _read_all(segments) -> bytes:
@@ -36,7 +37,7 @@ def _read_all(segments) -> bytes:
 def test_zip_layout_is_a_valid_stored_zip(tmp_path: Path) -> None:
     members = [_member(tmp_path, f"{n}_p{n}.jpg", os.urandom(1000 + n)) for n in range(5)]
     members.append(_member(tmp_path, "風景_p5.png", b"x" * 10))
-    segments = zip_render.layout(members, datetime(2021, 11, 5, 0, 0, 12))
+    segments = zip_render.layout(members, datetime(2021, 11, 5, 0, 0, 12), LocalStore(tmp_path))
     data = _read_all(segments)
     assert len(data) == segments.size
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
@@ -46,13 +47,13 @@ def test_zip_layout_is_a_valid_stored_zip(tmp_path: Path) -> None:
             info = zf.getinfo(m.name)
             assert info.compress_type == zipfile.ZIP_STORED
             assert info.date_time == (2021, 11, 5, 0, 0, 12)
-            assert zf.read(m.name) == m.path.read_bytes()
+            assert zf.read(m.name) == (tmp_path / m.key).read_bytes()
         assert zf.getinfo("風景_p5.png").flag_bits & 0x800
 
 
 def test_zip_reads_at_any_offset(tmp_path: Path) -> None:
     members = [_member(tmp_path, f"f{n}", os.urandom(3000)) for n in range(4)]
-    segments = zip_render.layout(members, datetime(2020, 1, 1))
+    segments = zip_render.layout(members, datetime(2020, 1, 1), LocalStore(tmp_path))
     whole = _read_all(segments)
     reader = segments.reader()
     for offset in (0, 1, 29, 30, 3050, 5000, segments.size - 10, segments.size - 1):
@@ -66,8 +67,8 @@ def test_zip64_for_many_members(tmp_path: Path) -> None:
     shared = tmp_path / "one"
     shared.write_bytes(b"z")
     crc = zlib.crc32(b"z")
-    members = [zip_render.Member(f"{n:06d}.jpg", shared, 1, crc) for n in range(70_000)]
-    data = _read_all(zip_render.layout(members, datetime(2020, 1, 1)))
+    members = [zip_render.Member(f"{n:06d}.jpg", shared.name, 1, crc) for n in range(70_000)]
+    data = _read_all(zip_render.layout(members, datetime(2020, 1, 1), LocalStore(tmp_path)))
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         assert len(zf.infolist()) == 70_000
         assert zf.read("069999.jpg") == b"z"
@@ -78,8 +79,8 @@ def test_zip64_for_members_over_4_gib(tmp_path: Path) -> None:
     with open(big, "wb") as fh:
         fh.truncate(4 * 1024**3 + 10)  # sparse: nothing is written
     small = _member(tmp_path, "after.jpg", b"tail")
-    members = [zip_render.Member("big.bin", big, 4 * 1024**3 + 10, 0), small]
-    segments = zip_render.layout(members, datetime(2020, 1, 1))
+    members = [zip_render.Member("big.bin", big.name, 4 * 1024**3 + 10, 0), small]
+    segments = zip_render.layout(members, datetime(2020, 1, 1), LocalStore(tmp_path))
     reader = segments.reader()
     tail = reader.read(segments.size - 4096, 4096)
     head = reader.read(0, 4096)
@@ -116,14 +117,14 @@ def _image(path: Path, mode: str, fmt: str) -> pdf_render.Page:
         im = Image.new("CMYK", (40, 30), (10, 20, 30, 40))
     im.save(path, fmt)
     data = path.read_bytes()
-    return pdf_render.Page(path, Image.open(path).format or fmt, mode, len(data), str(zlib.crc32(data)))
+    return pdf_render.Page(path.name, Image.open(path).format or fmt, mode, len(data), str(zlib.crc32(data)))
 
 
 @pytest.mark.parametrize("mode, fmt", [("RGB", "JPEG"), ("L", "JPEG"), ("CMYK", "JPEG"), ("RGBA", "PNG"),
                                        ("P", "GIF"), ("I;16", "PNG"), ("RGB", "PNG")])
 def test_pdf_pages_of_every_kind(tmp_path: Path, mode: str, fmt: str) -> None:
     pages = [_image(tmp_path / f"p{n}.{fmt.lower()}", mode, fmt) for n in range(3)]
-    segments = pdf_render.pdf(Cache(tmp_path / "cache", 10**9), pages)
+    segments = pdf_render.pdf(Cache(tmp_path / "cache", 10**9), LocalStore(tmp_path), pages)
     out = tmp_path / "out.pdf"
     out.write_bytes(_read_all(segments))
     info = subprocess.run(["pdfinfo", str(out)], capture_output=True, text=True, check=True).stdout

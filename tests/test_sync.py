@@ -14,6 +14,7 @@ from pathlib import Path
 
 
 from pbe_fs.archive import Archive
+from pbe_fs.config import load
 from pbe_fs.index import Index
 from tests.conftest import ROOT, pbe, write_config
 from tests.fakepixiv import FakePixiv, Work
@@ -313,7 +314,7 @@ def test_reindex_equals_the_synced_index(fake: FakePixiv, config: Path) -> None:
 
 
 def test_one_sync_at_a_time(fake: FakePixiv, config: Path) -> None:
-    archive = Archive(config.parent / "data")
+    archive = Archive.open(load(config))
     with archive.lock():
         proc = pbe(config, "sync")
     assert proc.returncode == 1

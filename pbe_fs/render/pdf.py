@@ -20,23 +20,24 @@ import img2pdf
 from PIL import Image
 
 from .cache import Cache
-from .segments import FilePart, Part, Segments
+from ..storage import Store
+from .segments import BlobPart, Part, Segments
 
 _DIRECT_MODES = {"RGB", "L", "CMYK"}
 
 
 @dataclass(frozen=True)
 class Page:
-    path: Path
+    key: str  # the archived image, in the archive's store
     format: str
     mode: str
     size: int
     sha256: str
 
 
-def _as_png(path: Path) -> bytes:
+def _as_png(data: bytes) -> bytes:
     """A page img2pdf cannot take as it is, made into a PNG it can."""
-    with Image.open(path) as im:
+    with Image.open(io.BytesIO(data)) as im:
         im.seek(0)
         if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
             rgba = im.convert("RGBA")
@@ -54,39 +55,37 @@ def _as_png(path: Path) -> bytes:
         return out.getvalue()
 
 
-def render(pages: list[Page]) -> bytes:
-    inputs: list[str | bytes] = []
-    for page in pages:
-        inputs.append(str(page.path) if page.format == "JPEG" and page.mode in _DIRECT_MODES else _as_png(page.path))
+def render(pages: list[Page], images: list[bytes]) -> bytes:
+    direct = [page.format == "JPEG" and page.mode in _DIRECT_MODES for page in pages]
+    inputs = [data if ok else _as_png(data) for data, ok in zip(images, direct)]
     try:
         return img2pdf.convert(inputs, nodate=True)
     except Exception:
         # A JPEG img2pdf still refuses (odd markers, progressive CMYK...): convert it too.
-        return img2pdf.convert([_as_png(p.path) if isinstance(i, str) else i for i, p in zip(inputs, pages)], nodate=True)
+        return img2pdf.convert([_as_png(d) if ok else i for i, d, ok in zip(inputs, images, direct)], nodate=True)
 
 
-def skeletonize(pdf: bytes, pages: list[Page]) -> list[tuple[str, int, int]]:
-    """Where in the PDF each archived JPEG sits verbatim: (path, at, length)."""
+def skeletonize(pdf: bytes, pages: list[Page], images: list[bytes]) -> list[tuple[Page, int]]:
+    """Where in the PDF each archived JPEG sits verbatim: (page, at)."""
     refs = []
     pos = 0
-    for page in pages:
+    for page, data in zip(pages, images):
         if page.format != "JPEG":
             continue
-        data = page.path.read_bytes()
         at = pdf.find(data, pos)
         if at >= 0:
-            refs.append((str(page.path), at, len(data)))
+            refs.append((page, at))
             pos = at + len(data)
     return refs
 
 
-def _write_skeleton(tmp: Path, pdf: bytes, refs: list[tuple[str, int, int]]) -> None:
+def _write_skeleton(tmp: Path, pdf: bytes, refs: list[tuple[Page, int]]) -> None:
     literal, cursor, segs = bytearray(), 0, []
-    for path, at, length in refs:
+    for page, at in refs:
         segs.append(["lit", len(literal), at - cursor])
         literal += pdf[cursor:at]
-        segs.append(["file", path, length])
-        cursor = at + length
+        segs.append(["blob", page.key, page.size, page.sha256])
+        cursor = at + page.size
     segs.append(["lit", len(literal), len(pdf) - cursor])
     literal += pdf[cursor:]
     header = json.dumps({"size": len(pdf), "segments": segs}).encode()
@@ -94,31 +93,33 @@ def _write_skeleton(tmp: Path, pdf: bytes, refs: list[tuple[str, int, int]]) -> 
         fh.write(struct.pack("<I", len(header)) + header + literal)
 
 
-def _load_skeleton(path: Path) -> Segments:
+def _load_skeleton(path: Path, store: Store) -> Segments:
     blob = path.read_bytes()
     (hlen,) = struct.unpack_from("<I", blob)
     header = json.loads(blob[4: 4 + hlen])
     literal = memoryview(blob)[4 + hlen:]
     parts: list[Part] = []
-    for kind, a, b in header["segments"]:
-        parts.append(bytes(literal[a: a + b]) if kind == "lit" else FilePart(Path(a), 0, b))
-    segments = Segments(parts)
+    for kind, a, b, *version in header["segments"]:
+        parts.append(bytes(literal[a: a + b]) if kind == "lit" else BlobPart(a, b, *version))
+    segments = Segments(parts, store)
     if segments.size != header["size"]:
         raise ValueError(f"damaged PDF skeleton {path}")
     return segments
 
 
-def pdf(cache: Cache, pages: list[Page]) -> Segments:
-    """The PDF of these pages, generated once, then served from its skeleton."""
-    key = Cache.key("pdf-v1", [(str(p.path), p.sha256) for p in pages])
+def pdf(cache: Cache, store: Store, pages: list[Page]) -> Segments:
+    """The PDF of these pages, generated once, then served from its skeleton
+    (which names archived files by key, so it serves any copy of the archive)."""
+    key = Cache.key("pdf-v2", [(p.key, p.sha256) for p in pages])
 
     def make(tmp: Path) -> None:
-        data = render(pages)
-        _write_skeleton(tmp, data, skeletonize(data, pages))
+        images = [store.read_bytes(p.key) for p in pages]
+        data = render(pages, images)
+        _write_skeleton(tmp, data, skeletonize(data, pages, images))
 
     path = cache.get_or_make("pdf", key, ".skel", make)
     try:
-        return _load_skeleton(path)
-    except (ValueError, OSError, struct.error):
+        return _load_skeleton(path, store)
+    except (ValueError, OSError, struct.error, TypeError):
         path.unlink(missing_ok=True)
-        return _load_skeleton(cache.get_or_make("pdf", key, ".skel", make))
+        return _load_skeleton(cache.get_or_make("pdf", key, ".skel", make), store)

@@ -1,17 +1,20 @@
 """Contents made of pieces: literal bytes and byte ranges of archived files.
 
 A computed zip is headers between archived images; a PDF skeleton is the
-PDF around them. Both are a ``Segments``: exact size known up front, any
+PDF around them. Archived files are read through the archive's store (a
+folder or a bucket); cached renders are local files. Both are a ``Segments``: exact size known up front, any
 offset readable without producing the rest, no second copy of the images.
 """
 
 from __future__ import annotations
 
 import bisect
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+
+from ..storage import Handle, Store
+from ..storage.local import LocalHandle
 
 
 class Content(Protocol):
@@ -23,6 +26,8 @@ class Content(Protocol):
 
 
 class Reader(Protocol):
+    blocking: bool
+
     def read(self, offset: int, size: int) -> bytes: ...
 
     def close(self) -> None: ...
@@ -30,25 +35,39 @@ class Reader(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class FilePart:
-    """``length`` bytes of ``path`` starting at ``offset``."""
+    """``length`` bytes of a local file (a cached render) from ``offset``."""
 
     path: Path
     offset: int
     length: int
 
 
-Part = bytes | FilePart
-_READAHEAD = 16 << 20
+@dataclass(frozen=True, slots=True)
+class BlobPart:
+    """A whole archived file, by its key in the archive's store. ``version``
+    (its SHA-256) tells a read cache one content from another."""
+
+    key: str
+    length: int
+    version: str = ""
+
+
+Part = bytes | FilePart | BlobPart
+
+
+def _length(part: Part) -> int:
+    return len(part) if isinstance(part, bytes) else part.length
 
 
 class Segments:
-    def __init__(self, parts: list[Part]) -> None:
-        self.parts = [p for p in parts if (len(p) if isinstance(p, bytes) else p.length)]
+    def __init__(self, parts: list[Part], store: Store | None = None) -> None:
+        self.parts = [p for p in parts if _length(p)]
+        self.store = store
         self.starts: list[int] = []
         pos = 0
         for part in self.parts:
             self.starts.append(pos)
-            pos += len(part) if isinstance(part, bytes) else part.length
+            pos += _length(part)
         self.size = pos
 
     def reader(self) -> SegmentsReader:
@@ -56,21 +75,26 @@ class Segments:
 
 
 class SegmentsReader:
-    """Reads across parts; keeps the archived files it touched open."""
+    """Reads across parts; keeps the files it touched open."""
 
     def __init__(self, segments: Segments) -> None:
         self.segments = segments
-        self._fds: dict[Path, int] = {}
+        self._handles: dict[object, Handle] = {}
+        store = segments.store
+        # Reads that may wait on the network: an event loop should hop to a thread.
+        self.blocking = bool(store and store.blocking and any(isinstance(p, BlobPart) for p in segments.parts))
 
-    def _fd(self, path: Path) -> int:
-        fd = self._fds.get(path)
-        if fd is None:
-            fd = self._fds[path] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            # Readers stream: start the disk early, so a cold read through
-            # FUSE (one request at a time) does not wait for every block.
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-            os.posix_fadvise(fd, 0, _READAHEAD, os.POSIX_FADV_WILLNEED)
-        return fd
+    def _handle(self, part: FilePart | BlobPart) -> Handle:
+        ident = part.key if isinstance(part, BlobPart) else part.path
+        handle = self._handles.get(ident)
+        if handle is None:
+            if isinstance(part, BlobPart):
+                assert self.segments.store is not None, "archived parts need the archive's store"
+                handle = self.segments.store.open(part.key, part.length, part.version)
+            else:
+                handle = LocalHandle(part.path)
+            self._handles[ident] = handle
+        return handle
 
     def read(self, offset: int, size: int) -> bytes:
         seg = self.segments
@@ -86,22 +110,23 @@ class SegmentsReader:
                 chunk = part[inner: inner + end - offset]
             else:
                 want = min(part.length - inner, end - offset)
-                chunk = os.pread(self._fd(part.path), want, part.offset + inner)
+                chunk = self._handle(part).pread((part.offset if isinstance(part, FilePart) else 0) + inner, want)
                 if len(chunk) != want:
-                    raise OSError(5, f"{part.path} is shorter than the index says")
+                    name = part.key if isinstance(part, BlobPart) else part.path
+                    raise OSError(5, f"{name} is shorter than the index says")
             out.append(chunk)
             offset += len(chunk)
             i += 1
         return out[0] if len(out) == 1 else b"".join(out)
 
     def close(self) -> None:
-        for fd in self._fds.values():
-            os.close(fd)
-        self._fds.clear()
+        for handle in self._handles.values():
+            handle.close()
+        self._handles.clear()
 
 
 class FileContent:
-    """An archived file as it is."""
+    """A local file as it is (a cached animation)."""
 
     def __init__(self, path: Path, size: int) -> None:
         self.path = path
@@ -109,6 +134,16 @@ class FileContent:
 
     def reader(self) -> SegmentsReader:
         return Segments([FilePart(self.path, 0, self.size)]).reader()
+
+
+class BlobContent:
+    """An archived file as it is."""
+
+    def __init__(self, store: Store, key: str, size: int, version: str = "") -> None:
+        self.store, self.key, self.size, self.version = store, key, size, version
+
+    def reader(self) -> SegmentsReader:
+        return Segments([BlobPart(self.key, self.size, self.version)], self.store).reader()
 
 
 class BytesContent:

@@ -12,9 +12,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
-
-from .segments import FilePart, Part, Segments
+from ..storage import Store
+from .segments import BlobPart, Part, Segments
 
 _U32 = 0xFFFFFFFF
 _U16 = 0xFFFF
@@ -25,9 +24,10 @@ _UNIX_FILE = (0o100644 << 16)
 @dataclass(frozen=True)
 class Member:
     name: str
-    path: Path
+    key: str  # the archived file, in the archive's store
     size: int
     crc32: int
+    version: str = ""
 
 
 def dos_time(when: datetime) -> tuple[int, int]:
@@ -38,7 +38,7 @@ def dos_time(when: datetime) -> tuple[int, int]:
             ((when.year - 1980) << 9) | (when.month << 5) | when.day)
 
 
-def layout(members: list[Member], when: datetime) -> Segments:
+def layout(members: list[Member], when: datetime, store: Store | None = None) -> Segments:
     dtime, ddate = dos_time(when)
     parts: list[Part] = []
     central: list[bytes] = []
@@ -51,7 +51,7 @@ def layout(members: list[Member], when: datetime) -> Segments:
         version = 45 if big else 20
         header = struct.pack("<IHHHHHIIIHH", 0x04034B50, version, flags, 0, dtime, ddate, m.crc32,
                              _U32 if big else m.size, _U32 if big else m.size, len(name), len(local_extra))
-        parts += [header + name + local_extra, FilePart(m.path, 0, m.size)]
+        parts += [header + name + local_extra, BlobPart(m.key, m.size, m.version)]
         z64 = []
         if big:
             z64 += [m.size, m.size]
@@ -73,4 +73,4 @@ def layout(members: list[Member], when: datetime) -> Segments:
     eocd = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, min(count, _U16), min(count, _U16),
                        min(len(cd), _U32), min(cd_offset, _U32), 0)
     parts += [cd + tail + eocd]
-    return Segments(parts)
+    return Segments(parts, store)

@@ -1,0 +1,322 @@
+"""The archive in an S3-compatible bucket (AWS S3, R2, MinIO, SeaweedFS...).
+
+Same keys as on disk under ``filesystem_options.prefix``. What makes it
+safe without renames:
+
+* An artwork counts as archived once ``pbe.json`` exists, and that object
+  is uploaded last, after every other object of the work was uploaded and
+  verified; it is deleted first when a work is removed.
+* Every upload carries Content-MD5 (the server refuses a body that does not
+  match) and, after it, a HEAD checks the size and the ETag (MD5, or MD5 of
+  part MD5s for multipart) and the SHA-256 we record in the object's
+  metadata; an upload resumed after a kill skips objects that already match.
+* Reads go through a block cache (``readcache``) with ranged GETs: a small
+  read fetches its blocks only; a sequential one streams with a growing
+  window, so a whole file costs a few requests.
+"""
+
+from __future__ import annotations
+
+import base64
+import errno
+import hashlib
+import logging
+import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ConfigError, PbeError
+from .readcache import BLOCK, ReadCache
+
+if TYPE_CHECKING:
+    from ..config import Config
+
+log = logging.getLogger("pbe_fs.s3")
+
+PART = 8 << 20  # multipart above this, in parts of this size
+_WINDOW_MAX = 64  # blocks a sequential reader asks for at once, at most
+_MD5_ETAG = re.compile(r'^"?([0-9a-f]{32})(-\d+)?"?$')
+
+
+class StorageError(PbeError):
+    """The bucket refused or failed an operation."""
+
+
+def _missing(exc: Exception) -> bool:
+    code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+    return code in ("404", "NoSuchKey", "NotFound")
+
+
+def _digests(src: Path) -> tuple[int, str, list[bytes]]:
+    """(size, SHA-256, MD5 of each upload part) of a local file, in one pass."""
+    sha, parts, size = hashlib.sha256(), [], 0
+    with open(src, "rb") as fh:
+        while chunk := fh.read(PART):
+            sha.update(chunk)
+            parts.append(hashlib.md5(chunk).digest())
+            size += len(chunk)
+    return size, sha.hexdigest(), parts or [hashlib.md5(b"").digest()]
+
+
+def _expected_etag(parts: list[bytes]) -> str:
+    if len(parts) == 1:
+        return parts[0].hex()
+    return f"{hashlib.md5(b''.join(parts)).hexdigest()}-{len(parts)}"
+
+
+class S3Store:
+    kind = "s3"
+    blocking = True
+
+    def __init__(self, client: Any, bucket: str, prefix: str, *, cache: ReadCache, proxy: bool = True,
+                 endpoint: str = "") -> None:
+        self.client = client
+        self.bucket = bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.cache = cache
+        self.proxy = proxy
+        self.endpoint = endpoint
+
+    @classmethod
+    def from_config(cls, config: Config) -> S3Store:
+        import boto3
+        from botocore.config import Config as BotoConfig
+
+        opts = config.settings.filesystem_options
+        if not opts.bucket:
+            raise ConfigError(f"{config.path}: filesystem_options.bucket: required when filesystem is \"s3\"")
+        session = boto3.session.Session(aws_access_key_id=opts.access_key or None,
+                                        aws_secret_access_key=opts.secret_key or None,
+                                        region_name=opts.region or None)
+        boto_config = BotoConfig(
+            retries={"mode": "standard", "max_attempts": 5},
+            max_pool_connections=32,
+            connect_timeout=10, read_timeout=60,
+            # We send Content-MD5 and check ETags ourselves; the newer default
+            # (CRC trailers in aws-chunked bodies) is not spoken by every server.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            s3={"addressing_style": "path" if opts.endpoint_url else "auto"},
+        )
+        client = session.client("s3", endpoint_url=opts.endpoint_url or None, config=boto_config)
+        cache = ReadCache(config.cache_path / "blocks", int(config.settings.cache.read_max_gb * 1e9))
+        return cls(client, opts.bucket, opts.prefix, cache=cache, proxy=opts.proxy, endpoint=opts.endpoint_url)
+
+    def describe(self) -> str:
+        where = f" at {self.endpoint}" if self.endpoint else ""
+        return f"s3://{self.bucket}/{self.prefix}{where}"
+
+    def _k(self, key: str) -> str:
+        return self.prefix + key
+
+    def _call(self, what: str, fn: Any, **kwargs: Any) -> Any:
+        """One S3 call; failures become one line naming the bucket."""
+        from botocore.exceptions import BotoCoreError, ClientError
+        try:
+            return fn(Bucket=self.bucket, **kwargs)
+        except ClientError as exc:
+            if _missing(exc):
+                raise FileNotFoundError(errno.ENOENT, f"{self.describe()}{kwargs.get('Key', '')}: no such object") from None
+            error = exc.response.get("Error", {})
+            raise StorageError(f"{self.describe()}: {what} failed: {error.get('Code')} {error.get('Message', '')}".rstrip()) from None
+        except BotoCoreError as exc:
+            raise StorageError(f"{self.describe()}: {what} failed: {exc}") from None
+
+    # -- small objects -----------------------------------------------------------
+    def read_bytes(self, key: str) -> bytes:
+        body = self._call("GET", self.client.get_object, Key=self._k(key))["Body"]
+        with body:
+            return body.read()
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        self._call("PUT", self.client.put_object, Key=self._k(key), Body=data,
+                   ContentMD5=base64.b64encode(hashlib.md5(data).digest()).decode(),
+                   Metadata={"sha256": hashlib.sha256(data).hexdigest()})
+
+    def stat(self, key: str) -> tuple[int, str] | None:
+        """(size, recorded SHA-256) of an object, or None."""
+        try:
+            head = self._call("HEAD", self.client.head_object, Key=self._k(key))
+        except FileNotFoundError:
+            return None
+        return int(head["ContentLength"]), head.get("Metadata", {}).get("sha256", "")
+
+    def exists(self, key: str) -> bool:
+        return self.stat(key) is not None
+
+    def delete(self, key: str) -> None:
+        self._call("DELETE", self.client.delete_object, Key=self._k(key))
+
+    def delete_tree(self, prefix: str, first: str = "pbe.json") -> None:
+        """Delete every object under ``prefix``; its record goes first, so the
+        work stops counting as archived before any of its files go."""
+        keys = list(self.keys(prefix))
+        keys.sort(key=lambda k: not k.endswith("/" + first))
+        for i in range(0, len(keys), 1000):
+            batch = [{"Key": self._k(k)} for k in keys[i: i + 1000]]
+            self._call("DELETE", self.client.delete_objects, Delete={"Objects": batch, "Quiet": True})
+
+    def keys(self, prefix: str) -> Iterator[str]:
+        """Every object under ``prefix`` (a folder), in key order."""
+        full = self._k(prefix.strip("/") + "/")
+        token: dict[str, str] = {}
+        while True:
+            page = self._call("LIST", self.client.list_objects_v2, Prefix=full, **token)
+            for item in page.get("Contents", []):
+                yield item["Key"][len(self.prefix):]
+            if not page.get("IsTruncated"):
+                return
+            token = {"ContinuationToken": page["NextContinuationToken"]}
+
+    # -- uploads -----------------------------------------------------------------
+    def put_file(self, key: str, src: Path, size: int, sha256: str = "") -> None:
+        """Upload a local file and prove it arrived whole; a no-op when the
+        object is already there with the same size and SHA-256."""
+        actual, digest, parts = _digests(src)
+        if actual != size or (sha256 and digest != sha256):
+            raise OSError(errno.EIO, f"{src} changed on local disk before upload (size or SHA-256 differ)")
+        if self.stat(key) == (size, digest):
+            return
+        if len(parts) == 1:
+            with open(src, "rb") as fh:
+                self._call("PUT", self.client.put_object, Key=self._k(key), Body=fh, ContentLength=size,
+                           ContentMD5=base64.b64encode(parts[0]).decode(), Metadata={"sha256": digest})
+        else:
+            self._multipart(key, src, parts, digest)
+        self._verify(key, size, digest, _expected_etag(parts))
+
+    def _multipart(self, key: str, src: Path, parts: list[bytes], digest: str) -> None:
+        upload = self._call("multipart upload", self.client.create_multipart_upload, Key=self._k(key),
+                            Metadata={"sha256": digest})["UploadId"]
+        try:
+            done = []
+            with open(src, "rb") as fh:
+                for n, md5 in enumerate(parts, 1):
+                    chunk = fh.read(PART)
+                    etag = self._call("upload part", self.client.upload_part, Key=self._k(key), UploadId=upload,
+                                      PartNumber=n, Body=chunk, ContentMD5=base64.b64encode(md5).decode())["ETag"]
+                    done.append({"PartNumber": n, "ETag": etag})
+            self._call("complete upload", self.client.complete_multipart_upload, Key=self._k(key), UploadId=upload,
+                       MultipartUpload={"Parts": done})
+        except BaseException:
+            try:
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=self._k(key), UploadId=upload)
+            except Exception:
+                pass
+            raise
+
+    def _verify(self, key: str, size: int, digest: str, etag: str) -> None:
+        head = self._call("HEAD", self.client.head_object, Key=self._k(key))
+        got = _MD5_ETAG.match(head.get("ETag", ""))
+        problems = []
+        if int(head["ContentLength"]) != size:
+            problems.append(f"size {head['ContentLength']}, expected {size}")
+        if got and "".join(g or "" for g in got.groups()) != etag:
+            problems.append(f"ETag {head['ETag']}, expected {etag}")
+        if head.get("Metadata", {}).get("sha256", digest) != digest:
+            problems.append("recorded SHA-256 differs")
+        if problems:
+            raise StorageError(f"{self.describe()}{key}: upload did not verify: {'; '.join(problems)}")
+
+    def publish(self, src: Path, prefix: str, last: tuple[str, ...] = ()) -> None:
+        """Upload a complete local folder as ``prefix``; the ``last`` files go
+        in that order after all others, and objects the folder no longer has
+        are removed after that. ``src`` is deleted once all is in."""
+        import shutil
+        files = sorted(p for p in src.rglob("*") if p.is_file())
+        rel = {p: p.relative_to(src).as_posix() for p in files}
+        order = [p for p in files if rel[p] not in last] + [src / name for name in last if (src / name).is_file()]
+        before = set(self.keys(prefix))
+        for path in order:
+            self.put_file(f"{prefix}/{rel[path]}", path, path.stat().st_size)
+        stale = before - {f"{prefix}/{r}" for r in rel.values()}
+        for key in sorted(stale):
+            self.delete(key)
+        shutil.rmtree(src, ignore_errors=True)
+
+    # -- reads ---------------------------------------------------------------------
+    def get_file(self, key: str, dest: Path) -> None:
+        body = self._call("GET", self.client.get_object, Key=self._k(key))["Body"]
+        with body, open(dest, "wb") as fh:
+            for chunk in body.iter_chunks(BLOCK):
+                fh.write(chunk)
+
+    def open(self, key: str, size: int, version: str = "") -> S3Handle:
+        return S3Handle(self, key, size, version)
+
+    def url(self, key: str, expires: int) -> str | None:
+        """A presigned GET for clients to fetch from the bucket directly, or
+        None when the config says the bytes go through us (``proxy``)."""
+        if self.proxy:
+            return None
+        return self.client.generate_presigned_url("get_object", Params={"Bucket": self.bucket, "Key": self._k(key)},
+                                                  ExpiresIn=expires)
+
+    def ranged(self, key: str, start: int, end: int) -> Any:
+        """A streaming body of bytes [start, end) of an object."""
+        return self._call("GET", self.client.get_object, Key=self._k(key), Range=f"bytes={start}-{end - 1}")["Body"]
+
+
+class S3Handle:
+    """An object read at any offset through the block cache.
+
+    A read whose blocks are missing fetches exactly those; a read that
+    continues where the last one ended is sequential, and each further
+    sequential fetch doubles the window (up to 64 MiB), streamed block by
+    block so the first block is usable before the last arrives.
+    """
+
+    def __init__(self, store: S3Store, key: str, size: int, version: str) -> None:
+        self.store, self.key, self.size = store, key, size
+        self.entry = store.cache.entry(ReadCache.ident(store.describe(), key, version, str(size)), size)
+        self._lock = threading.Lock()
+        self._body: Any = None
+        self._body_block = 0  # next block the open body will yield
+        self._body_end = 0  # block after its last
+        self._window = 0
+        self._next = 0  # the block a sequential reader asks for next
+
+    def pread(self, offset: int, size: int) -> bytes:
+        end = min(offset + size, self.size)
+        if offset >= end:
+            return b""
+        first, last = offset // BLOCK, (end - 1) // BLOCK
+        with self._lock:
+            for block in range(first, last + 1):
+                if not self.entry.has(block):
+                    self._fetch(block, last)
+            self._next = last + 1
+            return self.entry.read(offset, end - offset)
+
+    def _fetch(self, block: int, last: int) -> None:
+        if self._body is None or self._body_block != block:
+            self._close_body()
+            sequential = block == self._next and block > 0
+            self._window = min(max(self._window * 2, 4), _WINDOW_MAX) if sequential else 0
+            stop = min(self.entry.blocks, max(last + 1, block + self._window))
+            self._body = self.store.ranged(self.key, block * BLOCK, min(self.size, stop * BLOCK))
+            self._body_block, self._body_end = block, stop
+        want = min(BLOCK, self.size - block * BLOCK)
+        data = self._body.read(want)
+        while len(data) < want:
+            more = self._body.read(want - len(data))
+            if not more:
+                self._close_body()
+                raise OSError(errno.EIO, f"{self.key}: the bucket sent {len(data)} of {want} bytes")
+            data += more
+        self.entry.fill(block, data)
+        self._body_block += 1
+        if self._body_block >= self._body_end:
+            self._close_body()
+
+    def _close_body(self) -> None:
+        if self._body is not None:
+            self._body.close()
+            self._body = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._close_body()
+            self.entry.close()
