@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from .config import Config
 
 __all__ = ["Archive", "ArchiveLock", "StoredFile", "Digest", "DamagedFile", "digest_file", "probe", "read_json",
-           "write_json", "move_into", "fsync_dir", "artwork_key"]
+           "write_json", "move_into", "fsync_dir", "artwork_key", "artwork_ids"]
 
 RECORD = "pbe.json"
 RAW = "pixiv.json"
@@ -156,6 +156,23 @@ def artwork_key(artwork_id: int, path: str = "") -> str:
     return f"artworks/{artwork_id}/{path}" if path else f"artworks/{artwork_id}"
 
 
+def artwork_ids(store: Store) -> Iterator[int]:
+    """Ids of complete artwork folders (those holding a record)."""
+    root = getattr(store, "root", None)
+    if root is not None:  # a folder: one scandir, not a walk of every file
+        base = root / "artworks"
+        if base.is_dir():
+            with os.scandir(base) as entries:
+                for entry in entries:
+                    if entry.name.isdigit() and os.path.isfile(os.path.join(entry.path, RECORD)):
+                        yield int(entry.name)
+        return
+    for key in store.keys("artworks"):
+        parts = key.split("/")
+        if len(parts) == 3 and parts[2] == RECORD and parts[1].isdigit():
+            yield int(parts[1])
+
+
 class Archive:
     """The archive's keys in its store, plus the local state beside them.
 
@@ -202,11 +219,7 @@ class Archive:
                 json.loads(self.store.read_bytes(artwork_key(artwork_id, RAW))))
 
     def artwork_ids(self) -> Iterator[int]:
-        """Ids of complete artwork folders (those holding a record)."""
-        for key in self.store.keys("artworks"):
-            parts = key.split("/")
-            if len(parts) == 3 and parts[2] == RECORD and parts[1].isdigit():
-                yield int(parts[1])
+        return artwork_ids(self.store)
 
     def update_record(self, artwork_id: int, record: dict[str, Any]) -> None:
         self.store.write_bytes(artwork_key(artwork_id, RECORD), dumps(record))

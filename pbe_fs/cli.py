@@ -166,6 +166,20 @@ def cmd_reindex(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from .migrate import migrate
+    from .progress import Progress
+
+    cfg = _load(args)
+    source = Archive.open(cfg).describe()
+    result = migrate(cfg, args.to, Progress(enabled=False if args.no_progress else None))
+    log.info("migrated %s to %s: %s, all verified", source, Archive.open(cfg).describe(), result.describe())
+    log.info("config.json now says \"filesystem\": \"%s\"%s", args.to,
+             f"; the copy at {source} is left as it was: remove it when you no longer want it" if args.to == "s3"
+             else f"; the bucket {source} is left as it was")
+    return 0
+
+
 def cmd_mount(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -346,6 +360,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("login", help="get a refresh token (pixiv's browser login) and save it in config.json")
     p.add_argument("--refresh-token", metavar="TOKEN", help="store a token obtained elsewhere, after checking it works")
     p.set_defaults(func=cmd_login)
+
+    p = sub.add_parser("migrate", help="copy the archive to S3 or back to a local folder, then use it there")
+    p.add_argument("--to", required=True, choices=["s3", "local"], help="the store to copy to (configured in filesystem_options)")
+    p.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
+    p.set_defaults(func=cmd_migrate)
 
     p = sub.add_parser("reindex", help="rebuild the index from the archive files")
     p.set_defaults(func=cmd_reindex)

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -269,17 +270,29 @@ def save_tokens(config: Config, access: str, refresh: str) -> None:
 
 
 def _write_tokens(path: Path, access: str, refresh: str) -> None:
-    """Set the tokens in config.json, and nothing else.
+    """Set the tokens in config.json, and nothing else."""
+    def change(data: dict[str, Any]) -> None:
+        data.setdefault("pixiv", {})
+        data["pixiv"]["access"] = access
+        data["pixiv"]["refresh"] = refresh
+    _edit(path, change)
 
-    Only ``pixiv.access`` and ``pixiv.refresh`` change; every other key, the
-    key order and the file mode stay as they were. The write is atomic (a
-    temporary file in the same folder, fsync, rename), so a crash leaves
-    either the old file or the new one, never half of each.
+
+def set_filesystem(config: Config, kind: str) -> None:
+    """Point config.json at the other store (after `pbe-fs migrate`)."""
+    _edit(config.path, lambda data: data.__setitem__("filesystem", kind))
+    config.settings.filesystem = kind  # type: ignore[assignment]
+
+
+def _edit(path: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    """Apply ``change`` to config.json and nothing else.
+
+    Every other key, the key order and the file mode stay as they were. The
+    write is atomic (a temporary file in the same folder, fsync, rename), so
+    a crash leaves either the old file or the new one, never half of each.
     """
     data = json.loads(path.read_text(encoding="utf-8"))
-    data.setdefault("pixiv", {})
-    data["pixiv"]["access"] = access
-    data["pixiv"]["refresh"] = refresh
+    change(data)
     st = path.stat()
     fd, tmp = tempfile.mkstemp(prefix=".config-", suffix=".json", dir=path.parent)
     try:

@@ -55,6 +55,13 @@ def damaged_files(archive: Archive) -> Iterator[tuple[int, str, str]]:
 
 
 def check_archive(archive: Archive) -> list[Finding]:
+    try:
+        return _check_archive(archive)
+    except PbeError as exc:  # an unreachable bucket, a refused key
+        return [Finding("archive", False, str(exc))]
+
+
+def _check_archive(archive: Archive) -> list[Finding]:
     if not archive.index_path.exists():
         return [Finding("archive", False, f"no archive at {archive.describe()} yet: run `pbe-fs sync`")]
     index = Index(archive.index_path)

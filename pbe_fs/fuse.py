@@ -54,6 +54,9 @@ def _guard(handler: F) -> F:
         except OSError as exc:
             log.error("%s: %s", handler.__name__, exc)
             raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
+        except PbeError as exc:  # the bucket failed us: one line, not a traceback
+            log.error("%s: %s", handler.__name__, exc)
+            raise pyfuse3.FUSEError(errno.EIO) from None
         except Exception:
             log.exception("%s failed", handler.__name__)
             raise pyfuse3.FUSEError(errno.EIO) from None

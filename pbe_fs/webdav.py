@@ -33,6 +33,7 @@ from .tree import Tree, TreeError, is_noise
 
 log = logging.getLogger("pbe_fs.webdav")
 
+_ALIGN = 1 << 20
 PRESIGNED_SECONDS = 900  # how long a redirect to the bucket stays valid
 _WRITE_METHODS = {"PUT", "MKCOL", "MOVE", "COPY", "PROPPATCH", "LOCK", "UNLOCK", "PATCH"}
 def split(path: str) -> tuple[str, ...] | None:
@@ -70,6 +71,11 @@ class _Stream(io.RawIOBase):
     def read(self, size: int = -1) -> bytes:
         if size is None or size < 0:
             size = self._size - self._pos
+        # Stop at a 1 MiB boundary: a small Range read then touches one block
+        # of a bucket's read cache, not two (the buffer above asks for 1 MiB).
+        boundary = (self._pos // _ALIGN + 1) * _ALIGN
+        if self._pos % _ALIGN and self._pos + size > boundary:
+            size = boundary - self._pos
         data = self._reader.read(self._pos, size)
         self._pos += len(data)
         return data

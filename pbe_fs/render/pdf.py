@@ -20,7 +20,7 @@ import img2pdf
 from PIL import Image
 
 from .cache import Cache
-from ..storage import Store
+from ..storage import Store, read_all
 from .segments import BlobPart, Part, Segments
 
 _DIRECT_MODES = {"RGB", "L", "CMYK"}
@@ -113,7 +113,7 @@ def pdf(cache: Cache, store: Store, pages: list[Page]) -> Segments:
     key = Cache.key("pdf-v2", [(p.key, p.sha256) for p in pages])
 
     def make(tmp: Path) -> None:
-        images = [store.read_bytes(p.key) for p in pages]
+        images = [read_all(store, p.key, p.size, p.sha256) for p in pages]
         data = render(pages, images)
         _write_skeleton(tmp, data, skeletonize(data, pages, images))
 

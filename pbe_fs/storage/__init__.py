@@ -58,6 +58,16 @@ class Store(Protocol):
     def url(self, key: str, expires: int) -> str | None: ...
 
 
+def read_all(store: Store, key: str, size: int, version: str = "") -> bytes:
+    """A whole archived file, through the store's read cache (so bytes read
+    to render a PDF are not fetched again when the file itself is read)."""
+    handle = store.open(key, size, version)
+    try:
+        return handle.pread(0, size)
+    finally:
+        handle.close()
+
+
 def open_store(config: Config, kind: str | None = None) -> Store:
     """The store ``config`` names (or the ``kind`` asked for, for migrate)."""
     kind = kind or config.settings.filesystem

@@ -36,6 +36,7 @@ class Work:
     frames_served: bool = True
     state: str = "live"  # live | deleted | limit_sanity_level | limit_unviewable | ...
     size: tuple[int, int] = (64, 48)
+    noise: bool = False  # random pixels: images that do not compress (multi-MiB originals)
 
     @property
     def created(self) -> datetime:
@@ -109,7 +110,7 @@ def _color(*key: Any) -> tuple[int, int, int]:
 
 
 @lru_cache(maxsize=4096)
-def render(work_id: int, page: int, kind: str, ext: str, size: tuple[int, int]) -> bytes:
+def render(work_id: int, page: int, kind: str, ext: str, size: tuple[int, int], noise: bool = False) -> bytes:
     """Deterministic image bytes for one file of one work."""
     w, h = size
     if kind == "square_medium":
@@ -118,7 +119,12 @@ def render(work_id: int, page: int, kind: str, ext: str, size: tuple[int, int]) 
         w, h = max(8, w * 3 // 4), max(8, h * 3 // 4)
     tag = f"pbe-fake {work_id} {page} {kind}".encode()
     buf = io.BytesIO()
-    if ext == "png":
+    if noise:
+        import random
+        mode = "RGBA" if ext == "png" else "RGB"
+        pixels = random.Random(f"{work_id} {page} {kind}").randbytes(w * h * len(mode))
+        Image.frombytes(mode, (w, h), pixels).save(buf, "PNG" if ext == "png" else "JPEG", compress_level=1)
+    elif ext == "png":
         im = Image.new("RGBA", (w, h), _color(work_id, page, kind) + (128,))
         im.putpixel((0, 0), (work_id % 256, page % 256, 7, 0))
         from PIL import PngImagePlugin
@@ -166,7 +172,7 @@ def image_for_path(path: str, works: dict[int, Work]) -> bytes | None:
             return render(work.id, page, "original", "jpg", work.size)
         if page >= work.pages or m[3] != work.ext or "_ugoira" in path:
             return None
-        return render(work.id, page, "original", work.ext, work.size)
+        return render(work.id, page, "original", work.ext, work.size, work.noise)
     if m := _MASTER.match(path):
         work = works.get(int(m[2]))
         kind = SIZE_OF_PREFIX.get(m[1])
@@ -174,7 +180,7 @@ def image_for_path(path: str, works: dict[int, Work]) -> bytes | None:
             return None
         if (kind == "square_medium") != path.endswith("_square1200.jpg"):
             return None
-        return render(work.id, int(m[3]), kind, "jpg", work.size)
+        return render(work.id, int(m[3]), kind, "jpg", work.size, work.noise)
     if m := _ZIP.match(path):
         work = works.get(int(m[1]))
         if work is None or work.type != "ugoira" or work.state != "live":

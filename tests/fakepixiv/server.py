@@ -83,6 +83,12 @@ class FakePixiv:
     def file_bytes(self, url: str) -> bytes | None:
         return image_for_path(urlsplit(url).path, self.works)
 
+    def file_bytes_for(self, work_id: int, page: int = 0, size: str = "original") -> bytes:
+        """What pixiv serves for one page of a work, in one size."""
+        data = self.file_bytes(self.works[work_id].urls(self.url, page)[size])
+        assert data is not None
+        return data
+
     def work_json(self, work_id: int) -> dict[str, Any]:
         return self.works[work_id].to_json(self.url)
 

@@ -1,0 +1,139 @@
+"""`pbe-fs migrate --to s3|local`: copy the archive to the other store.
+
+Works are copied one at a time, their files first and ``pbe.json`` last, so
+the target never holds a work that looks complete and is not. Every object
+is verified on arrival (S3: Content-MD5, ETag and size; a folder: SHA-256
+of the bytes written), and objects already in the target with the same
+size and SHA-256 are skipped: a migration that was interrupted resumes
+where it stopped. The index describes the same works on both sides and
+stays where it is (``filesystem_options.path``/.pbe); when all is copied,
+``filesystem`` in config.json is switched to the target.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+
+from .archive import RAW, RECORD, Archive, artwork_ids, artwork_key, digest_file
+from .config import Config, set_filesystem
+from .errors import PbeError
+from .progress import Progress, human_bytes
+from .storage import Store, open_store
+from .storage.local import LocalStore
+
+log = logging.getLogger("pbe_fs.migrate")
+
+
+@dataclass
+class MigrateResult:
+    works: int = 0
+    copied: int = 0
+    skipped: int = 0
+    bytes: int = 0
+    removed: int = 0
+
+    def describe(self) -> str:
+        return (f"{self.works} works: {self.copied} objects copied ({human_bytes(self.bytes)}), "
+                f"{self.skipped} already there" + (f", {self.removed} deleted works removed" if self.removed else ""))
+
+
+class Migration:
+    def __init__(self, config: Config, to: str, progress: Progress | None = None) -> None:
+        if to == config.settings.filesystem:
+            raise PbeError(f"the archive is already on {to} (config.json says \"filesystem\": \"{to}\")")
+        self.config = config
+        self.to = to
+        self.source = Archive.open(config)
+        self.target: Store = open_store(config, to)
+        self.temp = config.temp_path
+        self.progress = progress or Progress(enabled=False)
+        self.result = MigrateResult()
+
+    def run(self) -> MigrateResult:
+        self.source.ensure()
+        self.temp.mkdir(parents=True, exist_ok=True)
+        with self.source.lock():
+            ids = sorted(self.source.artwork_ids())
+            self.progress.add_works(len(ids))
+            for aid in ids:
+                self._artwork(aid)
+                self.progress.work_done()
+            for kind in ("lost", "deleted"):
+                for key in self.source.store.keys(kind):
+                    self._json(key, self.source.store.read_bytes(key))
+            self._drop_deleted()
+            set_filesystem(self.config, self.to)
+        self.progress.close()
+        return self.result
+
+    def _artwork(self, aid: int) -> None:
+        record = json.loads(self.source.store.read_bytes(artwork_key(aid, RECORD)))
+        for f in record.get("files", []):
+            self._file(artwork_key(aid, f["path"]), f["size"], f["sha256"])
+        self._json(artwork_key(aid, RAW), self.source.store.read_bytes(artwork_key(aid, RAW)))
+        self._json(artwork_key(aid, RECORD), self.source.store.read_bytes(artwork_key(aid, RECORD)))
+        self.result.works += 1
+
+    def _present(self, key: str, size: int, sha256: str) -> bool:
+        """Already in the target, whole: by recorded SHA-256 (bucket) or by
+        reading it (folder)."""
+        found = self.target.stat(key)
+        if found is None or found[0] != size:
+            return False
+        if found[1]:
+            return found[1] == sha256
+        assert isinstance(self.target, LocalStore)
+        return digest_file(self.target.path(key)).sha256 == sha256
+
+    def _file(self, key: str, size: int, sha256: str) -> None:
+        if self._present(key, size, sha256):
+            self.result.skipped += 1
+            return
+        source = self.source.store
+        if isinstance(source, LocalStore):
+            # a bucket reads the file where it is and checks it against the record
+            self.target.put_file(key, source.path(key), size, sha256)
+        else:
+            tmp = self.temp / f"pbe-migrate-{uuid.uuid4().hex}.part"
+            try:
+                source.get_file(key, tmp)
+                digest = digest_file(tmp)
+                if digest.size != size or digest.sha256 != sha256:
+                    raise PbeError(f"{source.describe()}{key} does not match its record (size or SHA-256): "
+                                   "run `pbe-fs doctor --repair` before migrating")
+                self.target.put_file(key, tmp, size, sha256)
+            finally:
+                tmp.unlink(missing_ok=True)
+        self.result.copied += 1
+        self.result.bytes += size
+        self.progress.file_done(size)
+
+    def _json(self, key: str, data: bytes) -> None:
+        sha = hashlib.sha256(data).hexdigest()
+        if self._present(key, len(data), sha):
+            self.result.skipped += 1
+            return
+        self.target.write_bytes(key, data)
+        if not self._present(key, len(data), sha):
+            raise PbeError(f"{key}: written to {self.target.describe()} but does not read back the same")
+        self.result.copied += 1
+        self.result.bytes += len(data)
+
+    def _drop_deleted(self) -> None:
+        """Works the target still has from before but that were deleted
+        from the archive since (they have a tombstone) go from the target."""
+        have = set(self.source.artwork_ids())
+        tombstones = {int(k.rsplit("/", 1)[1][:-5]) for k in self.source.store.keys("deleted")
+                      if k.endswith(".json") and k.rsplit("/", 1)[1][:-5].isdigit()}
+        for aid in sorted(set(artwork_ids(self.target)) - have):
+            if aid in tombstones:
+                self.target.delete_tree(artwork_key(aid))
+                self.result.removed += 1
+
+
+def migrate(config: Config, to: str, progress: Progress | None = None) -> MigrateResult:
+    return Migration(config, to, progress).run()
