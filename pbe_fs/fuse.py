@@ -249,7 +249,7 @@ class Operations(pyfuse3.Operations):
         reader = self._handles.get(fh)
         if reader is None:
             raise pyfuse3.FUSEError(errno.EBADF)
-        if reader.blocking:  # from a bucket: a miss waits on the network, the loop must not
+        if reader.blocking and not reader.ready(off, size):  # a bucket's miss waits on the network; the loop must not
             return await trio.to_thread.run_sync(reader.read, off, size)
         return reader.read(off, size)
 
@@ -400,6 +400,26 @@ def check_mountpoint(mountpoint: Path) -> None:
         raise PbeError("/dev/fuse is missing: install fuse3 (apt-get install fuse3) or load the fuse module")
 
 
+READAHEAD_KB = 1024
+
+
+def _widen_readahead(mountpoint: Path) -> None:
+    """Let the kernel read ahead 1 MiB at a time instead of 128 KiB.
+
+    Every FUSE request costs a round trip through the kernel and pyfuse3;
+    a sequential read of a 5 MB original in 1 MiB requests instead of
+    128 KiB ones is about 1.5× faster (measured here). Only root may write
+    the setting; without it the mount works as before.
+    """
+    try:
+        # Called from a worker thread once the loop runs: the stat is answered
+        # by this very mount, after the kernel's INIT (which resets the value).
+        dev = os.stat(mountpoint).st_dev
+        Path(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb").write_text(f"{READAHEAD_KB}\n")
+    except OSError as exc:
+        log.debug("read-ahead left at the kernel's default: %s", exc)
+
+
 def mount(tree: Tree, mountpoint: Path, *, allow_delete: bool, xattrs: bool = False, poll_seconds: float = 1.0,
           on_stop: Callable[[int], None] | None = None, on_hup: Callable[[], None] | None = None,
           on_ready: Callable[[], None] | None = None) -> None:
@@ -426,6 +446,7 @@ def mount(tree: Tree, mountpoint: Path, *, allow_delete: bool, xattrs: bool = Fa
             ops.nursery = nursery
             nursery.start_soon(_watch_signals, ops, on_stop, on_hup)
             nursery.start_soon(_watch_generation, ops, poll_seconds)
+            nursery.start_soon(trio.to_thread.run_sync, _widen_readahead, mountpoint)
             await pyfuse3.main()
             nursery.cancel_scope.cancel()
 

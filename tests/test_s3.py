@@ -319,3 +319,18 @@ def test_read_cache_evicts_least_recently_used(tmp_path) -> None:
     assert kept == sorted(ReadCache.ident(str(n)) for n in (3, 4, 5))
     # a kept entry still knows its block; a new one starts empty
     assert cache.entry(ReadCache.ident("5"), BLOCK).has(0) and not cache.entry(ReadCache.ident("9"), BLOCK).has(0)
+
+
+def test_read_cache_flags_are_only_ever_set(tmp_path) -> None:
+    """A reader checking the map while another thread fills a block must not
+    undo the fill (that race once left a FUSE read waiting forever)."""
+    cache = ReadCache(tmp_path, max_bytes=10 * BLOCK)
+    ident = ReadCache.ident("k")
+    first, second = cache.entry(ident, 2 * BLOCK), cache.entry(ident, 2 * BLOCK)
+    assert not second.has(0)
+    first.fill(0, b"a" * BLOCK)
+    assert second.has(0) and second.read(0, 3) == b"aaa"  # shared between processes through the map
+    os.pwrite(second.map, b"\0", 0)  # a stale view of the map...
+    assert second.has(0)  # ...never clears what is known to be there
+    first.close()
+    second.close()

@@ -28,6 +28,8 @@ class Content(Protocol):
 class Reader(Protocol):
     blocking: bool
 
+    def ready(self, offset: int, size: int) -> bool: ...
+
     def read(self, offset: int, size: int) -> bytes: ...
 
     def close(self) -> None: ...
@@ -95,6 +97,23 @@ class SegmentsReader:
                 handle = LocalHandle(part.path)
             self._handles[ident] = handle
         return handle
+
+    def ready(self, offset: int, size: int) -> bool:
+        """Would ``read`` answer without waiting on the network?"""
+        if not self.blocking:
+            return True
+        seg = self.segments
+        end = min(seg.size, offset + size)
+        i = bisect.bisect_right(seg.starts, offset) - 1
+        while 0 <= i < len(seg.parts) and offset < end:
+            part, start = seg.parts[i], seg.starts[i]
+            if isinstance(part, BlobPart):
+                inner = offset - start
+                if not self._handle(part).ready(inner, min(part.length - inner, end - offset)):
+                    return False
+            offset = start + _length(part)
+            i += 1
+        return True
 
     def read(self, offset: int, size: int) -> bytes:
         seg = self.segments

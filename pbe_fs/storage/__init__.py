@@ -24,6 +24,8 @@ class Handle(Protocol):
 
     def pread(self, offset: int, size: int) -> bytes: ...
 
+    def ready(self, offset: int, size: int) -> bool: ...  # would pread answer without waiting?
+
     def close(self) -> None: ...
 
 

@@ -67,6 +67,9 @@ class LocalHandle:
     def pread(self, offset: int, size: int) -> bytes:
         return os.pread(self.fd, size, offset)
 
+    def ready(self, offset: int, size: int) -> bool:
+        return True
+
     def close(self) -> None:
         os.close(self.fd)
 

@@ -39,9 +39,10 @@ class Entry:
         self.present = bytearray(os.pread(self.map, self.blocks, 0).ljust(self.blocks, b"\0"))
 
     def has(self, block: int) -> bool:
-        if not self.present[block]:
-            # another process may have fetched it since we looked
-            self.present[block] = os.pread(self.map, 1, block)[:1] == b"\1"
+        # Another process may have fetched it since we looked. Only ever set
+        # a flag here: a fill racing with this read must not be undone.
+        if not self.present[block] and os.pread(self.map, 1, block)[:1] == b"\1":
+            self.present[block] = 1
         return bool(self.present[block])
 
     def fill(self, block: int, data: bytes) -> None:

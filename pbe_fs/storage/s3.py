@@ -36,7 +36,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("pbe_fs.s3")
 
 PART = 8 << 20  # multipart above this, in parts of this size
-_WINDOW_MAX = 64  # blocks a sequential reader asks for at once, at most
+_READAHEAD = 16  # blocks fetched ahead of a sequential reader
+_RECENT = 3  # blocks kept in memory per open file, for the reads that asked for them
+_SKIP = 4  # cached blocks a stream reads through rather than start another GET after them
+_FIRST_AHEAD = 4  # ... and of a first read at offset 0, in the same GET (a whole original, usually)
 _MD5_ETAG = re.compile(r'^"?([0-9a-f]{32})(-\d+)?"?$')
 
 
@@ -262,42 +265,155 @@ class S3Store:
 class S3Handle:
     """An object read at any offset through the block cache.
 
-    A read whose blocks are missing fetches exactly those; a read that
-    continues where the last one ended is sequential, and each further
-    sequential fetch doubles the window (up to 64 MiB), streamed block by
-    block so the first block is usable before the last arrives.
+    Missing blocks are fetched by one worker thread per open file: first the
+    blocks a read waits for, then, while reads go on from where the last one
+    stopped (or start at offset 0), up to 16 MiB ahead of them. A reader
+    that streams gets the rest of the object from one GET, read block by
+    block; any other read gets just its blocks. A fetched block is handed to
+    the waiting reader from memory before it is written to the cache, so
+    the network, the cache and the reader overlap. ``ready`` says whether a
+    read would wait at all, so an event loop can answer cached reads without
+    a thread hop.
     """
 
     def __init__(self, store: S3Store, key: str, size: int, version: str) -> None:
         self.store, self.key, self.size = store, key, size
         self.entry = store.cache.entry(ReadCache.ident(store.describe(), key, version, str(size)), size)
-        self._lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._demand: set[int] = set()  # blocks a read is waiting for
+        self._ahead = (0, 0)  # [from, to): blocks worth fetching before anyone asks
+        self._last_end = -1  # where the previous read ended: the next one continuing there is sequential
+        self._worker: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._closed = False
         self._body: Any = None
-        self._body_block = 0  # next block the open body will yield
-        self._body_end = 0  # block after its last
-        self._window = 0
-        self._next = 0  # the block a sequential reader asks for next
+        self._body_block = self._body_end = 0
+        self._recent: dict[int, bytes] = {}
+        self._sequential = False  # seen reading on from where it stopped: stream to the end  # the last blocks fetched, served from memory
+
+    def _blocks(self, offset: int, size: int) -> range:
+        end = min(offset + size, self.size)
+        return range(offset // BLOCK, (end - 1) // BLOCK + 1) if offset < end else range(0)
+
+    def _have(self, block: int) -> bool:
+        return bool(self.entry.present[block]) or block in self._recent
+
+    def ready(self, offset: int, size: int) -> bool:
+        return all(self._have(b) for b in self._blocks(offset, size))
 
     def pread(self, offset: int, size: int) -> bytes:
-        end = min(offset + size, self.size)
-        if offset >= end:
+        blocks = self._blocks(offset, size)
+        if not blocks:
             return b""
-        first, last = offset // BLOCK, (end - 1) // BLOCK
-        with self._lock:
-            for block in range(first, last + 1):
-                if not self.entry.has(block):
-                    self._fetch(block, last)
-            self._next = last + 1
+        with self._cond:
+            if offset == 0 and self._last_end < 0:  # a first read from the start: most readers want it all
+                self._ahead = (blocks[-1] + 1, min(self.entry.blocks, blocks[-1] + 1 + _FIRST_AHEAD))
+                self._sequential = True
+            elif abs(offset - self._last_end) <= BLOCK and offset > 0:  # sequential: read further ahead
+                self._ahead = (blocks[-1] + 1, min(self.entry.blocks, blocks[-1] + 1 + _READAHEAD))
+                self._sequential = True
+            self._last_end = offset + size
+            missing = [b for b in blocks if not self.entry.has(b)]
+            if missing or self._wants_ahead():
+                self._demand.update(missing)
+                self._start()
+            while not all(self._have(b) for b in missing):
+                if self._error is not None:
+                    error, self._error = self._error, None
+                    self._demand.difference_update(missing)
+                    raise error
+                self._cond.wait(1.0)
+            held = {b: self._recent[b] for b in blocks if b in self._recent}
+        end = min(offset + size, self.size)
+        if not held:
             return self.entry.read(offset, end - offset)
+        # just fetched: served from memory (a whole block is the object itself, no copy)
+        out = []
+        for b in blocks:
+            start, stop = max(offset, b * BLOCK), min(end, (b + 1) * BLOCK)
+            data = held.get(b)
+            out.append(data[start - b * BLOCK: stop - b * BLOCK] if data is not None else self.entry.read(start, stop - start))
+        return out[0] if len(out) == 1 else b"".join(out)
 
-    def _fetch(self, block: int, last: int) -> None:
-        if self._body is None or self._body_block != block:
+    def _wants_ahead(self) -> bool:
+        start, stop = self._ahead
+        return any(not self._have(b) for b in range(start, stop))
+
+    def _start(self) -> None:
+        if self._worker is None:
+            self._worker = threading.Thread(target=self._work, name="s3-read", daemon=True)
+            self._worker.start()
+
+    def _pick(self) -> tuple[int, int] | None:
+        """(block, end of the range worth asking for) of the next fetch."""
+        for b in sorted(self._demand):
+            if b in self._recent or self.entry.has(b):
+                self._demand.discard(b)
+                continue
+            stop = b + 1
+            while stop in self._demand:
+                stop += 1
+            start, ahead = self._ahead
+            return b, max(stop, ahead if start <= stop <= ahead else stop)
+        start, stop = self._ahead
+        for b in range(start, stop):
+            if not self._have(b):
+                return b, stop
+        return None
+
+    def _work(self) -> None:
+        owns_close = False  # decided under the lock, so close() and we never both close
+        try:
+            while True:
+                with self._cond:
+                    job = None if self._closed else self._pick()
+                    if job is None:
+                        self._worker = None
+                        owns_close = self._closed
+                        return
+                block, stop = job
+                data = self._fetch(block, stop)
+                with self._cond:  # readers take it from memory at once...
+                    self._recent[block] = data
+                    while len(self._recent) > _RECENT:
+                        self._recent.pop(next(iter(self._recent)))
+                    self._demand.discard(block)
+                    self._cond.notify_all()
+                self.entry.fill(block, data)  # ...while it goes to the cache
+        except BaseException as exc:  # the reader waiting for it raises it
             self._close_body()
-            sequential = block == self._next and block > 0
-            self._window = min(max(self._window * 2, 4), _WINDOW_MAX) if sequential else 0
-            stop = min(self.entry.blocks, max(last + 1, block + self._window))
-            self._body = self.store.ranged(self.key, block * BLOCK, min(self.size, stop * BLOCK))
-            self._body_block, self._body_end = block, stop
+            with self._cond:
+                self._error = exc
+                self._worker = None
+                self._ahead = (0, 0)
+                owns_close = self._closed
+                self._cond.notify_all()
+        finally:
+            if owns_close:
+                self._close_body()
+                self.entry.close()
+
+    def _fetch(self, block: int, stop: int) -> bytes:
+        if self._body is not None and 0 < block - self._body_block <= _SKIP and block < self._body_end:
+            try:  # cheaper to read past a few cached blocks than to drop the stream and ask again
+                while self._body_block < block:
+                    self._next_block(self._body_block)
+            except Exception:
+                self._close_body()
+        if self._body is not None and self._body_block == block:
+            try:
+                return self._next_block(block)
+            except Exception as exc:  # a stream left idle may have been dropped: ask again, once
+                log.debug("%s: reopening the read stream: %s", self.key, exc)
+        self._close_body()
+        # A sequential reader gets the rest of the object in one GET (each GET
+        # costs a round trip); others get the blocks they need and the window.
+        end = self.entry.blocks if self._sequential else stop
+        self._body = self.store.ranged(self.key, block * BLOCK, min(self.size, end * BLOCK))
+        self._body_block, self._body_end = block, end
+        return self._next_block(block)
+
+    def _next_block(self, block: int) -> bytes:
         want = min(BLOCK, self.size - block * BLOCK)
         data = self._body.read(want)
         while len(data) < want:
@@ -306,10 +422,10 @@ class S3Handle:
                 self._close_body()
                 raise OSError(errno.EIO, f"{self.key}: the bucket sent {len(data)} of {want} bytes")
             data += more
-        self.entry.fill(block, data)
         self._body_block += 1
         if self._body_block >= self._body_end:
             self._close_body()
+        return data
 
     def _close_body(self) -> None:
         if self._body is not None:
@@ -317,6 +433,10 @@ class S3Handle:
             self._body = None
 
     def close(self) -> None:
-        with self._lock:
+        with self._cond:
+            self._closed = True
+            busy = self._worker is not None
+            self._cond.notify_all()
+        if not busy:  # otherwise the worker closes it on its way out
             self._close_body()
             self.entry.close()
