@@ -62,9 +62,9 @@ def best(fn, repeat: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--works", type=int, default=200)
+    parser.add_argument("--works", type=int, default=1000)
     parser.add_argument("--size", type=int, default=50, help="MB of the original read")
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=9)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="pbe-s3-bench-") as tmp:
         base = Path(tmp)

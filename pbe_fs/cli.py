@@ -166,6 +166,16 @@ def cmd_reindex(args: argparse.Namespace) -> int:
     return 0
 
 
+def _need_index(cfg: config_mod.Config) -> None:
+    archive = Archive.open(cfg)
+    if archive.index_path.exists():
+        return
+    if archive.store.kind == "s3":
+        raise PbeError(f"no index of {archive.describe()} at {archive.index_path} yet: run `pbe-fs sync`, or "
+                       "`pbe-fs reindex` to serve a bucket another machine fills")
+    raise PbeError(f"no archive at {cfg.archive_path} yet: run `pbe-fs sync` first")
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     from .migrate import migrate
     from .progress import Progress
@@ -189,11 +199,10 @@ def cmd_mount(args: argparse.Namespace) -> int:
     cfg = _load(args)
     mountpoint = Path(args.mountpoint).resolve()
     check_mountpoint(mountpoint)
-    if not Archive.open(cfg).index_path.exists():
-        raise PbeError(f"no archive at {cfg.archive_path} yet: run `pbe-fs sync` first")
+    _need_index(cfg)
     tree = Tree(cfg, args.nsfw)
     allow_delete = args.allow_delete or not cfg.settings.read_only
-    log.info("mounted %s at %s (NSFW %s%s); unmount with Ctrl-C or `fusermount3 -u %s`", cfg.archive_path,
+    log.info("mounted %s at %s (NSFW %s%s); unmount with Ctrl-C or `fusermount3 -u %s`", tree.archive.describe(),
              mountpoint, tree.policy, ", deletion allowed" if allow_delete else ", read-only", mountpoint)
     try:
         mount(tree, mountpoint, allow_delete=allow_delete, xattrs=args.xattrs or cfg.settings.mount.xattrs)
@@ -208,8 +217,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .webdav import Access, make_app, make_server, serve
 
     cfg = _load(args)
-    if not Archive.open(cfg).index_path.exists():
-        raise PbeError(f"no archive at {cfg.archive_path} yet: run `pbe-fs sync` first")
+    _need_index(cfg)
     s = cfg.settings
     tree = Tree(cfg, args.nsfw)
     host = args.host or s.webdav.host

@@ -122,6 +122,7 @@ class Syncer:
     def run(self) -> SyncResult:
         # Authenticate before touching anything: a bad token changes nothing.
         self.client.authenticate()
+        self.archive.store.check()
         self.archive.ensure()
         self.temp.mkdir(parents=True, exist_ok=True)
         with self.archive.lock():

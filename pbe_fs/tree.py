@@ -112,6 +112,7 @@ class Tree:
         self.config = config
         self.policy = effective_policy(config.settings.display.nsfw, policy)
         self.archive = Archive.open(config)
+        self.archive.store.check()
         self.index = Index(self.archive.index_path)
         self.cache = Cache(config.cache_path, int(config.settings.cache.max_gb * 1e9))
         self.top_quality = config.settings.display.artwork.image

@@ -294,7 +294,7 @@ def test_migrate_local_to_s3_and_back(weed, tmp_path) -> None:
     proxy.close()
 
 
-def test_bad_s3_settings_are_one_line_errors(weed, tmp_path) -> None:
+def test_bad_s3_settings_are_one_line_errors(weed, fake, tmp_path) -> None:
     cfg = s3_config(tmp_path, None, weed.endpoint, "")
     proc = pbe(cfg, "status")
     assert proc.returncode == 2 and "filesystem_options.bucket" in proc.stderr and "Traceback" not in proc.stderr
@@ -305,6 +305,18 @@ def test_bad_s3_settings_are_one_line_errors(weed, tmp_path) -> None:
     cfg = s3_config(tmp_path, None, weed.endpoint, "no-such-bucket")
     proc = pbe(cfg, "reindex")
     assert proc.returncode == 1 and "NoSuchBucket" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    cfg = s3_config(tmp_path, fake, weed.endpoint, "no-such-bucket")
+    proc = pbe(cfg, "sync", "--no-progress")
+    assert proc.returncode == 1 and "no such bucket" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert not (tmp_path / "tmp").exists() or not list((tmp_path / "tmp").iterdir())
+    proc = pbe(cfg, "serve", "--port", "0")
+    assert proc.returncode == 1 and "pbe-fs reindex" in proc.stderr, proc.stderr  # a bucket another machine fills
+    cfg = s3_config(tmp_path, None, weed.endpoint, "no-such-bucket", filesystem_options={"access_key": "", "secret_key": ""})
+    proc = subprocess.run([sys.executable, "-m", "pbe_fs.cli", "-c", str(cfg), "reindex"], capture_output=True, text=True,
+                          env={k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | {
+                              "PYTHONPATH": str(ROOT), "AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+                              "AWS_EC2_METADATA_DISABLED": "true"}, timeout=60)
+    assert proc.returncode == 1 and "no credentials" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
 
 
 def test_read_cache_evicts_least_recently_used(tmp_path) -> None:

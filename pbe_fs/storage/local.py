@@ -82,6 +82,9 @@ class LocalStore:
         self.root = root
         self.trash = root / ".pbe" / "trash"
 
+    def check(self) -> None:
+        pass
+
     def describe(self) -> str:
         return str(self.root)
 

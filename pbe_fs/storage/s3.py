@@ -107,6 +107,13 @@ class S3Store:
         cache = ReadCache(config.cache_path / "blocks", int(config.settings.cache.read_max_gb * 1e9))
         return cls(client, opts.bucket, opts.prefix, cache=cache, proxy=opts.proxy, endpoint=opts.endpoint_url)
 
+    def check(self) -> None:
+        """Fail early, in one line, when the bucket cannot be reached or read."""
+        try:
+            self._call("access to the bucket", self.client.head_bucket)
+        except FileNotFoundError:
+            raise StorageError(f"{self.describe()}: no such bucket (create it first; pbe-fs does not)") from None
+
     def describe(self) -> str:
         where = f" at {self.endpoint}" if self.endpoint else ""
         return f"s3://{self.bucket}/{self.prefix}{where}"
@@ -116,9 +123,12 @@ class S3Store:
 
     def _call(self, what: str, fn: Any, **kwargs: Any) -> Any:
         """One S3 call; failures become one line naming the bucket."""
-        from botocore.exceptions import BotoCoreError, ClientError
+        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
         try:
             return fn(Bucket=self.bucket, **kwargs)
+        except NoCredentialsError:
+            raise StorageError(f"{self.describe()}: no credentials: set filesystem_options.access_key and secret_key, "
+                               "or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or another AWS credential source)") from None
         except ClientError as exc:
             if _missing(exc):
                 raise FileNotFoundError(errno.ENOENT, f"{self.describe()}{kwargs.get('Key', '')}: no such object") from None
