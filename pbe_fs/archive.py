@@ -27,7 +27,6 @@ import hashlib
 import json
 import os
 import shutil
-import uuid
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -39,7 +38,7 @@ from PIL import Image
 
 from .errors import LockedError
 from .storage import Store, open_store
-from .storage.local import fsync_dir, move_into, write_atomic
+from .storage.local import discard, fsync_dir, move_into, write_atomic
 
 if TYPE_CHECKING:
     from .config import Config
@@ -260,13 +259,8 @@ class Archive:
         return None
 
     def discard(self, path: Path) -> None:
-        """Remove a local folder without ever showing it half-deleted."""
-        if not path.exists():
-            return
-        self.trash.mkdir(parents=True, exist_ok=True)
-        target = self.trash / f"{path.name}.{uuid.uuid4().hex}"
-        os.rename(path, target)
-        shutil.rmtree(target, ignore_errors=True)
+        """Remove a local folder (works in progress) out of sight first."""
+        discard(path, self.trash)
 
     def empty_trash(self) -> None:
         if self.trash.is_dir():

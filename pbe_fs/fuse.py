@@ -258,7 +258,9 @@ class Operations(pyfuse3.Operations):
 
     async def release(self, fh: int) -> None:
         reader = self._handles.pop(fh, None)
-        if reader is not None:
+        if reader is not None and reader.blocking:  # may wait for a block in flight: not on the loop
+            await trio.to_thread.run_sync(reader.close)
+        elif reader is not None:
             reader.close()
 
     # -- extended attributes -----------------------------------------------------------

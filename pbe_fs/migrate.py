@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from .archive import RAW, RECORD, Archive, artwork_ids, artwork_key, digest_file
@@ -26,6 +27,7 @@ from .storage import Store, open_store
 from .storage.local import LocalStore
 
 log = logging.getLogger("pbe_fs.migrate")
+_PARALLEL = 8
 
 
 @dataclass
@@ -35,6 +37,10 @@ class MigrateResult:
     skipped: int = 0
     bytes: int = 0
     removed: int = 0
+
+    def add(self, other: MigrateResult) -> None:
+        for name in ("works", "copied", "skipped", "bytes", "removed"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
 
     def describe(self) -> str:
         return (f"{self.works} works: {self.copied} objects copied ({human_bytes(self.bytes)}), "
@@ -59,24 +65,33 @@ class Migration:
         with self.source.lock():
             ids = sorted(self.source.artwork_ids())
             self.progress.add_works(len(ids))
-            for aid in ids:
-                self._artwork(aid)
-                self.progress.work_done()
+            # A bucket costs a round trip per object: several works at once,
+            # each still in its own order (files, then pixiv.json, pbe.json).
+            pool = ThreadPoolExecutor(_PARALLEL, thread_name_prefix="migrate")
+            try:
+                for done in pool.map(self._artwork, ids):
+                    self.result.add(done)
+                    self.progress.file_done(done.bytes)
+                    self.progress.work_done()
+            finally:  # on a failure, works not started stay for the next run
+                pool.shutdown(wait=True, cancel_futures=True)
             for kind in ("lost", "deleted"):
                 for key in self.source.store.keys(kind):
-                    self._json(key, self.source.store.read_bytes(key))
+                    self._json(key, self.source.store.read_bytes(key), self.result)
             self._drop_deleted()
             set_filesystem(self.config, self.to)
         self.progress.close()
         return self.result
 
-    def _artwork(self, aid: int) -> None:
-        record = json.loads(self.source.store.read_bytes(artwork_key(aid, RECORD)))
-        for f in record.get("files", []):
-            self._file(artwork_key(aid, f["path"]), f["size"], f["sha256"])
-        self._json(artwork_key(aid, RAW), self.source.store.read_bytes(artwork_key(aid, RAW)))
-        self._json(artwork_key(aid, RECORD), self.source.store.read_bytes(artwork_key(aid, RECORD)))
-        self.result.works += 1
+    def _artwork(self, aid: int) -> MigrateResult:
+        """Copy one work (in a worker thread); what was done is returned."""
+        done = MigrateResult(works=1)
+        record_bytes = self.source.store.read_bytes(artwork_key(aid, RECORD))
+        for f in json.loads(record_bytes).get("files", []):
+            self._file(artwork_key(aid, f["path"]), f["size"], f["sha256"], done)
+        self._json(artwork_key(aid, RAW), self.source.store.read_bytes(artwork_key(aid, RAW)), done)
+        self._json(artwork_key(aid, RECORD), record_bytes, done)
+        return done
 
     def _present(self, key: str, size: int, sha256: str) -> bool:
         """Already in the target, whole: by recorded SHA-256 (bucket) or by
@@ -89,9 +104,9 @@ class Migration:
         assert isinstance(self.target, LocalStore)
         return digest_file(self.target.path(key)).sha256 == sha256
 
-    def _file(self, key: str, size: int, sha256: str) -> None:
+    def _file(self, key: str, size: int, sha256: str, done: MigrateResult) -> None:
         if self._present(key, size, sha256):
-            self.result.skipped += 1
+            done.skipped += 1
             return
         source = self.source.store
         if isinstance(source, LocalStore):
@@ -108,20 +123,19 @@ class Migration:
                 self.target.put_file(key, tmp, size, sha256)
             finally:
                 tmp.unlink(missing_ok=True)
-        self.result.copied += 1
-        self.result.bytes += size
-        self.progress.file_done(size)
+        done.copied += 1
+        done.bytes += size
 
-    def _json(self, key: str, data: bytes) -> None:
+    def _json(self, key: str, data: bytes, done: MigrateResult) -> None:
         sha = hashlib.sha256(data).hexdigest()
         if self._present(key, len(data), sha):
-            self.result.skipped += 1
+            done.skipped += 1
             return
         self.target.write_bytes(key, data)
         if not self._present(key, len(data), sha):
             raise PbeError(f"{key}: written to {self.target.describe()} but does not read back the same")
-        self.result.copied += 1
-        self.result.bytes += len(data)
+        done.copied += 1
+        done.bytes += len(data)
 
     def _drop_deleted(self) -> None:
         """Works the target still has from before but that were deleted

@@ -55,6 +55,17 @@ def write_atomic(path: Path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def discard(path: Path, trash: Path) -> None:
+    """Remove a folder without ever showing it half-deleted: one rename
+    out of sight, then the slow part."""
+    if not path.exists():
+        return
+    trash.mkdir(parents=True, exist_ok=True)
+    target = trash / f"{path.name}.{uuid.uuid4().hex}"
+    os.rename(path, target)
+    shutil.rmtree(target, ignore_errors=True)
+
+
 class LocalHandle:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -110,14 +121,7 @@ class LocalStore:
         self.path(key).unlink(missing_ok=True)
 
     def delete_tree(self, prefix: str) -> None:
-        """Remove a folder without ever showing it half-deleted."""
-        path = self.path(prefix)
-        if not path.exists():
-            return
-        self.trash.mkdir(parents=True, exist_ok=True)
-        target = self.trash / f"{path.name}.{uuid.uuid4().hex}"
-        os.rename(path, target)
-        shutil.rmtree(target, ignore_errors=True)
+        discard(self.path(prefix), self.trash)
 
     def keys(self, prefix: str) -> Iterator[str]:
         """Every file under ``prefix`` (temporary files excluded), sorted."""

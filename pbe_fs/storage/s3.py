@@ -22,6 +22,7 @@ import errno
 import hashlib
 import logging
 import re
+import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +40,7 @@ PART = 8 << 20  # multipart above this, in parts of this size
 _READAHEAD = 16  # blocks fetched ahead of a sequential reader
 _RECENT = 3  # blocks kept in memory per open file, for the reads that asked for them
 _SKIP = 4  # cached blocks a stream reads through rather than start another GET after them
+_CLOSE_WAIT = 5.0  # seconds close() waits for a block in flight
 _FIRST_AHEAD = 4  # ... and of a first read at offset 0, in the same GET (a whole original, usually)
 _MD5_ETAG = re.compile(r'^"?([0-9a-f]{32})(-\d+)?"?$')
 
@@ -237,7 +239,6 @@ class S3Store:
         """Upload a complete local folder as ``prefix``; the ``last`` files go
         in that order after all others, and objects the folder no longer has
         are removed after that. ``src`` is deleted once all is in."""
-        import shutil
         files = sorted(p for p in src.rglob("*") if p.is_file())
         rel = {p: p.relative_to(src).as_posix() for p in files}
         order = [p for p in files if rel[p] not in last] + [src / name for name in last if (src / name).is_file()]
@@ -445,8 +446,13 @@ class S3Handle:
     def close(self) -> None:
         with self._cond:
             self._closed = True
-            busy = self._worker is not None
+            worker = self._worker
             self._cond.notify_all()
-        if not busy:  # otherwise the worker closes it on its way out
+        if worker is None:
             self._close_body()
             self.entry.close()
+            return
+        # The worker stops after the block in hand and closes the entry on its
+        # way out; waiting for it (a block at most) puts a block just served
+        # from memory into the cache before the next open looks for it.
+        worker.join(timeout=_CLOSE_WAIT)
