@@ -182,7 +182,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
     cfg = _load(args)
     source = Archive.open(cfg).describe()
-    result = migrate(cfg, args.to, Progress(enabled=False if args.no_progress else None))
+    result = migrate(cfg, args.to, Progress(enabled=False if args.no_progress else None, desc="migrate"))
     log.info("migrated %s to %s: %s, all verified", source, Archive.open(cfg).describe(), result.describe())
     log.info("config.json now says \"filesystem\": \"%s\"%s", args.to,
              f"; the copy at {source} is left as it was: remove it when you no longer want it" if args.to == "s3"
@@ -289,7 +289,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     for finding in findings:
         print(finding.line())
     if args.repair and any(f.check == "files" and not f.ok for f in findings):
-        result = Syncer(cfg, _client(cfg), full=True).run()
+        result = Syncer(cfg, _client(cfg), full=True, deep=True).run()
         log.info("repair: %s", result.describe())
         findings = [f for f in findings if f.check not in ("index", "files")] + check_archive(Archive.open(cfg))
         for finding in findings:

@@ -27,7 +27,7 @@ def human_bytes(n: float) -> str:
 class Progress:
     """Counts works, files and bytes; shows them at a bounded rate."""
 
-    def __init__(self, enabled: bool | None = None, interval: float = 10.0) -> None:
+    def __init__(self, enabled: bool | None = None, interval: float = 10.0, desc: str = "sync") -> None:
         self.works_total = 0
         self.works = 0
         self.files = 0
@@ -40,7 +40,7 @@ class Progress:
         if tty:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=0, unit="work", desc="sync", dynamic_ncols=True, leave=False, file=sys.stderr)
+            self._bar = tqdm(total=0, unit="work", desc=desc, dynamic_ncols=True, leave=False, file=sys.stderr)
             _active.append(self._bar)
 
     def _rate(self) -> float:

@@ -99,9 +99,10 @@ def _temp_name(temp: Path, artwork_id: int) -> Path:
 class Syncer:
     """One sync run over one archive."""
 
-    def __init__(self, config: Config, client: PixivClient, *, full: bool = False,
+    def __init__(self, config: Config, client: PixivClient, *, full: bool = False, deep: bool | None = None,
                  progress: Progress | None = None, stop: threading.Event | None = None) -> None:
         self.config = config
+        self.deep = deep  # --full: read every byte of every file (None: on a folder yes, in a bucket no)
         self.settings = config.settings
         self.client = client
         self.full = full
@@ -393,7 +394,7 @@ class Syncer:
         sizes added to the config since are fetched."""
         # A bucket keeps each object's SHA-256 and checks uploads itself:
         # reading the whole bucket back on every --full is for `doctor`.
-        deep = self.archive.store.kind == "local"
+        deep = self.archive.store.kind == "local" if self.deep is None else self.deep
         for (aid,) in self.db.execute("SELECT id FROM artworks ORDER BY seq").fetchall():
             record, raw = self.archive.read_artwork(aid)
             specs = []

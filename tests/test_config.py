@@ -57,6 +57,11 @@ def test_minimal_file_gets_defaults(tmp_path: Path) -> None:
     ('{"pixiv": {"refresh": "r", "api_host": "ftp://x"}}', "pixiv.api_host: must start with http"),
     ('{"pixiv": {"refresh": 5}}', "pixiv.refresh: input should be a valid string"),
     ('{"pixiv": {"refresh": "r"}, "filesystem": "remote"}', "filesystem: 'remote' is not one of"),
+    ('{"pixiv": {"refresh": "r"}, "filesystem": "s3"}', 'filesystem_options.bucket: required when filesystem is "s3"'),
+    ('{"pixiv": {"refresh": "r"}, "filesystem": "s3", "filesystem_options": {"bucket": "My_Bucket"}}',
+     "filesystem_options.bucket: not a valid bucket name"),
+    ('{"pixiv": {"refresh": "r"}, "filesystem_options": {"proxy": "maybe"}}', "filesystem_options.proxy: "),
+    ('{"pixiv": {"refresh": "r"}, "cache": {"read_max_gb": 0}}', "cache.read_max_gb: input should be greater than 0"),
 ])
 def test_bad_config_is_one_line_exit_2(tmp_path: Path, text: str, expected: str) -> None:
     path = tmp_path / "config.json"

@@ -347,3 +347,49 @@ def test_read_cache_flags_are_only_ever_set(tmp_path) -> None:
     assert second.has(0)  # ...never clears what is known to be there
     first.close()
     second.close()
+
+
+def test_daemon_syncs_into_a_bucket_and_serves_it(weed, fake, tmp_path) -> None:
+    """`pbe-fs run` on an S3 archive: first sync, WebDAV and the mount, clean stop."""
+    from tests.test_daemon import get_json, wait
+
+    bucket = weed.bucket("daemon")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    config = s3_config(tmp_path, fake, weed.endpoint, bucket, sync={"sizes": ["original"]},
+                       webdav={"port": 0}, mount={"path": str(mnt)})
+    log = tmp_path / "run.log"
+    proc = subprocess.Popen([sys.executable, "-m", "pbe_fs.cli", "-c", str(config), "run"],
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+    try:
+        assert wait(lambda: "serving WebDAV at" in log.read_text() and os.path.ismount(mnt)), log.read_text()
+        url = re.search(r"serving WebDAV at (http://[\d.:]+)/", log.read_text()).group(1)
+        ids = expected_ids(fake)
+        assert wait(lambda: get_json(url + "/_pbe/status")["artworks"] == len(ids), 60), log.read_text()
+        assert_bucket_exact(weed, bucket, fake, ids)
+        jpg = fake.file_bytes_for(93012350, page=4)
+        assert _get(f"{url}/by-id/93012350/93012350_p4.jpg")[2] == jpg
+        assert (mnt / "by-id" / "93012350" / "93012350_p4.jpg").read_bytes() == jpg
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, log.read_text()
+        unmounted = not os.path.ismount(mnt)
+        if not unmounted:
+            subprocess.run(["fusermount3", "-uz", str(mnt)], check=False)
+    assert unmounted and "Traceback" not in log.read_text()
+
+
+def test_doctor_reads_every_object_and_repairs_it(weed, tmp_path) -> None:
+    bucket = weed.bucket("doctored")
+    with FakePixiv() as fake:
+        config = s3_config(tmp_path, fake, weed.endpoint, bucket, sync={"sizes": ["original"]})
+        pbe(config, "sync", "--no-progress", check=True)
+        key = f"{PREFIX}/artworks/93012350/93012350_p1.jpg"
+        good = weed.get(bucket, key)
+        weed.client.put_object(Bucket=bucket, Key=key, Body=bytes(len(good)))  # same size, no recorded SHA-256
+        report = pbe(config, "doctor")
+        assert report.returncode == 1 and "93012350/93012350_p1.jpg (SHA-256 differs)" in report.stdout, report.stdout
+        pbe(config, "doctor", "--repair", check=False)
+        assert weed.get(bucket, key) == good
+        assert "files match their size and SHA-256" in pbe(config, "doctor").stdout

@@ -59,6 +59,8 @@ class Store(Protocol):
 
     def get_file(self, key: str, dest: Path) -> None: ...
 
+    def sha256(self, key: str) -> str: ...  # of every byte, read past any cache
+
     def url(self, key: str, expires: int) -> str | None: ...
 
 

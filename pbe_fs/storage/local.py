@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import shutil
 import uuid
@@ -152,6 +153,13 @@ class LocalStore:
 
     def open(self, key: str, size: int, version: str = "") -> LocalHandle:
         return LocalHandle(self.path(key))
+
+    def sha256(self, key: str) -> str:
+        digest = hashlib.sha256()
+        with open(self.path(key), "rb") as fh:
+            while chunk := fh.read(_CHUNK):
+                digest.update(chunk)
+        return digest.hexdigest()
 
     def get_file(self, key: str, dest: Path) -> None:
         shutil.copyfile(self.path(key), dest)

@@ -257,6 +257,16 @@ class S3Store:
             for chunk in body.iter_chunks(BLOCK):
                 fh.write(chunk)
 
+    def sha256(self, key: str) -> str:
+        """Every byte streamed and hashed, not through the read cache (a
+        `doctor` pass over the whole bucket would only churn it)."""
+        digest = hashlib.sha256()
+        body = self._call("GET", self.client.get_object, Key=self._k(key))["Body"]
+        with body:
+            for chunk in body.iter_chunks(BLOCK):
+                digest.update(chunk)
+        return digest.hexdigest()
+
     def open(self, key: str, size: int, version: str = "") -> S3Handle:
         return S3Handle(self, key, size, version)
 
