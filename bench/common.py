@@ -80,6 +80,15 @@ def build(base: Path, works: int) -> tuple[Path, int, int]:
 
 
 
+def read_all(path: Path) -> int:
+    """Read a file front to back in 1 MiB reads, as a copy would."""
+    with open(path, "rb", buffering=0) as fh:
+        total = 0
+        while chunk := fh.read(1 << 20):
+            total += len(chunk)
+        return total
+
+
 def timed(fn, repeat: int = 1) -> float:
     """Median wall time of fn over repeat runs."""
     times = []

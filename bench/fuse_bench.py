@@ -37,7 +37,7 @@ from pbe_fs.render.cache import Cache  # noqa: E402
 from pbe_fs.storage.local import LocalStore  # noqa: E402
 from tests.conftest import Mount  # noqa: E402
 
-from common import build, report, timed  # noqa: E402
+from common import build, read_all, report, timed  # noqa: E402
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
@@ -49,14 +49,6 @@ def drop_caches() -> None:
     os.sync()
     Path("/proc/sys/vm/drop_caches").write_text("1\n")
 
-
-
-def read_all(path: Path) -> int:
-    with open(path, "rb", buffering=0) as fh:
-        total = 0
-        while chunk := fh.read(1 << 20):
-            total += len(chunk)
-        return total
 
 
 def main() -> None:

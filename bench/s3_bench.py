@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from tests.conftest import Mount  # noqa: E402
 from tests.s3rig import SeaweedS3  # noqa: E402
 
-from common import BIG, _jpeg, _padded, build, report  # noqa: E402
+from common import BIG, _jpeg, _padded, build, read_all, report  # noqa: E402
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
@@ -44,14 +44,6 @@ def forget(path: Path) -> None:
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
     finally:
         os.close(fd)
-
-
-def read_all(path: Path) -> int:
-    with open(path, "rb", buffering=0) as fh:
-        total = 0
-        while chunk := fh.read(1 << 20):
-            total += len(chunk)
-        return total
 
 
 def best(fn, repeat: int) -> float:

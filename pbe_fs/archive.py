@@ -38,7 +38,7 @@ from PIL import Image
 
 from .errors import LockedError
 from .storage import Store, open_store
-from .storage.local import discard, fsync_dir, move_into, write_atomic
+from .storage.local import LocalStore, discard, fsync_dir, move_into, write_atomic
 
 if TYPE_CHECKING:
     from .config import Config
@@ -157,9 +157,8 @@ def artwork_key(artwork_id: int, path: str = "") -> str:
 
 def artwork_ids(store: Store) -> Iterator[int]:
     """Ids of complete artwork folders (those holding a record)."""
-    root = getattr(store, "root", None)
-    if root is not None:  # a folder: one scandir, not a walk of every file
-        base = root / "artworks"
+    if isinstance(store, LocalStore):  # a folder: one scandir, not a walk of every file
+        base = store.root / "artworks"
         if base.is_dir():
             with os.scandir(base) as entries:
                 for entry in entries:

@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from . import artwork, illust
-from .archive import RECORD_FORMAT, Archive, DamagedFile, Digest, StoredFile, digest_file, move_into, probe, write_json
+from .archive import (RECORD_FORMAT, Archive, DamagedFile, Digest, StoredFile, artwork_key, digest_file, move_into, probe,
+                      write_json)
 from .config import Config
 from .errors import PbeError
 from .illust import FileSpec
@@ -44,6 +45,8 @@ from .index import Index
 from .pixiv import NotFound, PixivClient
 from .progress import Progress
 from .render.cache import Cache
+from .storage import Store
+from .storage.local import StagingStore
 
 log = logging.getLogger("pbe_fs.sync")
 
@@ -460,6 +463,12 @@ class Syncer:
                     log.warning("%d: could not prepare its PDF or animation: %s", aid, exc)
             self._prepared.clear()
 
+    def _prepare(self, aid: int, store: Store, record: dict[str, Any], raw: dict[str, Any]) -> None:
+        try:
+            artwork.prepare(store, record, raw, self.cache, self.settings.display.artwork.image)
+        except Exception as exc:  # a view can still make it on first need
+            log.warning("%d: could not prepare its PDF or animation: %s", aid, exc)
+
     def _fetch(self, job: _Job, spec: FileSpec) -> StoredFile:
         """Runs in a download thread: get one file into the job's folder."""
         dest = job.folder / spec.path
@@ -540,14 +549,17 @@ class Syncer:
         }
         write_json(job.folder / "pixiv.json", raw)
         write_json(job.folder / "pbe.json", record)
+        top = self.settings.display.artwork.image
+        remote = self.archive.store.blocking
+        if remote:  # render from the local copies now, rather than download them again after the upload
+            self._prepare(job.id, StagingStore(job.folder, artwork_key(job.id)), record, raw)
         self.archive.publish(job.id)
         self._index_artwork(record, raw)
         self.archive.remove_side("lost", job.id)
         self.archive.remove_side("deleted", job.id)
         self.result.new += 1
         log.debug("archived %d (%d files)", job.id, len(files))
-        if self._pool is not None:
-            top = self.settings.display.artwork.image
+        if self._pool is not None and not remote:
             self._prepared.append((job.id, self._pool.submit(artwork.prepare, self.archive.store, record, raw,
                                                              self.cache, top)))
 

@@ -227,6 +227,7 @@ def test_kill_during_upload_then_resume(weed, tmp_path) -> None:
     bucket = weed.bucket("killed")
     proxy = Proxy(weed.endpoint)
     with FakePixiv() as fake:
+        fake.add(Work(BIG, "big noise", (7, "n", "n"), ext="png", size=(1800, 1300), noise=True))
         config = s3_config(tmp_path, fake, proxy.endpoint, bucket, sync={"concurrency": 2})
         proxy.delay = 0.02  # slow uploads, so the kill lands in the middle of them
         proc = subprocess.Popen([sys.executable, "-m", "pbe_fs.cli", "-c", str(config), "sync", "--no-progress"],
@@ -248,8 +249,12 @@ def test_kill_during_upload_then_resume(weed, tmp_path) -> None:
             index.close()
         assert {str(a) for a in indexed} <= {k.split("/")[-2] for k in records}
         proxy.delay = 0
+        before = proxy.down
         pbe(config, "sync", "--no-progress", check=True)
         assert_bucket_exact(weed, bucket, fake, expected_ids(fake))
+        uploaded = sum(len(v) for v in bucket_files(weed, bucket).values())
+        # PDFs and animations were made from the local copies: nothing came back down but answers
+        assert proxy.down - before < 1_000_000 < 9_000_000 < uploaded, (proxy.down - before, uploaded)
         assert not list((tmp_path / "state/.pbe/incoming").iterdir())
     proxy.close()
 

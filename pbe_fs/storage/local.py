@@ -166,3 +166,19 @@ class LocalStore:
 
     def url(self, key: str, expires: int) -> str | None:
         return None
+
+
+class StagingStore(LocalStore):
+    """A work still in ``.pbe/incoming/<id>`` seen under its archive keys
+    (``artworks/<id>/...``): the sync renders a work's PDFs and animations
+    from these local files before uploading it, instead of downloading the
+    images again from the bucket."""
+
+    def __init__(self, folder: Path, prefix: str) -> None:
+        super().__init__(folder)
+        self.prefix = prefix.rstrip("/") + "/"
+
+    def path(self, key: str) -> Path:
+        if not key.startswith(self.prefix):
+            raise FileNotFoundError(errno.ENOENT, f"{key} is not part of this work")
+        return self.root / key[len(self.prefix):]

@@ -25,6 +25,7 @@ import re
 import shutil
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("pbe_fs.s3")
 
 PART = 8 << 20  # multipart above this, in parts of this size
+_UPLOADS = 8  # a work's files uploaded at once
 _READAHEAD = 16  # blocks fetched ahead of a sequential reader
 _RECENT = 3  # blocks kept in memory per open file, for the reads that asked for them
 _SKIP = 4  # cached blocks a stream reads through rather than start another GET after them
@@ -239,13 +241,19 @@ class S3Store:
         """Upload a complete local folder as ``prefix``; the ``last`` files go
         in that order after all others, and objects the folder no longer has
         are removed after that. ``src`` is deleted once all is in."""
-        files = sorted(p for p in src.rglob("*") if p.is_file())
-        rel = {p: p.relative_to(src).as_posix() for p in files}
-        order = [p for p in files if rel[p] not in last] + [src / name for name in last if (src / name).is_file()]
+        names = sorted(p.relative_to(src).as_posix() for p in src.rglob("*") if p.is_file())
         before = set(self.keys(prefix))
-        for path in order:
-            self.put_file(f"{prefix}/{rel[path]}", path, path.stat().st_size)
-        stale = before - {f"{prefix}/{r}" for r in rel.values()}
+
+        def put(name: str) -> None:
+            self.put_file(f"{prefix}/{name}", src / name, (src / name).stat().st_size)
+
+        # Each upload waits on round trips: a work's files go up together...
+        with ThreadPoolExecutor(_UPLOADS, thread_name_prefix="upload") as pool:
+            list(pool.map(put, [n for n in names if n not in last]))
+        for name in last:  # ...and its records after them, in order
+            if name in names:
+                put(name)
+        stale = before - {f"{prefix}/{n}" for n in names}
         for key in sorted(stale):
             self.delete(key)
         shutil.rmtree(src, ignore_errors=True)
