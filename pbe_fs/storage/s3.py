@@ -40,10 +40,10 @@ log = logging.getLogger("pbe_fs.s3")
 PART = 8 << 20  # multipart above this, in parts of this size
 _UPLOADS = 8  # a work's files uploaded at once
 _READAHEAD = 16  # blocks fetched ahead of a sequential reader
+_FIRST_AHEAD = 4  # ... and of a first read at offset 0 (a whole original, usually)
 _RECENT = 3  # blocks kept in memory per open file, for the reads that asked for them
 _SKIP = 4  # cached blocks a stream reads through rather than start another GET after them
 _CLOSE_WAIT = 5.0  # seconds close() waits for a block in flight
-_FIRST_AHEAD = 4  # ... and of a first read at offset 0, in the same GET (a whole original, usually)
 _MD5_ETAG = re.compile(r'^"?([0-9a-f]{32})(-\d+)?"?$')
 
 
@@ -317,8 +317,8 @@ class S3Handle:
         self._closed = False
         self._body: Any = None
         self._body_block = self._body_end = 0
-        self._recent: dict[int, bytes] = {}
-        self._sequential = False  # seen reading on from where it stopped: stream to the end  # the last blocks fetched, served from memory
+        self._recent: dict[int, bytes] = {}  # the last blocks fetched, served from memory
+        self._sequential = False  # read from the start, or on from where it stopped: stream to the end
 
     def _blocks(self, offset: int, size: int) -> range:
         end = min(offset + size, self.size)
@@ -342,7 +342,7 @@ class S3Handle:
                 self._ahead = (blocks[-1] + 1, min(self.entry.blocks, blocks[-1] + 1 + _READAHEAD))
                 self._sequential = True
             self._last_end = offset + size
-            missing = [b for b in blocks if not self.entry.has(b)]
+            missing = [b for b in blocks if not (b in self._recent or self.entry.has(b))]
             if missing or self._wants_ahead():
                 self._demand.update(missing)
                 self._start()
