@@ -38,13 +38,13 @@ from PIL import Image
 
 from .errors import LockedError
 from .storage import Store, open_store
-from .storage.local import LocalStore, discard, fsync_dir, move_into, write_atomic
+from .storage.local import LocalStore, discard, move_into, write_atomic
 
 if TYPE_CHECKING:
     from .config import Config
 
-__all__ = ["Archive", "ArchiveLock", "StoredFile", "Digest", "DamagedFile", "digest_file", "probe", "read_json",
-           "write_json", "move_into", "fsync_dir", "artwork_key", "artwork_ids"]
+__all__ = ["Archive", "ArchiveLock", "StoredFile", "Digest", "DamagedFile", "digest_file", "probe", "write_json",
+           "move_into", "artwork_key", "artwork_ids"]
 
 RECORD = "pbe.json"
 RAW = "pixiv.json"
@@ -140,11 +140,6 @@ def probe(path: Path, kind: str) -> tuple[int, int, str, str]:
 def write_json(path: Path, data: Any) -> None:
     """Write a local JSON file so that readers see the old one or the new one."""
     write_atomic(path, dumps(data))
-
-
-def read_json(path: Path) -> Any:
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
 
 
 def dumps(data: Any) -> bytes:
