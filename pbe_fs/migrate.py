@@ -1,7 +1,8 @@
 """`pbe-fs migrate --to s3|local`: copy the archive to the other store.
 
-Works are copied one at a time, their files first and ``pbe.json`` last, so
-the target never holds a work that looks complete and is not. Every object
+Works are copied several at a time, each with its files first and
+``pbe.json`` last, so the target never holds a work that looks complete and
+is not. Every object
 is verified on arrival (S3: Content-MD5, ETag and size; a folder: SHA-256
 of the bytes written), and objects already in the target with the same
 size and SHA-256 are skipped: a migration that was interrupted resumes
@@ -78,7 +79,7 @@ class Migration:
             for kind in ("lost", "deleted"):
                 for key in self.source.store.keys(kind):
                     self._json(key, self.source.store.read_bytes(key), self.result)
-            self._drop_deleted()
+            self._drop_deleted(set(ids))
             set_filesystem(self.config, self.to)
         self.progress.close()
         return self.result
@@ -99,10 +100,7 @@ class Migration:
         found = self.target.stat(key)
         if found is None or found[0] != size:
             return False
-        if found[1]:
-            return found[1] == sha256
-        assert isinstance(self.target, LocalStore)
-        return digest_file(self.target.path(key)).sha256 == sha256
+        return (found[1] or self.target.sha256(key)) == sha256
 
     def _file(self, key: str, size: int, sha256: str, done: MigrateResult) -> None:
         if self._present(key, size, sha256):
@@ -137,12 +135,10 @@ class Migration:
         done.copied += 1
         done.bytes += len(data)
 
-    def _drop_deleted(self) -> None:
+    def _drop_deleted(self, have: set[int]) -> None:
         """Works the target still has from before but that were deleted
         from the archive since (they have a tombstone) go from the target."""
-        have = set(self.source.artwork_ids())
-        tombstones = {int(k.rsplit("/", 1)[1][:-5]) for k in self.source.store.keys("deleted")
-                      if k.endswith(".json") and k.rsplit("/", 1)[1][:-5].isdigit()}
+        tombstones = {int(data["id"]) for data in self.source.side_records("deleted")}
         for aid in sorted(set(artwork_ids(self.target)) - have):
             if aid in tombstones:
                 self.target.delete_tree(artwork_key(aid))

@@ -119,7 +119,7 @@ class Syncer:
         self._walk_complete = True
         self._found = 0
         self._pool: ThreadPoolExecutor | None = None
-        self._prepared: list[tuple[int, Future[None]]] = []
+        self._prepared: list[Future[None]] = []
         self.cache = Cache(config.cache_path, int(self.settings.cache.max_gb * 1e9))
 
     # -- entry point -----------------------------------------------------------
@@ -456,14 +456,13 @@ class Syncer:
                     if job.outstanding == 0:
                         self._finish(job)
             self._pool = None
-            for aid, future in self._prepared:
-                try:
-                    future.result()
-                except Exception as exc:  # a view can still make it on first need
-                    log.warning("%d: could not prepare its PDF or animation: %s", aid, exc)
+            for future in self._prepared:
+                future.result()
             self._prepared.clear()
 
     def _prepare(self, aid: int, store: Store, record: dict[str, Any], raw: dict[str, Any]) -> None:
+        """Make a new work's PDFs and animations; a failure only costs a
+        render on first listing, so it is logged, not raised."""
         try:
             artwork.prepare(store, record, raw, self.cache, self.settings.display.artwork.image)
         except Exception as exc:  # a view can still make it on first need
@@ -549,7 +548,6 @@ class Syncer:
         }
         write_json(job.folder / "pixiv.json", raw)
         write_json(job.folder / "pbe.json", record)
-        top = self.settings.display.artwork.image
         remote = self.archive.store.blocking
         if remote:  # render from the local copies now, rather than download them again after the upload
             self._prepare(job.id, StagingStore(job.folder, artwork_key(job.id)), record, raw)
@@ -560,8 +558,7 @@ class Syncer:
         self.result.new += 1
         log.debug("archived %d (%d files)", job.id, len(files))
         if self._pool is not None and not remote:
-            self._prepared.append((job.id, self._pool.submit(artwork.prepare, self.archive.store, record, raw,
-                                                             self.cache, top)))
+            self._prepared.append(self._pool.submit(self._prepare, job.id, self.archive.store, record, raw))
 
     def _commit_repair(self, job: _Job) -> None:
         for stored in job.stored.values():  # each file replaced whole, then the record

@@ -259,20 +259,23 @@ class S3Store:
         shutil.rmtree(src, ignore_errors=True)
 
     # -- reads ---------------------------------------------------------------------
-    def get_file(self, key: str, dest: Path) -> None:
+    def _chunks(self, key: str) -> Iterator[bytes]:
+        """A whole object, streamed past the read cache."""
         body = self._call("GET", self.client.get_object, Key=self._k(key))["Body"]
-        with body, open(dest, "wb") as fh:
-            for chunk in body.iter_chunks(BLOCK):
+        with body:
+            yield from body.iter_chunks(BLOCK)
+
+    def get_file(self, key: str, dest: Path) -> None:
+        with open(dest, "wb") as fh:
+            for chunk in self._chunks(key):
                 fh.write(chunk)
 
     def sha256(self, key: str) -> str:
-        """Every byte streamed and hashed, not through the read cache (a
-        `doctor` pass over the whole bucket would only churn it)."""
+        """Every byte hashed, not through the read cache (a `doctor` pass
+        over the whole bucket would only churn it)."""
         digest = hashlib.sha256()
-        body = self._call("GET", self.client.get_object, Key=self._k(key))["Body"]
-        with body:
-            for chunk in body.iter_chunks(BLOCK):
-                digest.update(chunk)
+        for chunk in self._chunks(key):
+            digest.update(chunk)
         return digest.hexdigest()
 
     def open(self, key: str, size: int, version: str = "") -> S3Handle:
