@@ -11,6 +11,7 @@ Layout, in a folder (``filesystem_options.path``) or a bucket under
     artworks/<id>/large/…             reduced sizes, one folder per size
     lost/<id>.json                    bookmarked works pixiv hid before we got them
     deleted/<id>.json                 works removed with `pbe-fs delete`
+    ledger/<time>-<pid>.jsonl         append-only log of numbers, dates, gone events
     .pbe/index.sqlite3                the index (rebuildable: `pbe-fs reindex`)
     .pbe/incoming/<id>/               a work being downloaded (never shown)
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 import zipfile
@@ -36,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from .errors import LockedError
+from .errors import LockedError, NewerFormat, RecordError
 from .storage import Store, open_store
 from .storage.local import LocalStore, discard, move_into, write_atomic
 
@@ -49,6 +51,12 @@ __all__ = ["Archive", "ArchiveLock", "StoredFile", "Digest", "DamagedFile", "dig
 RECORD = "pbe.json"
 RAW = "pixiv.json"
 RECORD_FORMAT = 1
+# What a record must hold, with the type each field must have, to be trusted.
+_RECORD_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "id": int, "seq": int, "restrict": str, "archived_at": str, "files": list, "history": list}
+_FILE_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "path": str, "role": str, "page": int, "size": int, "crc32": int, "sha256": str, "width": int, "height": int,
+    "format": str}
 _CHUNK = 1 << 20
 
 
@@ -150,6 +158,41 @@ def artwork_key(artwork_id: int, path: str = "") -> str:
     return f"artworks/{artwork_id}/{path}" if path else f"artworks/{artwork_id}"
 
 
+def check_record(artwork_id: int, record: Any) -> dict[str, Any]:
+    """``record`` if it is a whole, current pbe.json of ``artwork_id``;
+    otherwise RecordError saying what is wrong (NewerFormat for a record a
+    newer pbe-fs wrote, which this one must not misread)."""
+    where = artwork_key(artwork_id, RECORD)
+    if not isinstance(record, dict):
+        raise RecordError(f"{where}: not a JSON object")
+    if isinstance(record.get("format"), int) and record["format"] > RECORD_FORMAT:
+        raise NewerFormat(f"{where} is record format {record['format']}; this pbe-fs reads up to "
+                          f"{RECORD_FORMAT}: upgrade pbe-fs")
+    for name, kind in _RECORD_FIELDS.items():
+        if not isinstance(record.get(name), kind) or isinstance(record.get(name), bool):
+            raise RecordError(f"{where}: field {name!r} missing or not a {getattr(kind, '__name__', kind)}")
+    if record["id"] != artwork_id:
+        raise RecordError(f"{where}: holds the record of {record['id']}")
+    for f in record["files"]:
+        if not isinstance(f, dict) or any(not isinstance(f.get(k), t) for k, t in _FILE_FIELDS.items()):
+            raise RecordError(f"{where}: a file entry is incomplete")
+        if f["path"].startswith("/") or ".." in f["path"].split("/"):
+            raise RecordError(f"{where}: file path {f['path']!r} leaves the work's folder")
+    if any(not isinstance(h, dict) or not isinstance(h.get("at"), str) or not isinstance(h.get("event"), str)
+           for h in record["history"]):
+        raise RecordError(f"{where}: a history entry is incomplete")
+    return record
+
+
+def _load_json(store: Store, key: str) -> Any:
+    try:
+        return json.loads(store.read_bytes(key))
+    except FileNotFoundError:
+        raise RecordError(f"{key}: missing") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise RecordError(f"{key}: not valid JSON ({type(exc).__name__})") from None
+
+
 def artwork_ids(store: Store) -> Iterator[int]:
     """Ids of complete artwork folders (those holding a record)."""
     if isinstance(store, LocalStore):  # a folder: one scandir, not a walk of every file
@@ -207,9 +250,41 @@ class Archive:
         return self.store.exists(artwork_key(artwork_id, RECORD))
 
     def read_artwork(self, artwork_id: int) -> tuple[dict[str, Any], dict[str, Any]]:
-        """(record, raw) of an archived work."""
-        return (json.loads(self.store.read_bytes(artwork_key(artwork_id, RECORD))),
-                json.loads(self.store.read_bytes(artwork_key(artwork_id, RAW))))
+        """(record, raw) of an archived work; RecordError when either cannot
+        be trusted as it is (see ``recovery.salvage`` for what then)."""
+        record = check_record(artwork_id, _load_json(self.store, artwork_key(artwork_id, RECORD)))
+        return record, self.read_raw(artwork_id)
+
+    def read_raw(self, artwork_id: int) -> dict[str, Any]:
+        raw = _load_json(self.store, artwork_key(artwork_id, RAW))
+        if not isinstance(raw, dict):
+            raise RecordError(f"{artwork_key(artwork_id, RAW)}: not a JSON object")
+        return raw
+
+    def work_folders(self) -> Iterator[int]:
+        """Ids of every artwork folder that holds any file, record or not:
+        a work whose record was lost is still a work while its files exist."""
+        if isinstance(self.store, LocalStore):
+            base = self.store.root / "artworks"
+            if base.is_dir():
+                with os.scandir(base) as entries:
+                    for entry in entries:
+                        if entry.name.isdigit() and entry.is_dir(follow_symlinks=False) and any(os.scandir(entry.path)):
+                            yield int(entry.name)
+            return
+        last = None
+        for key in self.store.keys("artworks"):
+            part = key.split("/")[1] if key.count("/") >= 2 else ""
+            if part.isdigit() and part != last:
+                last = part
+                yield int(part)
+
+    def file_keys(self, artwork_id: int) -> list[str]:
+        """Paths (relative to the work's folder) of its files other than the
+        record and the raw JSON."""
+        prefix = artwork_key(artwork_id) + "/"
+        return [k[len(prefix):] for k in self.store.keys(artwork_key(artwork_id))
+                if k.startswith(prefix) and k[len(prefix):] not in (RECORD, RAW)]
 
     def artwork_ids(self) -> Iterator[int]:
         return artwork_ids(self.store)
@@ -267,16 +342,30 @@ class Archive:
     def remove_side(self, kind: str, artwork_id: int) -> None:
         self.store.delete(f"{kind}/{artwork_id}.json")
 
-    def side_records(self, kind: str) -> Iterator[dict[str, Any]]:
+    def side_records(self, kind: str, problems: list[str] | None = None) -> Iterator[dict[str, Any]]:
+        """Every ``lost/`` or ``deleted/`` record; one that cannot be read is
+        skipped and named in ``problems``, never a crash."""
         for key in self.store.keys(kind):
             name = key.rsplit("/", 1)[-1]
             if name.endswith(".json") and name[:-5].isdigit() and key.count("/") == 1:
-                yield json.loads(self.store.read_bytes(key))
+                try:
+                    data = _load_json(self.store, key)
+                    if not isinstance(data, dict) or data.get("id") != int(name[:-5]):
+                        raise RecordError(f"{key}: not a {kind} record")
+                    if kind == "deleted" and not isinstance(data.get("seq"), int):
+                        raise RecordError(f"{key}: no ingress number")
+                except RecordError as exc:
+                    if problems is not None:
+                        problems.append(str(exc))
+                    continue
+                yield data
 
     # -- locking -------------------------------------------------------------
-    def lock(self) -> ArchiveLock:
+    def lock(self, *, wait: str = "") -> ArchiveLock:
+        """The archive's writer lock. ``wait``: block until it is free, after
+        one log line saying what we wait to do; otherwise fail at once."""
         self.private.mkdir(parents=True, exist_ok=True)
-        return ArchiveLock(self.private / "sync.lock")
+        return ArchiveLock(self.private / "sync.lock", wait=wait)
 
 
 class ArchiveLock:
@@ -286,9 +375,25 @@ class ArchiveLock:
     leaves a stale lock behind.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, wait: str = "") -> None:
         self.path = path
+        self.wait = wait
         self._fd: int | None = None
+
+    def holder(self) -> int | None:
+        """The pid holding the lock now, or None when it is free."""
+        try:
+            fd = os.open(self.path, os.O_RDWR)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.read(fd, 64).decode(errors="replace").strip()
+            return int(text) if text.isdigit() else -1
+        finally:
+            os.close(fd)
+        return None
 
     def __enter__(self) -> ArchiveLock:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -296,8 +401,12 @@ class ArchiveLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
-            os.close(fd)
-            raise LockedError(f"the archive is busy: a sync, reindex or delete is running (pid {holder}); try again when it ends") from None
+            if not self.wait:
+                os.close(fd)
+                raise LockedError(f"the archive is busy: a sync, reindex or delete is running (pid {holder}); "
+                                  "try again when it ends") from None
+            logging.getLogger("pbe_fs").warning("waiting for pid %s, which holds the archive, to %s", holder, self.wait)
+            fcntl.flock(fd, fcntl.LOCK_EX)
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._fd = fd

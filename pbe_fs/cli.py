@@ -145,6 +145,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"gone       {work['id']} {work['title']!r} since {work['since']} ({work['reason']})")
     for work in data["lost"]:
         print(f"lost       {work['id']} since {work['since']} ({work['reason']}): never archived")
+    for bad in data.get("damaged", []):
+        print(f"damaged    {bad['id']}/{bad['path']} since {bad['since']} ({bad['problem']}): `pbe-fs doctor --repair`")
+    for bad in data.get("problems", []):
+        print(f"record     {bad['id']}: {bad['problem']}: `pbe-fs doctor --repair` rebuilds it")
     return 0
 
 
@@ -161,13 +165,18 @@ def cmd_reindex(args: argparse.Namespace) -> int:
     from .maintenance import reindex
 
     cfg = _load(args)
-    count = reindex(Archive.open(cfg))
-    log.info("index rebuilt: %d artworks", count)
+    report = reindex(Archive.open(cfg))
+    log.info("index rebuilt: %s", report.describe())
     return 0
 
 
 def _need_index(cfg: config_mod.Config) -> None:
+    """Readers need an index: rebuilt from the files when it was lost."""
+    from .recovery import open_index
+
     archive = Archive.open(cfg)
+    archive.store.check()
+    open_index(archive).close()
     if archive.index_path.exists():
         return
     if archive.store.kind == "s3":
@@ -281,19 +290,23 @@ def cmd_login(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from .doctor import check_archive, run_checks
+    from .doctor import check_archive, repair_records, run_checks
     from .sync import Syncer
 
     cfg = _load(args)
     findings = run_checks(cfg, _client)
     for finding in findings:
         print(finding.line())
-    if args.repair and any(f.check == "files" and not f.ok for f in findings):
-        result = Syncer(cfg, _client(cfg), full=True, deep=True).run()
-        log.info("repair: %s", result.describe())
-        findings = [f for f in findings if f.check not in ("index", "files")] + check_archive(Archive.open(cfg))
+    archive_checks = ("archive", "index", "records", "works", "files")
+    if args.repair and any(f.check in archive_checks and not f.ok for f in findings):
+        if any(f.check == "records" and not f.ok for f in findings):
+            log.info("repair: %d records rebuilt", repair_records(Archive.open(cfg)))
+        if any(f.check == "files" and not f.ok for f in findings):
+            result = Syncer(cfg, _client(cfg), full=True, deep=True).run()
+            log.info("repair: %s", result.describe())
+        findings = [f for f in findings if f.check not in archive_checks] + check_archive(Archive.open(cfg))
         for finding in findings:
-            if finding.check in ("index", "files"):
+            if finding.check in archive_checks:
                 print(finding.line())
     return 0 if all(f.ok for f in findings) else 1
 
@@ -379,11 +392,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _run_command(args: argparse.Namespace) -> Any:
+    """Run the command; if it meets a damaged index, rebuild the index from
+    the archive's files and run it once more."""
+    import sqlite3
+
+    from .index import is_corruption
+    from .recovery import after_corruption
+
+    try:
+        return args.func(args)
+    except sqlite3.DatabaseError as exc:
+        if not is_corruption(exc):
+            raise
+        after_corruption(Archive.open(config_mod.load(args.config)), exc)
+    return args.func(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose, args.quiet, args.log_format or "human")
     try:
-        return args.func(args)
+        return _run_command(args)
     except PbeError as exc:
         print(f"pbe-fs: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sqlite3
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,7 +26,8 @@ from typing import Any
 from . import config as config_mod
 from .archive import Archive
 from .errors import AuthError, ConfigError, LockedError, PbeError
-from .index import Index
+from .index import is_corruption
+from .recovery import after_corruption, open_index
 from .tree import Tree, effective_policy
 
 log = logging.getLogger("pbe_fs.daemon")
@@ -40,7 +42,7 @@ class Daemon:
         self.stop = threading.Event()
         self.wake = threading.Event()
         Archive.open(cfg).ensure()
-        Index(Archive.open(cfg).index_path).close()  # the schema, before any reader opens it
+        open_index(Archive.open(cfg)).close()  # checked (rebuilt if need be) before any reader opens it
         self.tree = Tree(cfg, nsfw)
         self.access: Any = None
         self.server: Any = None
@@ -50,14 +52,20 @@ class Daemon:
     # -- sync loop ---------------------------------------------------------------
     def _record_failure(self, message: str) -> None:
         """Make a failed sync visible in status.json and /_pbe/status."""
-        index = Index(Archive.open(self.cfg).index_path)
         try:
-            now = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
-            with index.write() as db:
-                db.execute("INSERT INTO sync_runs (started_at, finished_at, mode, status, message) VALUES (?,?,?,?,?)",
-                           (now, now, "incremental", "failed", message))
-        finally:
-            index.close()
+            index = open_index(Archive.open(self.cfg))
+            try:
+                last = index.db.execute("SELECT status, message FROM sync_runs ORDER BY id DESC LIMIT 1").fetchone()
+                if last is not None and tuple(last) == ("failed", message):
+                    return  # the sync recorded it itself
+                now = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+                with index.write() as db:
+                    db.execute("INSERT INTO sync_runs (started_at, finished_at, mode, status, message) VALUES (?,?,?,?,?)",
+                               (now, now, "incremental", "failed", message))
+            finally:
+                index.close()
+        except (sqlite3.Error, OSError, PbeError) as exc:  # a full disk: the log line is all we can leave
+            log.debug("failed sync not recorded: %s", exc)
 
     def sync_once(self) -> bool:
         from .progress import Progress
@@ -65,7 +73,7 @@ class Daemon:
 
         try:
             result = Syncer(self.cfg, self.make_client(self.cfg), progress=Progress(enabled=False),
-                            stop=self.stop).run()
+                            stop=self.stop, scrub=True).run()
             log.info("sync done: %s", result.describe())
             return True
         except AuthError as exc:
@@ -77,6 +85,14 @@ class Daemon:
         except PbeError as exc:
             log.error("sync failed: %s; will retry", exc)
             self._record_failure(str(exc))
+        except sqlite3.DatabaseError as exc:
+            if not is_corruption(exc):
+                log.exception("sync crashed; will retry")
+                return False
+            try:
+                after_corruption(Archive.open(self.cfg), exc)
+            except Exception:
+                log.exception("the index is damaged and could not be rebuilt; will retry")
         except Exception:  # a bug must not take the servers down
             log.exception("sync crashed; will retry")
         return False

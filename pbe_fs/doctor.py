@@ -13,10 +13,17 @@ import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from .archive import Archive
+import logging
+import sqlite3
+
+from . import index as index_mod, ledger as ledger_mod, recovery
+from .archive import RAW, Archive, artwork_key, dumps
 from .config import Config
-from .errors import AuthError, PbeError
+from .errors import AuthError, PbeError, RecordError
 from .index import Index
+from .recovery import open_index
+
+log = logging.getLogger("pbe_fs")
 
 _LOW_DISK = 1_000_000_000
 
@@ -43,7 +50,7 @@ def check_token(cfg: Config, make_client: Callable[[Config], object]) -> Finding
 
 def damaged_files(archive: Archive) -> Iterator[tuple[int, str, str]]:
     """(artwork id, path, what is wrong) for every file that fails its record."""
-    index = Index(archive.index_path)
+    index = open_index(archive)
     try:
         rows = index.db.execute("SELECT artwork_id, path, size, sha256 FROM files ORDER BY artwork_id, path").fetchall()
     finally:
@@ -62,21 +69,25 @@ def check_archive(archive: Archive) -> list[Finding]:
 
 
 def _check_archive(archive: Archive) -> list[Finding]:
-    if not archive.index_path.exists():
+    state, detail = index_mod.inspect(archive.index_path)
+    if state == "missing" and next(archive.work_folders(), None) is None:
         return [Finding("archive", False, f"no archive at {archive.describe()} yet: run `pbe-fs sync`")]
-    index = Index(archive.index_path)
+    findings = [check_index_file(archive)]
+    if state == "newer":
+        return findings
+    index = open_index(archive)  # rebuilt from the files first if it was missing or damaged
     try:
         indexed = index.archived_ids()
         files = index.db.execute("SELECT count(*) FROM files").fetchone()[0]
     finally:
         index.close()
-    on_disk = set(archive.artwork_ids())
-    findings = []
+    on_disk = set(archive.work_folders())
+    findings.append(check_records(archive, on_disk))
     if indexed != on_disk:
-        findings.append(Finding("index", False, f"{len(on_disk - indexed)} works on disk not indexed, "
+        findings.append(Finding("works", False, f"{len(on_disk - indexed)} works on disk not indexed, "
                                                 f"{len(indexed - on_disk)} indexed but missing: run `pbe-fs reindex`"))
     else:
-        findings.append(Finding("index", True, f"{len(indexed)} works, as on disk"))
+        findings.append(Finding("works", True, f"{len(indexed)} works, as on disk"))
     bad = list(damaged_files(archive))
     if bad:
         shown = "; ".join(f"{aid}/{path} ({why})" for aid, path, why in bad[:5])
@@ -88,11 +99,105 @@ def _check_archive(archive: Archive) -> list[Finding]:
     return findings
 
 
+def check_index_file(archive: Archive) -> Finding:
+    """The index's header and schema, then SQLite's full integrity check."""
+    state, detail = index_mod.inspect(archive.index_path)
+    if state == "newer":
+        return Finding("index", False, f"format {detail} is newer than this pbe-fs ({index_mod.SCHEMA_VERSION}): upgrade pbe-fs")
+    if state in ("missing", "damaged"):
+        return Finding("index", False, f"{state}{f' ({detail})' if detail else ''}: the next command rebuilds it from "
+                                       "the archive's files (or run `pbe-fs reindex`)")
+    if state == "older":
+        return Finding("index", True, f"format {detail}: upgraded on the next command")
+    try:
+        conn = sqlite3.connect(f"file:{archive.index_path}?mode=ro", uri=True, timeout=30)
+        try:
+            verdict = [r[0] for r in conn.execute("PRAGMA integrity_check(5)")]
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        verdict = [str(exc)]
+    if verdict != ["ok"]:
+        return Finding("index", False, f"damaged ({'; '.join(verdict)[:200]}): run `pbe-fs reindex`")
+    return Finding("index", True, f"format {index_mod.SCHEMA_VERSION}, integrity check passed")
+
+
+def record_problems(archive: Archive, ids: set[int] | None = None) -> list[str]:
+    """Every artwork record (and side record) that cannot be trusted, by name."""
+    problems: list[str] = []
+    for aid in sorted(ids if ids is not None else set(archive.work_folders())):
+        try:
+            archive.read_artwork(aid)
+        except RecordError as exc:
+            problems.append(str(exc))
+    for kind in ("deleted", "lost"):
+        for _ in archive.side_records(kind, problems):
+            pass
+    return problems
+
+
+def check_records(archive: Archive, ids: set[int]) -> Finding:
+    problems = record_problems(archive, ids)
+    if problems:
+        shown = "; ".join(problems[:3]) + (f" and {len(problems) - 3} more" if len(problems) > 3 else "")
+        return Finding("records", False, f"{len(problems)} unreadable: {shown}; "
+                                         "`pbe-fs doctor --repair` rebuilds them from what survives")
+    return Finding("records", True, f"{len(ids)} artwork records read")
+
+
+def repair_records(archive: Archive) -> int:
+    """Write back every artwork record that cannot be read, rebuilt from the
+    index, the ledger and the files (with a history event saying so)."""
+    with archive.lock(wait="repair records"):
+        index = open_index(archive, locked=True)
+        try:
+            entries = ledger_mod.fold(archive.store)
+            fixed = 0
+            for aid in sorted(archive.work_folders()):
+                try:
+                    archive.read_artwork(aid)
+                    continue
+                except RecordError as exc:
+                    problem = str(exc)
+                work = recovery.salvage(archive, aid, problem, index.db, entries.get(aid))
+                if work is None:
+                    continue
+                if not archive.store.exists(artwork_key(aid, RAW)):
+                    archive.store.write_bytes(artwork_key(aid, RAW), dumps(work.raw))
+                if not work.record.get("seq"):
+                    continue  # numbered by the next reindex, which writes it
+                archive.update_record(aid, work.record)
+                with index.write() as db:
+                    Index.put_artwork(db, work.record, work.raw)
+                    db.execute("DELETE FROM problems WHERE artwork_id = ?", (aid,))
+                log.warning("artworks/%d: record rebuilt from %s", aid, work.source)
+                fixed += 1
+        finally:
+            index.close()
+    if fixed:
+        with archive.lock(wait="rebuild the index"):
+            recovery.rebuild(archive, old=archive.index_path)  # numbers any record that had none
+    return fixed
+
+
 def check_disk(archive: Archive) -> Finding:
+    """Free space against what the next sync needs: the pending works (at the
+    archive's average size per work), plus a margin."""
     folder = archive.root if archive.root.exists() else archive.root.parent
     free = shutil.disk_usage(folder).free
-    if free < _LOW_DISK:
-        return Finding("disk", False, f"only {free / 1e9:.1f} GB free at {folder}: make room before the next sync")
+    need = 0
+    if index_mod.inspect(archive.index_path)[0] == "ok":
+        index = Index(archive.index_path)
+        try:
+            works, stored = index.db.execute("SELECT count(*), coalesce(sum(bytes), 0) FROM artworks").fetchone()
+            pending = index.db.execute("SELECT count(*) FROM pending").fetchone()[0]
+            need = pending * (stored // works if works else 5_000_000)
+        finally:
+            index.close()
+    if free < _LOW_DISK + need:
+        pending_part = f" ({need / 1e9:.1f} GB for the works waiting to be fetched)" if need else ""
+        return Finding("disk", False, f"only {free / 1e9:.1f} GB free at {folder}, below "
+                                      f"{(_LOW_DISK + need) / 1e9:.1f} GB{pending_part}: make room before the next sync")
     return Finding("disk", True, f"{free / 1e9:.0f} GB free")
 
 

@@ -13,6 +13,8 @@ readers poll to learn that something changed.
 from __future__ import annotations
 
 import json
+import os
+import re
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -22,7 +24,10 @@ from typing import Any
 
 from . import illust
 
-SCHEMA_VERSION = 1
+# Version 2 added the scrub and problem tables (and the archive's ledger).
+# Bump it, and add the step to ``UPGRADES`` in recovery.py, whenever the
+# schema changes: an older pbe-fs then refuses the newer index in one line.
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -77,11 +82,82 @@ CREATE TABLE IF NOT EXISTS sync_runs (
     mode TEXT NOT NULL, status TEXT NOT NULL, new_works INTEGER NOT NULL DEFAULT 0,
     files INTEGER NOT NULL DEFAULT 0, bytes INTEGER NOT NULL DEFAULT 0,
     gone INTEGER NOT NULL DEFAULT 0, lost INTEGER NOT NULL DEFAULT 0, message TEXT NOT NULL DEFAULT '');
-INSERT OR IGNORE INTO meta VALUES ('schema', 1), ('generation', 0), ('next_seq', 1);
+CREATE TABLE IF NOT EXISTS scrubbed (
+    artwork_id INTEGER PRIMARY KEY, at TEXT NOT NULL);  -- last time every file was re-read
+CREATE TABLE IF NOT EXISTS damage (
+    artwork_id INTEGER NOT NULL, path TEXT NOT NULL, problem TEXT NOT NULL, found_at TEXT NOT NULL,
+    PRIMARY KEY (artwork_id, path)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS problems (                 -- records that could not be read as they are
+    artwork_id INTEGER PRIMARY KEY, problem TEXT NOT NULL, source TEXT NOT NULL);
+INSERT OR IGNORE INTO meta VALUES ('schema', 2), ('generation', 0), ('next_seq', 1);
 """
+
+# Every table a current index must have: a file lacking one is not ours, or damaged.
+TABLES = frozenset(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", _SCHEMA))
+
+
+def inspect(path: Path) -> tuple[str, str]:
+    """What state the index file is in, cheaply: ("ok" | "missing" |
+    "damaged" | "older" | "newer", detail).
+
+    Reads the header and the schema, never the whole file: a full integrity
+    check grows with the archive and belongs to ``doctor`` and ``reindex``.
+    Everything goes through SQLite: opening and closing the file by hand
+    would drop the POSIX locks of this process's live connections to it.
+    """
+    try:
+        size = os.stat(path).st_size
+    except FileNotFoundError:
+        return "missing", ""
+    except OSError as exc:
+        return "damaged", exc.strerror or str(exc)
+    if size == 0:
+        return "damaged", "empty file"
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        try:
+            names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() if "meta" in names else None
+            pages = conn.execute("PRAGMA page_count").fetchone()[0] * conn.execute("PRAGMA page_size").fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        if is_corruption(exc):
+            return "damaged", str(exc)
+        raise
+    if pages > size and _wal_size(path) == 0:  # with no WAL, every page must be in the file
+        return "damaged", f"cut short: {size} of {pages} bytes"
+    if row is None:
+        return "damaged", "no schema version"
+    version = int(row[0])
+    if version > SCHEMA_VERSION:
+        return "newer", str(version)
+    if version < SCHEMA_VERSION:
+        return "older", str(version)
+    if not TABLES <= names:
+        return "damaged", f"tables missing: {', '.join(sorted(TABLES - names))}"
+    return "ok", ""
+
+
+def _wal_size(path: Path) -> int:
+    try:
+        return os.stat(str(path) + "-wal").st_size
+    except OSError:
+        return 0
+
+
+def is_corruption(exc: BaseException) -> bool:
+    """An SQLite error that means the file is damaged (not busy, not full)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+    return isinstance(exc, sqlite3.DatabaseError) and any(
+        text in str(exc) for text in ("malformed", "not a database", "file is encrypted"))
 
 # The tables that hold archive content; ``reindex`` must reproduce them exactly.
 CONTENT_TABLES = ("artists", "artworks", "files", "tags", "ugoira_frames", "history", "lost", "deleted")
+# Local bookkeeping a rebuild carries over when the old file can still be read.
+KEPT_TABLES = ("sync_runs", "scrubbed", "damage")
 
 
 class Index:
@@ -90,19 +166,25 @@ class Index:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._local = threading.local()
+        self._epoch = 0  # bumped when the file is replaced: every thread reconnects
+        self._inode = 0
         path.parent.mkdir(parents=True, exist_ok=True)
         self.db.executescript(_SCHEMA)
 
     @property
     def db(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
+        if conn is not None and self._local.epoch != self._epoch:
+            conn.close()
+            conn = None
         if conn is None:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=OFF")
-            self._local.conn = conn
+            self._local.conn, self._local.epoch = conn, self._epoch
+            self._inode = self._inode or _inode(self.path)
         return conn
 
     def close(self) -> None:
@@ -110,6 +192,16 @@ class Index:
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+    def follow(self) -> bool:
+        """Reconnect if the file was replaced (a rebuild renames a new index
+        over the old one); True when it was. Cheap enough to call per poll."""
+        inode = _inode(self.path)
+        if not inode or inode == self._inode:
+            return False
+        self._inode = inode
+        self._epoch += 1
+        return True
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
@@ -121,10 +213,14 @@ class Index:
             db.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # SQLite rolls back by itself on a full disk
+                db.execute("ROLLBACK")
             raise
 
     # -- reads ---------------------------------------------------------------
+    def schema_version(self) -> int:
+        return int(self.db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0])
+
     def generation(self) -> int:
         """Cheap to poll: readers compare it to learn the index changed."""
         return self.db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0]
@@ -207,3 +303,10 @@ class Index:
         first = db.execute("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()[0]
         db.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'", (first + count,))
         return first
+
+
+def _inode(path: Path) -> int:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return 0

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import logging
-import os
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
-from pathlib import Path
+from typing import Any
 
-from .archive import Archive
+from . import index as index_mod
+from .archive import Archive, RecordError
 from .errors import NotArchived, PbeError
 from .index import Index
+from .ledger import Ledger
+from .recovery import Report, open_index, rebuild
 
 log = logging.getLogger("pbe_fs")
 
@@ -19,50 +20,18 @@ def _now() -> str:
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
 
 
-def reindex(archive: Archive) -> int:
-    """Rebuild the index from the archive's files alone; return the work count.
+def reindex(archive: Archive) -> Report:
+    """Rebuild the index from the archive's files alone.
 
     The new index is built beside the old one and renamed over it, so a
-    failure halfway leaves the old index in place. Sync history (which is
-    about runs, not about the archive) is carried over when it can be read.
+    failure halfway leaves the old index in place; the old one still lends
+    what it knows to records that cannot be read (see ``recovery``).
     """
     archive.ensure()
     with archive.lock():
-        target = archive.index_path
-        fresh = target.with_name(target.name + ".new")
-        for suffix in ("", "-wal", "-shm"):
-            Path(str(fresh) + suffix).unlink(missing_ok=True)
-        index = Index(fresh)
-        count = 0
-        try:
-            with index.write() as db:
-                # A bucket answers each GET after a round trip: read several at once.
-                workers = 16 if archive.store.blocking else 1
-                with ThreadPoolExecutor(workers, thread_name_prefix="reindex") as pool:
-                    for record, raw in pool.map(archive.read_artwork, sorted(archive.artwork_ids())):
-                        Index.put_artwork(db, record, raw)
-                        count += 1
-                for data in archive.side_records("lost"):
-                    Index.put_lost(db, data)
-                for data in archive.side_records("deleted"):
-                    Index.put_deleted(db, data)
-                if target.exists():
-                    db.execute("ATTACH DATABASE ? AS old", (str(target),))
-                    try:
-                        db.execute("INSERT INTO sync_runs SELECT * FROM old.sync_runs")
-                    except Exception as exc:  # an unreadable old index is why one reindexes
-                        log.warning("previous sync history not kept: %s", exc)
-            try:
-                index.db.execute("DETACH DATABASE old")
-            except Exception:
-                pass
-            index.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        finally:
-            index.close()
-        for suffix in ("-wal", "-shm"):
-            Path(str(target) + suffix).unlink(missing_ok=True)
-        os.replace(fresh, target)
-        return count
+        if index_mod.inspect(archive.index_path)[0] == "newer":
+            open_index(archive, locked=True)  # refuses, in one line
+        return rebuild(archive, old=archive.index_path if archive.index_path.exists() else None)
 
 
 def delete(archive: Archive, artwork_id: int, *, force: bool = False) -> None:
@@ -72,11 +41,11 @@ def delete(archive: Archive, artwork_id: int, *, force: bool = False) -> None:
     ``sync --full`` that fetches it again puts it back where it was.
     """
     with archive.lock():
-        index = Index(archive.index_path)
+        index = open_index(archive, locked=True)
         try:
-            if not archive.has_artwork(artwork_id):
+            if index.artwork(artwork_id) is None and not archive.has_artwork(artwork_id):
                 raise NotArchived(f"{artwork_id} is not in the archive")
-            record, _ = archive.read_artwork(artwork_id)
+            record = _record_or_indexed(archive, index, artwork_id)
             if record.get("gone") and not force:
                 raise PbeError(f"{artwork_id} is gone from pixiv: this archive holds its only copy; "
                                "use `pbe-fs delete --force` to delete it anyway")
@@ -84,9 +53,27 @@ def delete(archive: Archive, artwork_id: int, *, force: bool = False) -> None:
             tombstone = {"id": artwork_id, "seq": record["seq"], "deleted_at": at,
                          "history": record.get("history", []) + [{"at": at, "event": "deleted_from_archive"}]}
             archive.write_side("deleted", artwork_id, tombstone)
+            ledger = Ledger(archive.store)
+            ledger.append({"event": "deleted", "id": artwork_id, "seq": record["seq"]})
+            ledger.close()
             archive.remove_artwork(artwork_id)
             with index.write() as db:
                 Index.drop_artwork(db, artwork_id)
                 Index.put_deleted(db, tombstone)
         finally:
             index.close()
+
+
+def _record_or_indexed(archive: Archive, index: Index, artwork_id: int) -> dict[str, Any]:
+    """The work's record; when it cannot be read, what the index knows
+    (its number, state and history must survive the deletion's tombstone)."""
+    try:
+        return archive.read_artwork(artwork_id)[0]
+    except RecordError:
+        row = index.artwork(artwork_id)
+        if row is None:
+            raise
+        history = [{"at": h["at"], "event": h["event"]} for h in
+                   index.db.execute("SELECT at, event FROM history WHERE artwork_id = ? ORDER BY idx", (artwork_id,))]
+        return {"seq": row["seq"], "gone": {"reason": row["state_reason"]} if row["state"] == "gone" else None,
+                "history": history}

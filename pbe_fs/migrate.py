@@ -14,7 +14,6 @@ stays where it is (``filesystem_options.path``/.pbe); when all is copied,
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +21,7 @@ from dataclasses import dataclass
 
 from .archive import RAW, RECORD, Archive, artwork_ids, artwork_key, digest_file
 from .config import Config, set_filesystem
-from .errors import PbeError
+from .errors import PbeError, RecordError
 from .progress import Progress, human_bytes
 from .storage import Store, open_store
 from .storage.local import LocalStore
@@ -64,7 +63,7 @@ class Migration:
         self.source.ensure()
         self.temp.mkdir(parents=True, exist_ok=True)
         with self.source.lock():
-            ids = sorted(self.source.artwork_ids())
+            ids = sorted(self.source.work_folders())  # a work without a readable record stops us: see _artwork
             self.progress.add_works(len(ids))
             # A bucket costs a round trip per object: several works at once,
             # each still in its own order (files, then pixiv.json, pbe.json).
@@ -76,7 +75,7 @@ class Migration:
                     self.progress.work_done()
             finally:  # on a failure, works not started stay for the next run
                 pool.shutdown(wait=True, cancel_futures=True)
-            for kind in ("lost", "deleted"):
+            for kind in ("lost", "deleted", "ledger"):
                 for key in self.source.store.keys(kind):
                     self._json(key, self.source.store.read_bytes(key), self.result)
             self._drop_deleted(set(ids))
@@ -87,8 +86,12 @@ class Migration:
     def _artwork(self, aid: int) -> MigrateResult:
         """Copy one work (in a worker thread); what was done is returned."""
         done = MigrateResult(works=1)
+        try:
+            record, _ = self.source.read_artwork(aid)
+        except RecordError as exc:
+            raise PbeError(f"{exc}: run `pbe-fs doctor --repair` before migrating") from None
         record_bytes = self.source.store.read_bytes(artwork_key(aid, RECORD))
-        for f in json.loads(record_bytes).get("files", []):
+        for f in record["files"]:
             self._file(artwork_key(aid, f["path"]), f["size"], f["sha256"], done)
         self._json(artwork_key(aid, RAW), self.source.store.read_bytes(artwork_key(aid, RAW)), done)
         self._json(artwork_key(aid, RECORD), record_bytes, done)

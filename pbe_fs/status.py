@@ -6,15 +6,15 @@ import shutil
 from typing import Any
 
 from .archive import Archive
-from .index import Index
+from .recovery import open_index
 
 
 def status(archive: Archive) -> dict[str, Any]:
     """Counts, bytes, last sync, and the works pixiv lost: read-only, lock-free."""
-    if not archive.index_path.exists():
+    if not archive.index_path.exists() and archive.store.kind == "local" and not (archive.root / "artworks").is_dir():
         return {"archive": archive.describe(), "artworks": 0, "files": 0, "bytes": 0, "live": 0,
-                "gone": [], "lost": [], "last_sync": None, "pending": 0}
-    index = Index(archive.index_path)
+                "gone": [], "lost": [], "damaged": [], "problems": [], "last_sync": None, "pending": 0}
+    index = open_index(archive)
     try:
         db = index.db
         counts = db.execute("SELECT count(*), coalesce(sum(bytes), 0), coalesce(sum(state = 'live'), 0),"
@@ -24,6 +24,12 @@ def status(archive: Archive) -> dict[str, Any]:
             "SELECT id, title, state_reason AS reason, state_at AS since FROM artworks WHERE state = 'gone' ORDER BY state_at, id")]
         lost = [dict(r) for r in db.execute("SELECT id, reason, first_seen AS since FROM lost ORDER BY first_seen, id")]
         last = db.execute("SELECT * FROM sync_runs ORDER BY id DESC LIMIT 1").fetchone()
+        last = dict(last) if last else None
+        if last and last["status"] == "running" and archive.lock().holder() is None:
+            last["status"] = "interrupted"  # its process died before it could say so (a full disk, kill -9)
+        damaged = [dict(r) for r in db.execute(
+            "SELECT artwork_id AS id, path, problem, found_at AS since FROM damage ORDER BY found_at, artwork_id, path")]
+        problems = [dict(r) for r in db.execute("SELECT artwork_id AS id, problem FROM problems ORDER BY artwork_id")]
         last_ok = db.execute("SELECT finished_at FROM sync_runs WHERE status = 'ok' ORDER BY id DESC LIMIT 1").fetchone()
         pending = db.execute("SELECT count(*) FROM pending").fetchone()[0]
         usage = shutil.disk_usage(archive.root if archive.root.exists() else archive.root.parent)
@@ -32,9 +38,9 @@ def status(archive: Archive) -> dict[str, Any]:
             "artworks": counts[0], "live": counts[2], "nsfw": counts[3], "private": counts[4],
             "files": files, "bytes": counts[1], "pending": pending,
             "disk_free": usage.free,
-            "last_sync": dict(last) if last else None,
+            "last_sync": last,
             "last_successful_sync": last_ok[0] if last_ok else None,
-            "gone": gone, "lost": lost,
+            "gone": gone, "lost": lost, "damaged": damaged, "problems": problems,
             "generation": index.generation(),
         }
     finally:

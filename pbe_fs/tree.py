@@ -32,10 +32,10 @@ from datetime import datetime
 
 from . import maintenance, names
 from .archive import Archive
-from .config import NSFW_POLICIES, Config
-from .errors import PbeError
-from .index import Index
 from .artwork import QUALITIES, ArtworkFolder, Node, top_quality
+from .config import NSFW_POLICIES, Config
+from .errors import PbeError, RecordError
+from .recovery import open_index, record_from_index
 from .render import meta
 from .render.cache import Cache
 from .render.segments import BytesContent, Reader
@@ -113,11 +113,12 @@ class Tree:
         self.policy = effective_policy(config.settings.display.nsfw, policy)
         self.archive = Archive.open(config)
         self.archive.store.check()
-        self.index = Index(self.archive.index_path)
+        self.index = open_index(self.archive)
         self.cache = Cache(config.cache_path, int(config.settings.cache.max_gb * 1e9))
         self.top_quality = config.settings.display.artwork.image
         self._lock = threading.RLock()
         self._generation = -1
+        self._version = 0
         self._checked = 0.0
         self._stamp = time.time()
         self._works: dict[int, Work] = {}
@@ -134,11 +135,13 @@ class Tree:
         if not force and now - self._checked < interval:
             return False
         self._checked = now
+        replaced = self.index.follow()  # a rebuild put a new file in place
         generation = self.index.generation()
-        if generation == self._generation and not force:
+        if generation == self._generation and not force and not replaced:
             return False
         with self._lock:
             self._generation = generation
+            self._version += 1
             self._stamp = time.time()
             self._works = self._load_works()
             self._tags = None
@@ -148,7 +151,8 @@ class Tree:
 
     @property
     def generation(self) -> int:
-        return self._generation
+        """Changes whenever the tree reloads (a sync's commit, a rebuilt index)."""
+        return self._version
 
     def _load_works(self) -> dict[int, Work]:
         db = self.index.db
@@ -404,9 +408,17 @@ class Tree:
             return None
         try:
             record, raw = self.archive.read_artwork(aid)
-        except (OSError, ValueError):
-            log.warning("%d: archive folder unreadable", aid)
-            return None
+        except (OSError, ValueError, RecordError) as exc:
+            # The work is still archived (its files are): show what the index knows.
+            salvaged = record_from_index(self.index.db, aid, None)
+            if salvaged is None:
+                log.warning("%d: archive folder unreadable: %s", aid, exc)
+                return None
+            record, raw = salvaged
+            try:
+                raw = self.archive.read_raw(aid)
+            except RecordError:
+                pass
         return ArtworkFolder(self.archive.store, record, raw, cache=self.cache,
                              top=self._top_of({f["role"] for f in record.get("files", [])}),
                              mtime=work.mtime).listing(rest)
