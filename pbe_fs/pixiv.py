@@ -30,7 +30,7 @@ from pixivpy3 import AppPixivAPI, PixivError
 
 from .archive import Digest
 from .config import DEFAULT_API_HOST, PixivSection
-from .errors import AuthError, PixivUnavailable
+from .errors import AuthError, PixivUnavailable, disk_full
 
 log = logging.getLogger("pbe_fs.pixiv")
 
@@ -249,8 +249,8 @@ class PixivClient:
             except requests.RequestException as exc:
                 raise _Retry(_describe(exc)) from None
             except OSError as exc:
-                if isinstance(exc, FileNotFoundError):
-                    raise
+                if isinstance(exc, FileNotFoundError) or disk_full(exc):
+                    raise  # retrying cannot make room
                 raise _Retry(f"{type(exc).__name__}: {exc}") from None
             if expected is not None and expected.isdigit() and int(expected) != digest.size:
                 raise _Retry(f"short body: {digest.size} of {expected} bytes")

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import sqlite3
 import shutil
 import threading
 import uuid
@@ -39,11 +41,13 @@ from . import artwork, illust
 from .archive import (RECORD_FORMAT, Archive, DamagedFile, Digest, StoredFile, artwork_key, digest_file, move_into, probe,
                       write_json)
 from .config import Config
-from .errors import PbeError
+from .errors import DiskFull, PbeError, RecordError, disk_full
 from .illust import FileSpec
 from .index import Index
+from .ledger import Ledger
 from .pixiv import NotFound, PixivClient
 from .progress import Progress
+from .recovery import open_index
 from .render.cache import Cache
 from .storage import Store
 from .storage.local import StagingStore
@@ -64,15 +68,22 @@ class SyncResult:
     lost: int = 0
     restored: int = 0
     repaired: int = 0
+    scrubbed: int = 0
+    damaged: int = 0
     failed: list[int] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # records that could not be read
 
     def describe(self) -> str:
         parts = [f"{self.new} new works", f"{self.files} files", f"{self.bytes} bytes"]
-        for name in ("gone", "lost", "restored", "repaired"):
+        for name in ("gone", "lost", "restored", "repaired", "damaged"):
             if getattr(self, name):
                 parts.append(f"{getattr(self, name)} {name}")
+        if self.scrubbed:
+            parts.append(f"{self.scrubbed} works re-read")
         if self.failed:
             parts.append(f"{len(self.failed)} failed")
+        if self.problems:
+            parts.append(f"{len(self.problems)} unreadable records (`pbe-fs doctor`)")
         return ", ".join(parts)
 
 
@@ -103,21 +114,24 @@ class Syncer:
     """One sync run over one archive."""
 
     def __init__(self, config: Config, client: PixivClient, *, full: bool = False, deep: bool | None = None,
-                 progress: Progress | None = None, stop: threading.Event | None = None) -> None:
+                 progress: Progress | None = None, stop: threading.Event | None = None, scrub: bool = False) -> None:
         self.config = config
         self.deep = deep  # --full: read every byte of every file (None: on a folder yes, in a bucket no)
         self.settings = config.settings
         self.client = client
         self.full = full
+        self.scrub = scrub  # the daemon re-reads a slice of the archive each run
         self.archive = Archive.open(config)
         self.temp = config.temp_path
         self.progress = progress or Progress(enabled=False)
         self.result = SyncResult()
         self.stop = stop or threading.Event()  # set: finish what is in flight, start nothing new
         self.index: Index | None = None
+        self.ledger = Ledger(self.archive.store)
         self._seen: set[int] = set()
         self._walk_complete = True
         self._found = 0
+        self._adopting = False
         self._pool: ThreadPoolExecutor | None = None
         self._prepared: list[Future[None]] = []
         self.cache = Cache(config.cache_path, int(self.settings.cache.max_gb * 1e9))
@@ -130,17 +144,25 @@ class Syncer:
         self.archive.ensure()
         self.temp.mkdir(parents=True, exist_ok=True)
         with self.archive.lock():
-            self.index = Index(self.archive.index_path)
+            self.index = open_index(self.archive, locked=True)
             run_id = self._start_run()
             status, message = "failed", ""
             try:
-                self._clean_temp()
-                self._recover()
-                self._walk_all()
-                self._number_new()
-                self._download(self._jobs())
-                if self.full:
-                    self._download(self._repair_jobs())
+                try:
+                    self._clean_temp()
+                    self._recover()
+                    self._walk_all()
+                    self._number_new()
+                    self._download(self._jobs())
+                    if self.full:
+                        self._download(self._repair_jobs())
+                    if self.scrub and not self.stop.is_set():
+                        self._scrub()
+                except (OSError, sqlite3.OperationalError) as exc:
+                    full = disk_full(exc, self.archive.root)
+                    if full is None:
+                        raise
+                    raise full from None
                 status = "partial" if self.result.failed else "ok"
             except PbeError as exc:
                 message = str(exc)
@@ -149,6 +171,7 @@ class Syncer:
                 status, message = "interrupted", "interrupted"
                 raise
             finally:
+                self._close_ledger()
                 self._clean_temp()
                 self.archive.empty_trash()
                 self._finish_run(run_id, status, message)
@@ -173,9 +196,18 @@ class Syncer:
 
     def _finish_run(self, run_id: int, status: str, message: str) -> None:
         r = self.result
-        with self.index.write() as db:  # type: ignore[union-attr]
-            db.execute("UPDATE sync_runs SET finished_at=?, status=?, new_works=?, files=?, bytes=?, gone=?, lost=?,"
-                       " message=? WHERE id=?", (now(), status, r.new, r.files, r.bytes, r.gone, r.lost, message, run_id))
+        try:
+            with self.index.write() as db:  # type: ignore[union-attr]
+                db.execute("UPDATE sync_runs SET finished_at=?, status=?, new_works=?, files=?, bytes=?, gone=?, lost=?,"
+                           " message=? WHERE id=?", (now(), status, r.new, r.files, r.bytes, r.gone, r.lost, message, run_id))
+        except sqlite3.OperationalError as exc:  # a full disk: `status` sees no holder of the lock and says so
+            log.debug("sync run not recorded: %s", exc)
+
+    def _close_ledger(self) -> None:
+        try:
+            self.ledger.close()
+        except (OSError, PbeError) as exc:  # every entry is in a record too
+            log.warning("ledger not written: %s", exc)
 
     def _clean_temp(self) -> None:
         """Downloads in temp_path belong to this process alone (we hold the
@@ -188,9 +220,8 @@ class Syncer:
         pending = {row[0] for row in self.db.execute("SELECT id FROM pending")}
         for aid in pending:
             if self.archive.has_artwork(aid) and self.index.artwork(aid) is None:  # type: ignore[union-attr]
-                record, raw = self.archive.read_artwork(aid)
-                self._index_artwork(record, raw)
-                log.info("recovered %d from an interrupted sync", aid)
+                if self._adopt(aid):
+                    log.info("recovered %d from an interrupted sync", aid)
         if self.archive.incoming.is_dir():
             for folder in self.archive.incoming.iterdir():
                 if not folder.name.isdigit() or int(folder.name) not in pending:
@@ -201,6 +232,9 @@ class Syncer:
         restricts = ["public"] + (["private"] if self.settings.sync.private else [])
         row = self.db.execute("SELECT coalesce(max(found), 0) FROM pending").fetchone()
         self._found = row[0]
+        # An empty index over an archive holding works was rebuilt on open; an
+        # index that holds some may still be an old copy missing others.
+        self._adopting = self.db.execute("SELECT 1 FROM artworks LIMIT 1").fetchone() is not None
         for restrict in restricts:
             if self.stop.is_set():
                 self._walk_complete = False
@@ -219,12 +253,15 @@ class Syncer:
                 aid = int(item["id"])
                 self._seen.add(aid)
                 reason = illust.placeholder_reason(item)
+                adopted = self._adopting and aid not in archived and aid not in pending and self._adopt(aid)
+                if adopted:
+                    archived.add(aid)  # the files had it, the index did not: look further for more
                 if aid in archived:
                     if reason:
                         self._mark_gone(aid, reason)
                     else:
                         self._seen_again(aid, restrict)
-                    if not self.full:
+                    if not self.full and not adopted:
                         return
                 elif reason:
                     if aid in pending:
@@ -259,17 +296,45 @@ class Syncer:
                        (aid, self._found, tombstone_seq, restrict, json.dumps(item, ensure_ascii=False),
                         json.dumps(ugoira, ensure_ascii=False) if ugoira else None, json.dumps(history, ensure_ascii=False)))
 
+    def _adopt(self, aid: int) -> bool:
+        """Index a work the archive holds but the index lacks (an old copy of
+        the index, a killed sync), instead of fetching and numbering it again."""
+        if not self.archive.has_artwork(aid):
+            return False
+        try:
+            record, raw = self.archive.read_artwork(aid)
+        except RecordError as exc:
+            self._problem(str(exc))
+            return False
+        self._index_artwork(record, raw)
+        log.info("%d was in the archive but not in the index: indexed it from its record", aid)
+        return True
+
+    def _problem(self, problem: str) -> None:
+        if problem not in self.result.problems:
+            self.result.problems.append(problem)
+            log.error("%s: the work is kept as it is; `pbe-fs doctor --repair` rebuilds its record", problem)
+
     def _side(self, kind: str, aid: int) -> dict[str, Any]:
         return self.archive.read_side(kind, aid)
 
     def _update_record(self, aid: int, change: Any) -> None:
         """Apply ``change(record)`` to pbe.json (atomically), then the index.
-        ``change`` returns False when there is nothing to do."""
-        record, raw = self.archive.read_artwork(aid)
+        ``change`` returns False when there is nothing to do. A record that
+        cannot be read is reported and left alone: never guessed over."""
+        try:
+            record, raw = self.archive.read_artwork(aid)
+        except RecordError as exc:
+            self._problem(str(exc))
+            return
+        before = len(record["history"])
         if change(record) is False:
             return
         self.archive.update_record(aid, record)
         self._index_artwork(record, raw)
+        for event in record["history"][before:]:
+            if event.get("event") in ("gone", "restored", "restrict"):
+                self.ledger.append({"id": aid, **event})
 
     def _index_artwork(self, record: dict[str, Any], raw: dict[str, Any]) -> None:
         with self.index.write() as db:  # type: ignore[union-attr]
@@ -392,14 +457,22 @@ class Syncer:
             specs += frames or ([fallback] if fallback else [])
         return specs
 
-    def _repair_jobs(self) -> Iterator[_Job]:
+    def _repair_jobs(self, ids: list[int] | None = None, deep: bool | None = None) -> Iterator[_Job]:
         """--full: every archived file is checked against its SHA-256, and
-        sizes added to the config since are fetched."""
+        sizes added to the config since are fetched. ``ids``: only these
+        works (the scrub's damaged ones)."""
         # A bucket keeps each object's SHA-256 and checks uploads itself:
         # reading the whole bucket back on every --full is for `doctor`.
-        deep = self.archive.store.kind == "local" if self.deep is None else self.deep
-        for (aid,) in self.db.execute("SELECT id FROM artworks ORDER BY seq").fetchall():
-            record, raw = self.archive.read_artwork(aid)
+        if deep is None:
+            deep = self.archive.store.kind == "local" if self.deep is None else self.deep
+        if ids is None:
+            ids = [r[0] for r in self.db.execute("SELECT id FROM artworks ORDER BY seq").fetchall()]
+        for aid in ids:
+            try:
+                record, raw = self.archive.read_artwork(aid)
+            except RecordError as exc:
+                self._problem(str(exc))
+                continue
             specs = []
             for f in record["files"]:
                 problem = self.archive.file_problem(aid, f, deep=deep)
@@ -419,6 +492,45 @@ class Syncer:
                 self.archive.discard(staging)
                 staging.mkdir(parents=True)
                 yield _Job(aid, staging, specs, repair=True)
+
+    # -- scrub: silent damage is found ------------------------------------------------
+    def _scrub(self) -> None:
+        """Re-read a slice of the archive against its SHA-256s, so that every
+        file is read within ``sync.scrub_days``; gone works first, since their
+        files are the only copy. Damage is recorded (status, /_pbe/status);
+        a work pixiv still has is fetched again."""
+        total = self.db.execute("SELECT count(*) FROM artworks").fetchone()[0]
+        if not total:
+            return
+        s = self.settings.sync
+        per_run = max(1, math.ceil(total * s.interval_minutes / (s.scrub_days * 24 * 60)))
+        rows = self.db.execute(
+            "SELECT w.id, w.state FROM artworks w LEFT JOIN scrubbed s ON s.artwork_id = w.id"
+            " ORDER BY coalesce(s.at, ''), w.state != 'gone', w.seq LIMIT ?", (per_run,)).fetchall()
+        damaged: list[int] = []
+        for aid, state in rows:
+            if self.stop.is_set():
+                break
+            problems = self._scrub_work(aid)
+            self.result.scrubbed += 1
+            if problems and state != "gone":
+                damaged.append(aid)
+        if damaged:
+            self._download(self._repair_jobs(damaged, deep=True))
+
+    def _scrub_work(self, aid: int) -> dict[str, str]:
+        files = [dict(r) for r in self.index.files(aid)]  # type: ignore[union-attr]
+        problems = {f["path"]: p for f in files if (p := self.archive.file_problem(aid, f, deep=True))}
+        at = now()
+        with self.index.write() as db:  # type: ignore[union-attr]
+            db.execute("INSERT OR REPLACE INTO scrubbed VALUES (?, ?)", (aid, at))
+            db.execute("DELETE FROM damage WHERE artwork_id = ?", (aid,))
+            db.executemany("INSERT INTO damage VALUES (?, ?, ?, ?)", [(aid, p, why, at) for p, why in problems.items()])
+        for path, why in problems.items():
+            self.result.damaged += 1
+            log.error("%d: %s is %s (found re-reading the archive)", aid, path,
+                      why if why == "missing" else f"damaged: {why}")
+        return problems
 
     def _download(self, jobs: Iterator[_Job]) -> None:
         window = self.settings.sync.concurrency * 2
@@ -480,6 +592,12 @@ class Syncer:
         try:
             digest, image = self.client.download(spec.url, tmp, lambda p: probe(p, spec.kind))
             move_into(tmp, dest)
+        except OSError as exc:
+            full = disk_full(exc, self.temp)
+            if full is not None:
+                self.stop.set()  # start nothing more: every write would fail the same way
+                raise full from None
+            raise
         finally:
             tmp.unlink(missing_ok=True)
         return _stored(spec, digest, image)
@@ -488,6 +606,8 @@ class Syncer:
         """Record one finished file; return a file to fetch instead, if any."""
         try:
             stored = future.result()
+        except DiskFull:
+            raise
         except NotFound:
             if spec.role == "original" and "_ugoira" in spec.path and not job.zip_fallback:
                 job.zip_fallback = True
@@ -552,6 +672,7 @@ class Syncer:
         if remote:  # render from the local copies now, rather than download them again after the upload
             self._prepare(job.id, StagingStore(job.folder, artwork_key(job.id)), record, raw)
         self.archive.publish(job.id)
+        self.ledger.archived(record)
         self._index_artwork(record, raw)
         self.archive.remove_side("lost", job.id)
         self.archive.remove_side("deleted", job.id)
@@ -572,5 +693,7 @@ class Syncer:
             record["files"] = [by_path[p] for p in sorted(by_path)]
             record["history"].append({"at": now(), "event": "repaired", "files": sorted(job.stored)})
         self._update_record(job.id, change)
+        with self.index.write() as db:  # type: ignore[union-attr]
+            db.executemany("DELETE FROM damage WHERE artwork_id = ? AND path = ?", [(job.id, p) for p in job.stored])
         self.result.repaired += 1
         log.info("%d: fetched %d missing or damaged files", job.id, len(job.stored))
