@@ -15,8 +15,8 @@ def test_doctor_finds_and_repairs(fake: FakePixiv, tmp_path: Path) -> None:
     proc = pbe(config, "doctor")
     assert proc.returncode == 0, proc.stdout
     assert [line.split()[:2] for line in proc.stdout.splitlines()] == [
-        ["config", "OK"], ["token", "OK"], ["index", "OK"], ["files", "OK"], ["disk", "OK"], ["fuse", "OK"],
-        ["port", "OK"]]
+        ["config", "OK"], ["token", "OK"], ["index", "OK"], ["records", "OK"], ["works", "OK"], ["files", "OK"],
+        ["disk", "OK"], ["fuse", "OK"], ["port", "OK"]]
     data = tmp_path / "data/artworks"
     (data / "93012350/93012350_p4.jpg").unlink()
     corrupt = data / "93012346/medium/93012346_p0_master1200.jpg"
