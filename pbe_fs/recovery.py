@@ -152,7 +152,7 @@ class Report:
         if self.renumbered:
             parts.append(f"{len(self.renumbered)} renumbered")
         if self.problems:
-            parts.append(f"{len(self.problems)} problems")
+            parts.append(f"{len(self.problems)} problem{'s' if len(self.problems) > 1 else ''} reported above")
         return ", ".join(parts)
 
 
@@ -334,7 +334,7 @@ def salvage(archive: Archive, aid: int, problem: str, old_db: sqlite3.Connection
         with _OLD_LOCK:  # rebuilds read records from several threads
             built = record_from_index(old_db, aid, raw)
         if built is not None:
-            return _Work(*built, problem=problem, source="the previous index")
+            return _Work(*built, problem=problem, source="the index")
     if archive.store.kind != "local" and entry is None:
         return None
     record = _from_files(archive, aid, raw, entry)
