@@ -50,7 +50,10 @@ __all__ = ["Archive", "ArchiveLock", "StoredFile", "Digest", "DamagedFile", "dig
 
 RECORD = "pbe.json"
 RAW = "pixiv.json"
-RECORD_FORMAT = 1
+# 2: records may list "versions" (earlier pixiv.json as pixiv.<date>.json) and
+# "replaced" (images the artist replaced, kept under dated names). A format-1
+# record is a valid format-2 record, so no upgrade step is needed.
+RECORD_FORMAT = 2
 # What a record must hold, with the type each field must have, to be trusted.
 _RECORD_FIELDS: dict[str, type | tuple[type, ...]] = {
     "id": int, "seq": int, "restrict": str, "archived_at": str, "files": list, "history": list}
@@ -184,6 +187,10 @@ def check_record(artwork_id: int, record: Any) -> dict[str, Any]:
     return record
 
 
+def _is_version(path: str) -> bool:
+    return path.startswith("pixiv.") and path.endswith(".json")
+
+
 def _load_json(store: Store, key: str) -> Any:
     try:
         return json.loads(store.read_bytes(key))
@@ -261,6 +268,34 @@ class Archive:
             raise RecordError(f"{artwork_key(artwork_id, RAW)}: not a JSON object")
         return raw
 
+    def write_raw(self, artwork_id: int, raw: dict[str, Any]) -> None:
+        self.store.write_bytes(artwork_key(artwork_id, RAW), dumps(raw))
+
+    def keep_raw_version(self, artwork_id: int, at: str) -> str:
+        """Keep the current pixiv.json as pixiv.<date>.json; return that name."""
+        name = f"pixiv.{at[:10]}.json"
+        if self.store.exists(artwork_key(artwork_id, name)):
+            name = f"pixiv.{at[:19].replace(':', '')}.json"
+        self.store.write_bytes(artwork_key(artwork_id, name), self.store.read_bytes(artwork_key(artwork_id, RAW)))
+        return name
+
+    def copy_file(self, artwork_id: int, path: str, new_path: str) -> str:
+        """Copy one archived file to another name in its work; return that name."""
+        src, dst = artwork_key(artwork_id, path), artwork_key(artwork_id, new_path)
+        if isinstance(self.store, LocalStore):
+            tmp = self.store.path(dst).with_name(f".{Path(dst).name}.copy")
+            shutil.copyfile(self.store.path(src), tmp)
+            os.replace(tmp, self.store.path(dst))
+            return new_path
+        tmp = self.incoming / f".copy-{artwork_id}-{os.getpid()}"
+        try:
+            self.store.get_file(src, tmp)
+            digest = digest_file(tmp)
+            self.store.put_file(dst, tmp, digest.size, digest.sha256)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return new_path
+
     def work_folders(self) -> Iterator[int]:
         """Ids of every artwork folder that holds any file, record or not:
         a work whose record was lost is still a work while its files exist."""
@@ -284,7 +319,7 @@ class Archive:
         record and the raw JSON."""
         prefix = artwork_key(artwork_id) + "/"
         return [k[len(prefix):] for k in self.store.keys(artwork_key(artwork_id))
-                if k.startswith(prefix) and k[len(prefix):] not in (RECORD, RAW)]
+                if k.startswith(prefix) and k[len(prefix):] not in (RECORD, RAW) and not _is_version(k[len(prefix):])]
 
     def artwork_ids(self) -> Iterator[int]:
         return artwork_ids(self.store)

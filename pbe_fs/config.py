@@ -108,6 +108,7 @@ class SyncSection(_Section):
     concurrency: int = Field(4, ge=1, le=64)
     sizes: list[Size] = Field(default_factory=lambda: list(SIZES), min_length=1)
     scrub_days: float = Field(30.0, gt=0, description="the daemon re-reads every archived file within this many days")
+    metadata_refresh_days: float = Field(7.0, gt=0, description="the daemon compares every work's metadata with pixiv's within this many days")
 
 
 class WebdavSection(_Section):

@@ -24,7 +24,7 @@ from typing import Any
 
 from . import illust
 
-# Version 2 added the scrub and problem tables (and the archive's ledger).
+# Version 2 added the scrub, refresh and problem tables (and the archive's ledger).
 # Bump it, and add the step to ``UPGRADES`` in recovery.py, whenever the
 # schema changes: an older pbe-fs then refuses the newer index in one line.
 SCHEMA_VERSION = 2
@@ -84,6 +84,8 @@ CREATE TABLE IF NOT EXISTS sync_runs (
     gone INTEGER NOT NULL DEFAULT 0, lost INTEGER NOT NULL DEFAULT 0, message TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS scrubbed (
     artwork_id INTEGER PRIMARY KEY, at TEXT NOT NULL);  -- last time every file was re-read
+CREATE TABLE IF NOT EXISTS refreshed (
+    artwork_id INTEGER PRIMARY KEY, at TEXT NOT NULL);  -- last time its metadata was compared with pixiv's
 CREATE TABLE IF NOT EXISTS damage (
     artwork_id INTEGER NOT NULL, path TEXT NOT NULL, problem TEXT NOT NULL, found_at TEXT NOT NULL,
     PRIMARY KEY (artwork_id, path)) WITHOUT ROWID;
@@ -157,7 +159,7 @@ def is_corruption(exc: BaseException) -> bool:
 # The tables that hold archive content; ``reindex`` must reproduce them exactly.
 CONTENT_TABLES = ("artists", "artworks", "files", "tags", "ugoira_frames", "history", "lost", "deleted")
 # Local bookkeeping a rebuild carries over when the old file can still be read.
-KEPT_TABLES = ("sync_runs", "scrubbed", "damage")
+KEPT_TABLES = ("sync_runs", "scrubbed", "damage", "refreshed")
 
 
 class Index:

@@ -37,7 +37,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import artwork, illust
+from . import artwork, illust, metadata
 from .archive import (RECORD_FORMAT, Archive, DamagedFile, Digest, StoredFile, artwork_key, digest_file, move_into, probe,
                       write_json)
 from .config import Config
@@ -69,13 +69,14 @@ class SyncResult:
     restored: int = 0
     repaired: int = 0
     scrubbed: int = 0
+    changed: int = 0
     damaged: int = 0
     failed: list[int] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # records that could not be read
 
     def describe(self) -> str:
         parts = [f"{self.new} new works", f"{self.files} files", f"{self.bytes} bytes"]
-        for name in ("gone", "lost", "restored", "repaired", "damaged"):
+        for name in ("gone", "lost", "restored", "changed", "repaired", "damaged"):
             if getattr(self, name):
                 parts.append(f"{getattr(self, name)} {name}")
         if self.scrubbed:
@@ -100,10 +101,20 @@ class _Job:
     stored: dict[str, StoredFile] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     zip_fallback: bool = False
+    keep_old: dict[str, str] = field(default_factory=dict)  # path -> dated name the replaced file moves to
 
 
 def _stored(spec: FileSpec, digest: Digest, image: tuple[int, int, str, str]) -> StoredFile:
     return StoredFile(spec.path, spec.role, spec.page, digest.size, digest.crc32, digest.sha256, *image, url=spec.url)
+
+
+def dated_name(path: str, at: str) -> str:
+    """``large/ID_p0.jpg`` -> ``large/ID_p0.2026-11-25.jpg``: where a file the
+    artist replaced is kept."""
+    folder, _, name = path.rpartition("/")
+    stem, dot, ext = name.rpartition(".")
+    dated = f"{stem}.{at[:10]}.{ext}" if dot else f"{name}.{at[:10]}"
+    return f"{folder}/{dated}" if folder else dated
 
 
 def _temp_name(temp: Path, artwork_id: int) -> Path:
@@ -134,6 +145,7 @@ class Syncer:
         self._adopting = False
         self._pool: ThreadPoolExecutor | None = None
         self._prepared: list[Future[None]] = []
+        self._replaced: dict[int, dict[str, str]] = {}  # works whose images the artist replaced: path -> new url
         self.cache = Cache(config.cache_path, int(self.settings.cache.max_gb * 1e9))
 
     # -- entry point -----------------------------------------------------------
@@ -157,6 +169,7 @@ class Syncer:
                     if self.full:
                         self._download(self._repair_jobs())
                     if self.scrub and not self.stop.is_set():
+                        self._refresh_slice()
                         self._scrub()
                 except (OSError, sqlite3.OperationalError) as exc:
                     full = disk_full(exc, self.archive.root)
@@ -261,6 +274,8 @@ class Syncer:
                         self._mark_gone(aid, reason)
                     else:
                         self._seen_again(aid, restrict)
+                        if self.full:
+                            self._refresh_metadata(aid, item)
                     if not self.full and not adopted:
                         return
                 elif reason:
@@ -380,6 +395,33 @@ class Syncer:
             return  # the common case: nothing to read or write
         self._update_record(aid, change)
 
+    def _refresh_metadata(self, aid: int, item: dict[str, Any]) -> None:
+        """Bring an archived work's metadata up to what pixiv shows now,
+        keeping what it showed before (see ``metadata``)."""
+        try:
+            record, raw = self.archive.read_artwork(aid)
+        except RecordError as exc:
+            self._problem(str(exc))
+            return
+        found = metadata.changes(raw, item)
+        replaced = metadata.replaced_pages(raw, item, list(self.settings.sync.sizes))
+        if not found and not replaced:
+            if metadata.counts_differ(raw, item):
+                self.archive.write_raw(aid, item)  # counts change daily: in place, no new version
+            return
+        at = now()
+        record.setdefault("versions", []).append(self.archive.keep_raw_version(aid, at))
+        record["format"] = max(record.get("format", 1), 2)
+        if found:
+            record["history"].append({"at": at, "event": "changed", "fields": found})
+        self.archive.update_record(aid, record)  # the event first: a crash repeats it, never loses it
+        self.archive.write_raw(aid, item)
+        self._index_artwork(record, item)
+        if replaced:
+            self._replaced[aid] = replaced
+        self.result.changed += 1
+        log.info("%d changed on pixiv: %s", aid, ", ".join([*found, *(["images"] if replaced else [])]))
+
     def _record_lost(self, aid: int, restrict: str, reason: str) -> None:
         data = {"id": aid, "restrict": restrict, "reason": reason, "first_seen": now()}
         self.archive.write_side("lost", aid, data)
@@ -479,6 +521,13 @@ class Syncer:
                 if problem:
                     log.warning("%d: %s is %s", aid, f["path"], problem if problem == "missing" else f"damaged ({problem})")
                     specs.append(FileSpec(f["url"], f["path"], f["role"], f["page"], "zip" if f["role"] == "ugoira_zip" else "image"))
+            keep_old = {}
+            by_path = {f["path"]: f for f in record["files"]}
+            for path, url in self._replaced.pop(aid, {}).items():
+                if path in by_path and path not in {s.path for s in specs}:
+                    f = by_path[path]
+                    specs.append(FileSpec(url, path, f["role"], f["page"], "zip" if f["role"] == "ugoira_zip" else "image"))
+                    keep_old[path] = dated_name(path, now())
             if not record.get("gone"):
                 have = {f["path"] for f in record["files"]}
                 specs += [s for s in illust.file_specs(raw, list(self.settings.sync.sizes),
@@ -491,7 +540,31 @@ class Syncer:
                 staging = self.archive.incoming_dir(aid)
                 self.archive.discard(staging)
                 staging.mkdir(parents=True)
-                yield _Job(aid, staging, specs, repair=True)
+                yield _Job(aid, staging, specs, repair=True, keep_old=keep_old)
+
+    # -- the daemon's spread metadata refresh ------------------------------------------
+    def _slice(self, days: float) -> int:
+        """How many works one run handles so that all are done within ``days``."""
+        total = self.db.execute("SELECT count(*) FROM artworks").fetchone()[0]
+        return max(1, math.ceil(total * self.settings.sync.interval_minutes / (days * 24 * 60))) if total else 0
+
+    def _refresh_slice(self) -> None:
+        """What ``sync --full`` does for metadata, a slice per daemon run (one
+        illust_detail call per work), so every work is compared with pixiv
+        within ``sync.metadata_refresh_days`` and no run walks everything."""
+        rows = self.db.execute(
+            "SELECT w.id FROM artworks w LEFT JOIN refreshed r ON r.artwork_id = w.id WHERE w.state = 'live'"
+            " ORDER BY coalesce(r.at, ''), w.seq LIMIT ?", (self._slice(self.settings.sync.metadata_refresh_days),)).fetchall()
+        for (aid,) in rows:
+            if self.stop.is_set():
+                break
+            item = self.client.illust_detail(aid)
+            if item is not None and not illust.placeholder_reason(item):  # gone is the walk's to decide
+                self._refresh_metadata(aid, item)
+            with self.index.write() as db:  # type: ignore[union-attr]
+                db.execute("INSERT OR REPLACE INTO refreshed VALUES (?, ?)", (aid, now()))
+        if self._replaced:
+            self._download(self._repair_jobs(sorted(self._replaced), deep=False))
 
     # -- scrub: silent damage is found ------------------------------------------------
     def _scrub(self) -> None:
@@ -499,11 +572,7 @@ class Syncer:
         file is read within ``sync.scrub_days``; gone works first, since their
         files are the only copy. Damage is recorded (status, /_pbe/status);
         a work pixiv still has is fetched again."""
-        total = self.db.execute("SELECT count(*) FROM artworks").fetchone()[0]
-        if not total:
-            return
-        s = self.settings.sync
-        per_run = max(1, math.ceil(total * s.interval_minutes / (s.scrub_days * 24 * 60)))
+        per_run = self._slice(self.settings.sync.scrub_days)
         rows = self.db.execute(
             "SELECT w.id, w.state FROM artworks w LEFT JOIN scrubbed s ON s.artwork_id = w.id"
             " ORDER BY coalesce(s.at, ''), w.state != 'gone', w.seq LIMIT ?", (per_run,)).fetchall()
@@ -682,16 +751,27 @@ class Syncer:
             self._prepared.append(self._pool.submit(self._prepare, job.id, self.archive.store, record, raw))
 
     def _commit_repair(self, job: _Job) -> None:
+        kept = {}
         for stored in job.stored.values():  # each file replaced whole, then the record
+            if stored.path in job.keep_old:  # what the user saw before the artist replaced it
+                kept[stored.path] = self.archive.copy_file(job.id, stored.path, job.keep_old[stored.path])
             self.archive.put_file(job.id, job.folder / stored.path, stored)
         self.archive.discard(job.folder)
 
         def change(record: dict[str, Any]) -> None:
             by_path = {f["path"]: f for f in record["files"]}
+            at = now()
+            for path, dated in kept.items():
+                record.setdefault("replaced", []).append({**by_path[path], "path": dated, "replaced_at": at})
+                record["format"] = max(record.get("format", 1), 2)
             for path, stored in job.stored.items():
                 by_path[path] = stored.to_json()
             record["files"] = [by_path[p] for p in sorted(by_path)]
-            record["history"].append({"at": now(), "event": "repaired", "files": sorted(job.stored)})
+            repaired = sorted(set(job.stored) - set(kept))
+            if repaired:
+                record["history"].append({"at": at, "event": "repaired", "files": repaired})
+            if kept:
+                record["history"].append({"at": at, "event": "changed", "pages": {p: kept[p] for p in sorted(kept)}})
         self._update_record(job.id, change)
         with self.index.write() as db:  # type: ignore[union-attr]
             db.executemany("DELETE FROM damage WHERE artwork_id = ? AND path = ?", [(job.id, p) for p in job.stored])

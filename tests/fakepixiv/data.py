@@ -37,6 +37,8 @@ class Work:
     state: str = "live"  # live | deleted | limit_sanity_level | limit_unviewable | ...
     size: tuple[int, int] = (64, 48)
     noise: bool = False  # random pixels: images that do not compress (multi-MiB originals)
+    ai_type: int = 1  # illust_ai_type: 2 = AI-generated
+    revision: int = 0  # >0: the artist re-uploaded the images (new URLs, and new bytes when size changes too)
 
     @property
     def created(self) -> datetime:
@@ -44,7 +46,7 @@ class Work:
 
     @property
     def stamp(self) -> str:
-        return self.created.strftime("%Y/%m/%d/%H/%M/%S")
+        return (self.created + timedelta(minutes=self.revision)).strftime("%Y/%m/%d/%H/%M/%S")
 
     def original_name(self, page: int) -> str:
         if self.type == "ugoira":
@@ -77,7 +79,7 @@ class Work:
             "meta_single_page": {} if multi else {"original_image_url": first["original"]},
             "meta_pages": [{"image_urls": self.urls(base, p)} for p in range(self.pages)] if multi else [],
             "total_view": 100 + self.id % 977, "total_bookmarks": self.id % 313, "is_bookmarked": True,
-            "visible": True, "is_muted": False, "total_comments": 3, "illust_ai_type": 1, "illust_book_style": 0,
+            "visible": True, "is_muted": False, "total_comments": 3, "illust_ai_type": self.ai_type, "illust_book_style": 0,
             "restriction_attributes": [],
         }
 
