@@ -28,6 +28,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import zipfile
 import zlib
@@ -184,11 +185,25 @@ def check_record(artwork_id: int, record: Any) -> dict[str, Any]:
     if any(not isinstance(h, dict) or not isinstance(h.get("at"), str) or not isinstance(h.get("event"), str)
            for h in record["history"]):
         raise RecordError(f"{where}: a history entry is incomplete")
+    for name in record.get("versions") or []:
+        if not isinstance(name, str) or not _is_version(name) or "/" in name:
+            raise RecordError(f"{where}: version {name!r} is not a pixiv.<date>.json")
+    for f in record.get("replaced") or []:
+        if not isinstance(f, dict) or not isinstance(f.get("path"), str) or ".." in f["path"].split("/"):
+            raise RecordError(f"{where}: a replaced file entry is incomplete")
     return record
 
 
 def _is_version(path: str) -> bool:
     return path.startswith("pixiv.") and path.endswith(".json")
+
+
+_DATED = re.compile(r"\.\d{4}-\d{2}-\d{2}\.[^./]+$")
+
+
+def _is_kept(path: str) -> bool:
+    """An earlier pixiv.json or an image the artist replaced (dated names)."""
+    return _is_version(path) or bool(_DATED.search(path))
 
 
 def _load_json(store: Store, key: str) -> Any:
@@ -319,7 +334,7 @@ class Archive:
         record and the raw JSON."""
         prefix = artwork_key(artwork_id) + "/"
         return [k[len(prefix):] for k in self.store.keys(artwork_key(artwork_id))
-                if k.startswith(prefix) and k[len(prefix):] not in (RECORD, RAW) and not _is_version(k[len(prefix):])]
+                if k.startswith(prefix) and k[len(prefix):] not in (RECORD, RAW) and not _is_kept(k[len(prefix):])]
 
     def artwork_ids(self) -> Iterator[int]:
         return artwork_ids(self.store)

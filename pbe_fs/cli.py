@@ -16,7 +16,7 @@ from typing import Any
 from . import __version__
 from . import config as config_mod
 from .archive import Archive
-from .config import NSFW_POLICIES
+from .config import AI_POLICIES, NSFW_POLICIES
 from .errors import PbeError
 from .progress import human_bytes
 
@@ -139,6 +139,9 @@ def cmd_status(args: argparse.Namespace) -> int:
               + (f" ({last['message']})" if last["message"] else ""))
     else:
         print("last sync  never: run `pbe-fs sync`")
+    changes = data.get("changes_in_last_sync") or {}
+    if changes:
+        print("changes    " + ", ".join(f"{n} {event}" for event, n in sorted(changes.items())) + " in the last sync")
     if data.get("pending"):
         print(f"pending    {data['pending']} works from an unfinished sync: run `pbe-fs sync`")
     for work in data["gone"]:
@@ -209,7 +212,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
     mountpoint = Path(args.mountpoint).resolve()
     check_mountpoint(mountpoint)
     _need_index(cfg)
-    tree = Tree(cfg, args.nsfw)
+    tree = Tree(cfg, args.nsfw, ai=args.ai)
     allow_delete = args.allow_delete or not cfg.settings.read_only
     log.info("mounted %s at %s (NSFW %s%s); unmount with Ctrl-C or `fusermount3 -u %s`", tree.archive.describe(),
              mountpoint, tree.policy, ", deletion allowed" if allow_delete else ", read-only", mountpoint)
@@ -228,7 +231,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     cfg = _load(args)
     _need_index(cfg)
     s = cfg.settings
-    tree = Tree(cfg, args.nsfw)
+    tree = Tree(cfg, args.nsfw, ai=args.ai)
     host = args.host or s.webdav.host
     port = s.webdav.port if args.port is None else args.port
 
@@ -315,7 +318,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .daemon import Daemon
 
     cfg = _load(args)
-    Daemon(cfg, nsfw=args.nsfw, make_client=_client).run()
+    Daemon(cfg, nsfw=args.nsfw, ai=args.ai, make_client=_client).run()
     return 0
 
 
@@ -343,6 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="the daemon: periodic sync + WebDAV + the FUSE mount at mount.path")
     p.add_argument("--nsfw", choices=NSFW_POLICIES, help="NSFW policy (default: display.nsfw)")
+    p.add_argument("--ai", choices=AI_POLICIES, help="AI-generated works: hidden keeps them to by-id/ and ai/ (default: display.ai)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("sync", help="fetch new bookmarks into the archive")
@@ -362,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("mount", help="show the archive as folders at MOUNTPOINT (FUSE), until Ctrl-C")
     p.add_argument("mountpoint")
     p.add_argument("--nsfw", choices=NSFW_POLICIES, help="NSFW policy for this mount (default: display.nsfw)")
+    p.add_argument("--ai", choices=AI_POLICIES, help="AI-generated works: hidden keeps them to by-id/ and ai/ (default: display.ai)")
     p.add_argument("--allow-delete", action="store_true",
                    help="let `rm -r` of an artwork folder delete it even though read_only is true")
     p.add_argument("--xattrs", action="store_true",
@@ -372,6 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="address to listen on (default: webdav.host, 127.0.0.1)")
     p.add_argument("--port", type=_port, help="port (default: webdav.port, 8080; 0 picks a free one)")
     p.add_argument("--nsfw", choices=NSFW_POLICIES, help="NSFW policy for this server (default: display.nsfw)")
+    p.add_argument("--ai", choices=AI_POLICIES, help="AI-generated works: hidden keeps them to by-id/ and ai/ (default: display.ai)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("doctor", help="check config, token, archive integrity, disk, FUSE and the WebDAV port")

@@ -29,6 +29,8 @@ SAMPLE_REFRESH = "PASTE-YOUR-REFRESH-TOKEN-HERE"  # the value in the README's sa
 
 Size = Literal["original", "large", "medium", "square_medium"]
 NsfwPolicy = Literal["enabled", "hidden", "required", "disabled"]
+AI_POLICIES = ("shown", "hidden")
+AiPolicy = Literal["shown", "hidden"]
 
 
 class _Section(BaseModel):
@@ -76,6 +78,7 @@ class DisplaySection(_Section):
     home: HomeSection = HomeSection()
     artwork: ArtworkSection = ArtworkSection()
     nsfw: NsfwPolicy = "hidden"
+    ai: AiPolicy = Field("shown", description="hidden: AI-generated works only in by-id/ and ai/")
 
 
 class FilesystemOptions(_Section):

@@ -28,22 +28,24 @@ from .archive import Archive
 from .errors import AuthError, ConfigError, LockedError, PbeError
 from .index import is_corruption
 from .recovery import after_corruption, open_index
-from .tree import Tree, effective_policy
+from .tree import Tree, effective_ai, effective_policy
 
 log = logging.getLogger("pbe_fs.daemon")
 _MAX_BACKOFF = 6 * 3600.0
 
 
 class Daemon:
-    def __init__(self, cfg: config_mod.Config, *, nsfw: str | None = None, make_client: Any = None) -> None:
+    def __init__(self, cfg: config_mod.Config, *, nsfw: str | None = None, ai: str | None = None,
+                 make_client: Any = None) -> None:
         self.cfg = cfg
         self.nsfw = nsfw
+        self.ai = ai
         self.make_client = make_client
         self.stop = threading.Event()
         self.wake = threading.Event()
         Archive.open(cfg).ensure()
         open_index(Archive.open(cfg)).close()  # checked (rebuilt if need be) before any reader opens it
-        self.tree = Tree(cfg, nsfw)
+        self.tree = Tree(cfg, nsfw, ai=ai)
         self.access: Any = None
         self.server: Any = None
         self.ops: Any = None
@@ -113,12 +115,13 @@ class Daemon:
         try:
             fresh = config_mod.load(self.cfg.path)
             policy = effective_policy(fresh.settings.display.nsfw, self.nsfw)
+            ai_policy = effective_ai(fresh.settings.display.ai, self.ai)
         except (ConfigError, PbeError) as exc:
             log.error("config not reloaded: %s", exc)
             self.notify("READY=1")
             return
         self.cfg.settings = fresh.settings
-        self.tree.policy = policy
+        self.tree.policy, self.tree.ai_policy = policy, ai_policy
         self.tree.refresh(force=True)
         if self.access is not None:
             s = fresh.settings

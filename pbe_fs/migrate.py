@@ -91,8 +91,10 @@ class Migration:
         except RecordError as exc:
             raise PbeError(f"{exc}: run `pbe-fs doctor --repair` before migrating") from None
         record_bytes = self.source.store.read_bytes(artwork_key(aid, RECORD))
-        for f in record["files"]:
+        for f in record["files"] + record.get("replaced", []):  # replaced: what the artist drew before
             self._file(artwork_key(aid, f["path"]), f["size"], f["sha256"], done)
+        for name in record.get("versions", []):  # earlier pixiv.json
+            self._json(artwork_key(aid, name), self.source.store.read_bytes(artwork_key(aid, name)), done)
         self._json(artwork_key(aid, RAW), self.source.store.read_bytes(artwork_key(aid, RAW)), done)
         self._json(artwork_key(aid, RECORD), record_bytes, done)
         return done

@@ -30,6 +30,10 @@ def status(archive: Archive) -> dict[str, Any]:
         damaged = [dict(r) for r in db.execute(
             "SELECT artwork_id AS id, path, problem, found_at AS since FROM damage ORDER BY found_at, artwork_id, path")]
         problems = [dict(r) for r in db.execute("SELECT artwork_id AS id, problem FROM problems ORDER BY artwork_id")]
+        since = last["started_at"] if last else ""
+        changes = {event: count for event, count in db.execute(
+            "SELECT event, count(*) FROM history WHERE at >= ? AND event IN"
+            " ('bookmarked', 'gone', 'restored', 'changed', 'unbookmarked') GROUP BY event", (since,))}
         last_ok = db.execute("SELECT finished_at FROM sync_runs WHERE status = 'ok' ORDER BY id DESC LIMIT 1").fetchone()
         pending = db.execute("SELECT count(*) FROM pending").fetchone()[0]
         usage = shutil.disk_usage(archive.root if archive.root.exists() else archive.root.parent)
@@ -41,6 +45,7 @@ def status(archive: Archive) -> dict[str, Any]:
             "last_sync": last,
             "last_successful_sync": last_ok[0] if last_ok else None,
             "gone": gone, "lost": lost, "damaged": damaged, "problems": problems,
+            "changes_in_last_sync": changes,
             "generation": index.generation(),
         }
     finally:

@@ -414,6 +414,11 @@ class Syncer:
         record["format"] = max(record.get("format", 1), 2)
         if found:
             record["history"].append({"at": at, "event": "changed", "fields": found})
+        pages = found.get("page_count")
+        if pages and pages["to"] < pages["from"]:  # pages the artist removed stay here, marked
+            for f in record["files"]:
+                if f["page"] >= pages["to"] and f["role"] != "ugoira_zip":
+                    f.setdefault("removed_on_pixiv", at)
         self.archive.update_record(aid, record)  # the event first: a crash repeats it, never loses it
         self.archive.write_raw(aid, item)
         self._index_artwork(record, item)

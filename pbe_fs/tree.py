@@ -17,6 +17,9 @@ Views::
     by-id/93012345/
     nsfw/000042 93012399 Title/
     gone/93012345 Title/
+    private/000007 93012350 Title/
+    ai/000012 93012360 Title/
+    changes/2026-11/2026-11-25 changed 93012345 Title/   and changes/2026-11/index.txt
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from datetime import datetime
 from . import maintenance, names
 from .archive import Archive
 from .artwork import QUALITIES, ArtworkFolder, Node, top_quality
-from .config import NSFW_POLICIES, Config
+from .config import AI_POLICIES, NSFW_POLICIES, Config
 from .errors import PbeError, RecordError
 from .recovery import open_index, record_from_index
 from .render import meta
@@ -43,10 +46,13 @@ from .status import status
 
 log = logging.getLogger("pbe_fs.tree")
 
-VIEWS = ("by-ingress", "by-date", "by-artist", "by-tag", "by-id", "nsfw", "gone")
-LISTING_VIEWS = ("by-ingress", "by-date", "by-artist", "by-tag", "gone")
+VIEWS = ("by-ingress", "by-date", "by-artist", "by-tag", "by-id", "nsfw", "gone", "private", "ai", "changes")
+LISTING_VIEWS = ("by-ingress", "by-date", "by-artist", "by-tag", "gone", "private", "changes")
 # how many names below the view an artwork folder sits
-_DEPTH = {"by-ingress": 1, "by-date": 3, "by-artist": 2, "by-tag": 2, "by-id": 1, "nsfw": 1, "gone": 1}
+_DEPTH = {"by-ingress": 1, "by-date": 3, "by-artist": 2, "by-tag": 2, "by-id": 1, "nsfw": 1, "gone": 1,
+          "private": 1, "ai": 1, "changes": 2}
+# the events changes/ shows, as pbe.json's history names them
+CHANGE_EVENTS = ("bookmarked", "gone", "restored", "changed", "unbookmarked")
 # names clients probe for that never exist here: answered at once, never logged
 PROBE_NOISE = frozenset({".DS_Store", ".Spotlight-V100", "Thumbs.db", "desktop.ini", ".hidden", ".directory",
                          ".Trashes", ".fseventsd", ".metadata_never_index", "autorun.inf", ".localized"})
@@ -59,6 +65,17 @@ class TreeError(PbeError):
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
         self.kind = kind  # notfound | readonly | forbidden | busy
+
+
+def effective_ai(instance: str, requested: str | None) -> str:
+    """The AI policy a mount or server may use: only ever stricter."""
+    if requested is None or requested == instance:
+        return instance
+    if requested not in AI_POLICIES:
+        raise PbeError(f"unknown AI policy {requested!r}: use one of {', '.join(AI_POLICIES)}")
+    if requested == "hidden":
+        return requested
+    raise PbeError(f"--ai {requested} is looser than the instance policy {instance!r} (display.ai)")
 
 
 def effective_policy(instance: str, requested: str | None) -> str:
@@ -96,6 +113,8 @@ class Work:
     nsfw: bool
     gone: bool
     subdirs: int = 0  # quality folders in its artwork folder
+    private: bool = False
+    ai: bool = False  # illust_ai_type 2
 
 
 def _epoch(iso: str) -> float:
@@ -108,9 +127,11 @@ def _epoch(iso: str) -> float:
 class Tree:
     """The archive as folders, for one NSFW policy."""
 
-    def __init__(self, config: Config, policy: str | None = None, *, cache_dirs: int = 512) -> None:
+    def __init__(self, config: Config, policy: str | None = None, *, ai: str | None = None,
+                 cache_dirs: int = 512) -> None:
         self.config = config
         self.policy = effective_policy(config.settings.display.nsfw, policy)
+        self.ai_policy = effective_ai(config.settings.display.ai, ai)
         self.archive = Archive.open(config)
         self.archive.store.check()
         self.index = open_index(self.archive)
@@ -123,6 +144,7 @@ class Tree:
         self._stamp = time.time()
         self._works: dict[int, Work] = {}
         self._tags: dict[int, list[str]] | None = None
+        self._changes: dict[str, list[tuple[str, str, Work, str]]] | None = None
         self._links: dict[tuple[str, ...], int] = {}
         self._dirs: OrderedDict[tuple[str, ...], dict[str, Node]] = OrderedDict()
         self._max_dirs = cache_dirs
@@ -145,6 +167,7 @@ class Tree:
             self._stamp = time.time()
             self._works = self._load_works()
             self._tags = None
+            self._changes = None
             self._links = {}
             self._dirs.clear()
         return True
@@ -159,13 +182,14 @@ class Tree:
         roles = {aid: set(found.split(",")) & set(QUALITIES) for aid, found in db.execute(
             "SELECT artwork_id, group_concat(DISTINCT role) FROM files GROUP BY artwork_id")}
         rows = db.execute(
-            "SELECT w.id, w.seq, w.title, w.artist_id, a.name, w.create_date, w.x_restrict, w.state"
-            " FROM artworks w JOIN artists a ON a.id = w.artist_id ORDER BY w.seq")
+            "SELECT w.id, w.seq, w.title, w.artist_id, a.name, w.create_date, w.x_restrict, w.state, w.restrict,"
+            " w.ai_type FROM artworks w JOIN artists a ON a.id = w.artist_id ORDER BY w.seq")
         works = {}
         for r in rows:
             present = roles.get(r[0], set())
             subdirs = len(present - {self._top_of(present)})
-            works[r[0]] = Work(r[0], r[1], r[2], r[3], r[4], r[5], _epoch(r[5]), r[6] > 0, r[7] == "gone", subdirs)
+            works[r[0]] = Work(r[0], r[1], r[2], r[3], r[4], r[5], _epoch(r[5]), r[6] > 0, r[7] == "gone", subdirs,
+                               r[8] == "private", r[9] == 2)
         return works
 
     def _top_of(self, roles: set[str]) -> str:
@@ -173,6 +197,8 @@ class Tree:
 
     # -- policy ------------------------------------------------------------------
     def _shown(self, work: Work, view: str) -> bool:
+        if work.ai and self.ai_policy == "hidden" and view not in ("by-id", "ai"):
+            return False
         if not work.nsfw:
             return True
         if view == "nsfw":
@@ -345,11 +371,15 @@ class Tree:
             return [w for w in works if w.nsfw]
         if view == "gone":
             return [w for w in works if w.gone]
+        if view == "private":
+            return [w for w in works if w.private]
+        if view == "ai":
+            return [w for w in works if w.ai]
         return works
 
     def _view_dir(self, view: str, sub: tuple[str, ...]) -> dict[str, Node] | None:
         works = self._works_in(view)
-        if view in ("by-ingress", "nsfw") and not sub:
+        if view in ("by-ingress", "nsfw", "private", "ai") and not sub:
             return {names.join(f"{w.seq:06d}", str(w.id), w.title): self._folder(w) for w in works}
         if view == "by-id" and not sub:
             return {str(w.id): self._folder(w) for w in works}
@@ -357,6 +387,8 @@ class Tree:
             return {names.join(str(w.id), w.title): self._folder(w) for w in works}
         if view == "by-date":
             return self._by_date(works, sub)
+        if view == "changes":
+            return self._changes_dir(sub)
         if view == "by-artist":
             return self._grouped(works, sub, lambda w: [names.join(w.artist_name, f"[{w.artist_id}]")])
         if view == "by-tag":
@@ -389,6 +421,43 @@ class Tree:
         if members is None:
             return None
         return {names.join(str(w.id), w.title): self._folder(w) for w in members}
+
+    def _changes_dir(self, sub: tuple[str, ...]) -> dict[str, Node] | None:
+        """changes/YYYY-MM/: one artwork folder per event, and index.txt."""
+        months = self._all_changes()
+        if not sub:
+            return {m: self._view_node() for m in months}
+        events = months.get(sub[0])
+        if events is None:
+            return None
+        entries: dict[str, Node] = {}
+        for at, event, work, _ in events:
+            entries.setdefault(names.join(at[:10], event, str(work.id), work.title), self._folder(work))
+        lines = "".join(f"{at[:10]} {event} {work.id} {work.title}{f' ({what})' if what else ''}\n"
+                        for at, event, work, what in events)
+        data = lines.encode()
+        entries["index.txt"] = Node(False, self._stamp, len(data), content=lambda: BytesContent(data), immutable=False,
+                                    etag=Cache.key(data))
+        return entries
+
+    def _all_changes(self) -> dict[str, list[tuple[str, str, Work, str]]]:
+        """Every shown work's events by month (UTC), newest first: loaded once per generation."""
+        changes = self._changes
+        if changes is None:
+            changes = {}
+            rows = self.index.db.execute(
+                f"SELECT artwork_id, at, event, detail FROM history WHERE event IN ({','.join('?' * len(CHANGE_EVENTS))})"
+                " ORDER BY at DESC, artwork_id", CHANGE_EVENTS)
+            for aid, at, event, detail in rows:
+                work = self._works.get(aid)
+                if work is None or not self._shown(work, "changes") or len(at) < 10:
+                    continue
+                what = ", ".join(json.loads(detail).get("fields", {})) if event == "changed" else ""
+                if event == "changed" and not what:
+                    what = "images"
+                changes.setdefault(at[:7], []).append((at, event, work, what))
+            self._changes = changes
+        return changes
 
     def _all_tags(self) -> dict[int, list[str]]:
         """Every work's tags, loaded once per generation (by-tag only)."""

@@ -46,6 +46,11 @@ def ids_in(folder: Path) -> set[int]:
     return {int(re.search(r"(?:^|\s)(\d{7,})(?:\s|$)", n).group(1)) for n in os.listdir(folder)}
 
 
+def ids_in_entries(folder: Path) -> set[int]:
+    """ids of the artwork folders in a changes/ month (index.txt aside)."""
+    return {int(n.split()[2]) for n in os.listdir(folder) if n != "index.txt"}
+
+
 def walk_ids(folder: Path, depth: int) -> set[int]:
     found: set[int] = set()
     if depth == 1:
@@ -67,8 +72,16 @@ def test_every_view_matches_the_index(synced, tmp_path: Path, policy: str) -> No
     m = Mount(config, tmp_path / "mnt", "--nsfw", policy)
     try:
         assert sorted(os.listdir(m.path())) == sorted(
-            ["by-artist", "by-date", "by-id", "by-ingress", "by-tag", "gone", "status.json"]
+            ["ai", "by-artist", "by-date", "by-id", "by-ingress", "by-tag", "changes", "gone", "private", "status.json"]
             + ([] if policy == "disabled" else ["nsfw"]))
+        assert ids_in(m.path("private")) == {r["id"] for r in rows if r["restrict"] == "private"} & listed
+        months = os.listdir(m.path("changes"))
+        assert months and all(re.fullmatch(r"\d{4}-\d\d", month) for month in months)
+        in_changes = {i for month in months for i in ids_in_entries(m.path("changes", month))}
+        assert in_changes == listed  # every shown work was bookmarked; nothing hidden slips in
+        lines = "".join((m.path("changes", month, "index.txt")).read_text() for month in months).splitlines()
+        assert {int(line.split()[2]) for line in lines} == listed
+        assert {line.split()[1] for line in lines} >= {"bookmarked", "gone"}
         assert ids_in(m.path("by-ingress")) == listed
         assert walk_ids(m.path("by-date"), 3) == listed
         assert walk_ids(m.path("by-artist"), 2) == listed

@@ -12,8 +12,8 @@ from pbe_fs.sync import dated_name
 from tests.conftest import Mount, pbe, write_config
 from tests.fakepixiv import FakePixiv, Work
 
-RETITLED, RETAGGED, RENAMED, RATED, AI, GROWN, REDRAWN, DELETED = (
-    98000001, 98000002, 98000003, 98000004, 98000005, 98000006, 98000007, 98000008)
+RETITLED, RETAGGED, RENAMED, RATED, AI, GROWN, REDRAWN, DELETED, SHRUNK = (
+    98000001, 98000002, 98000003, 98000004, 98000005, 98000006, 98000007, 98000008, 98000009)
 
 
 def test_changes_are_the_fields_a_person_notices() -> None:
@@ -43,7 +43,8 @@ def test_sync_full_records_every_change_and_keeps_what_was_seen(tmp_path: Path) 
              (Work(AI, "ai", (51, "Al", "al")), "public"),
              (Work(GROWN, "grown", (51, "Al", "al"), pages=2), "public"),
              (Work(REDRAWN, "redrawn", (51, "Al", "al")), "public"),
-             (Work(DELETED, "deleted", (51, "Al", "al")), "public")]
+             (Work(DELETED, "deleted", (51, "Al", "al")), "public"),
+             (Work(SHRUNK, "shrunk", (51, "Al", "al"), pages=3), "public")]
     with FakePixiv(works) as fake:
         config = write_config(tmp_path, fake, sync={"sizes": ["original", "medium"]})
         pbe(config, "sync", "--no-progress", check=True)
@@ -61,10 +62,11 @@ def test_sync_full_records_every_change_and_keeps_what_was_seen(tmp_path: Path) 
             fake.works[GROWN].pages = 3
             fake.works[REDRAWN].revision, fake.works[REDRAWN].size = 1, (80, 60)
             fake.works[DELETED].state = "deleted"  # a placeholder is gone, never "changed"
+            fake.works[SHRUNK].pages = 2
             fake.reset_counts()
             proc = pbe(config, "sync", "--full", "--no-progress")
             assert proc.returncode == 0, proc.stderr
-            assert "7 changed" in proc.stderr and "1 gone" in proc.stderr, proc.stderr
+            assert "8 changed" in proc.stderr and "1 gone" in proc.stderr, proc.stderr
             # history: one changed event each, old and new values
             assert history(root, RETITLED)[-1]["fields"] == {"title": {"from": "old title", "to": "new title"}}
             assert history(root, RETAGGED)[-1]["fields"]["tags"]["to"] == [["猫", "cat"], ["犬", "dog"]]
@@ -73,6 +75,10 @@ def test_sync_full_records_every_change_and_keeps_what_was_seen(tmp_path: Path) 
             assert history(root, AI)[-1]["fields"] == {"illust_ai_type": {"from": 1, "to": 2}}
             assert history(root, GROWN)[-2]["fields"] == {"page_count": {"from": 2, "to": 3}}
             assert [h["event"] for h in history(root, DELETED)][-1] == "gone"
+            shrunk = json.loads((root / f"artworks/{SHRUNK}/pbe.json").read_text())
+            assert {f["path"] for f in shrunk["files"] if f.get("removed_on_pixiv")} == {
+                f"{SHRUNK}_p2.jpg", f"medium/{SHRUNK}_p2_master1200.jpg"}  # kept, marked
+            assert (root / f"artworks/{SHRUNK}/{SHRUNK}_p2.jpg").is_file()
             assert "changed" not in [h["event"] for h in history(root, DELETED)]
             # the old pixiv.json is kept as pixiv.<date>.json, the new one is current
             folder = root / f"artworks/{RETITLED}"
@@ -104,6 +110,17 @@ def test_sync_full_records_every_change_and_keeps_what_was_seen(tmp_path: Path) 
             held.close()
             meta = json.loads((mount.path("by-id", str(RETITLED), "meta.json")).read_text())
             assert any(h["event"] == "changed" for h in meta["history"])
+            # changes/ tells what happened, by month; private/ and ai/ list their works
+            month = [m for m in os.listdir(mount.path("changes"))][-1]
+            entries = os.listdir(mount.path("changes", month))
+            assert any(f" changed {RETITLED} new title" in n for n in entries)
+            assert any(f" gone {DELETED} " in n for n in entries)
+            index_txt = mount.path("changes", month, "index.txt").read_text()
+            assert f"changed {RETITLED} new title (title)" in index_txt
+            assert f"changed {REDRAWN} redrawn (images)" in index_txt
+            assert [n.split()[1] for n in os.listdir(mount.path("ai"))] == [str(AI)]
+            status = json.loads(mount.path("status.json").read_text())
+            assert status["changes_in_last_sync"]["changed"] == 8 and status["changes_in_last_sync"]["gone"] == 1
             # nothing changes twice: a second --full finds nothing new
             proc = pbe(config, "sync", "--full", "--no-progress")
             assert proc.returncode == 0 and "changed" not in proc.stderr.split("sync done")[-1], proc.stderr
@@ -133,3 +150,37 @@ def test_the_daemon_refreshes_a_share_per_run(tmp_path: Path) -> None:
             seen |= {r[0] for r in db.execute("SELECT artwork_id FROM refreshed")}
         assert len(seen) == 10  # everything compared within the period
         assert history(tmp_path / "data", 98100000)[-1]["fields"]["title"]["to"] == "retitled"
+
+
+def test_ai_policy_hides_ai_works_except_by_id_and_ai(tmp_path: Path) -> None:
+    from pbe_fs import config as config_mod
+    from pbe_fs.errors import PbeError
+    from pbe_fs.tree import Tree
+
+    works = [(Work(98200001, "made by hand", (51, "Al", "al")), "public"),
+             (Work(98200002, "made by a model", (51, "Al", "al"), ai_type=2), "private")]
+    with FakePixiv(works) as fake:
+        config = write_config(tmp_path, fake, sync={"sizes": ["original"]})
+        pbe(config, "sync", "--no-progress", check=True)
+        cfg = config_mod.load(config)
+        for ai, expected in (("shown", {98200001, 98200002}), ("hidden", {98200001})):
+            tree = Tree(cfg, "enabled", ai=ai)
+            try:
+                def ids(*path: str) -> set[int]:
+                    return {int(n.split()[1]) for n, _ in tree.list(path) or []}
+                assert ids("by-ingress") == expected
+                assert {int(n.split()[0]) for n, _ in tree.list(("by-id",))} == {98200001, 98200002}
+                assert ids("ai") == {98200002}
+                assert ids("private") == expected & {98200002}
+                assert {int(n.split()[0]) for n, _ in tree.list(("by-artist", "Al [51]"))} == expected
+            finally:
+                tree.close()
+        cfg.settings.display.ai = "hidden"
+        try:
+            Tree(cfg, "enabled", ai="shown")
+        except PbeError as exc:
+            assert "looser" in str(exc)
+        else:
+            raise AssertionError("--ai shown over display.ai hidden must be refused")
+        proc = pbe(config, "serve", "--ai", "sometimes")
+        assert proc.returncode == 2 and "--ai" in proc.stderr
