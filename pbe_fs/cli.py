@@ -184,7 +184,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     source = Archive.open(cfg).describe()
     result = migrate(cfg, args.to, Progress(enabled=False if args.no_progress else None, desc="migrate"))
     log.info("migrated %s to %s: %s, all verified", source, Archive.open(cfg).describe(), result.describe())
-    log.info("config.json now says \"filesystem\": \"%s\"%s", args.to,
+    log.info("%s now says \"filesystem\": \"%s\"%s", cfg.path, args.to,
              f"; the copy at {source} is left as it was: remove it when you no longer want it" if args.to == "s3"
              else f"; the bucket {source} is left as it was")
     return 0
@@ -232,7 +232,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 pass
         except PbeError as exc:
             return str(exc)
-        proc = subprocess.Popen([sys.executable, "-m", "pbe_fs.cli", "-c", str(cfg.path), "sync", "--no-progress"],
+        proc = subprocess.Popen([sys.executable, "-m", "pbe_fs.cli", *cfg.cli_args(), "sync", "--no-progress"],
                                 stdin=subprocess.DEVNULL, start_new_session=True)
         return f"started sync (pid {proc.pid})"
 
@@ -254,7 +254,7 @@ def cmd_login(args: argparse.Namespace) -> int:
     from .login import exchange, extract_code, login_url, pkce_pair
     from .pixiv import PixivClient
 
-    path, _, settings = config_mod.load_for_login(args.config)
+    path, settings = config_mod.load_for_login(args.config)
     if args.refresh_token:
         refresh = args.refresh_token.strip()
         _redact.secrets = [refresh]
@@ -320,7 +320,9 @@ def _artwork_id(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pbe-fs", description="Back up your pixiv bookmarks and browse them as files.")
-    parser.add_argument("-c", "--config", default="config.json", help="path to config.json (default: ./config.json)")
+    parser.add_argument("-c", "--config", metavar="FILE",
+                        help="use exactly this config file (default: ./config.json, if any, under your own "
+                             f"{config_mod.user_config_path()})")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: HTTP too)")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     parser.add_argument("--log-format", choices=("human", "json"),
@@ -365,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repair", action="store_true", help="fetch damaged or missing files again")
     p.set_defaults(func=cmd_doctor)
 
-    p = sub.add_parser("login", help="get a refresh token (pixiv's browser login) and save it in config.json")
+    p = sub.add_parser("login", help="get a refresh token (pixiv's browser login) and save it in your config file (0600)")
     p.add_argument("--refresh-token", metavar="TOKEN", help="store a token obtained elsewhere, after checking it works")
     p.set_defaults(func=cmd_login)
 
@@ -379,19 +381,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _say(line: str) -> None:
+    """One line on stderr, whatever characters a config file smuggled into it."""
+    sys.stderr.write(line.encode("utf-8", "backslashreplace").decode("utf-8") + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose, args.quiet, args.log_format or "human")
     try:
         return args.func(args)
     except PbeError as exc:
-        print(f"pbe-fs: error: {exc}", file=sys.stderr)
+        _say(f"pbe-fs: error: {exc}")
         return exc.exit_code
     except KeyboardInterrupt:
         print("pbe-fs: interrupted", file=sys.stderr)
         return 130
     except OSError as exc:  # disk full, permission denied: the user's to fix, not a bug
-        print(f"pbe-fs: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        _say(f"pbe-fs: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
         return 1
 
 
