@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from typing import Any
 
@@ -24,18 +25,36 @@ log = logging.getLogger("pbe_fs")
 
 
 class Redact(logging.Filter):
-    """Replace every secret with *** in every record, whatever logged it."""
+    """Replace every secret with *** in every record, whatever logged it.
+
+    A secret is replaced where it stands as a value (between characters
+    that cannot be part of a token), never as letters inside a word: a
+    one-letter ``app_key`` must not turn "new works" into "new wor***s".
+    """
 
     def __init__(self) -> None:
         super().__init__()
-        self.secrets: list[str] = []
+        self._secrets: list[str] = []
+        self._pattern: re.Pattern[str] | None = None
+
+    @property
+    def secrets(self) -> list[str]:
+        return self._secrets
+
+    @secrets.setter
+    def secrets(self, values: list[str]) -> None:
+        self._secrets = sorted({v for v in values if v}, key=len, reverse=True)
+        alternatives = "|".join(re.escape(v) for v in self._secrets)
+        self._pattern = re.compile(rf"(?<![\w-])(?:{alternatives})(?![\w-])") if alternatives else None
+
+    def redact(self, text: str) -> str:
+        return self._pattern.sub("***", text) if self._pattern else text
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets:
-            message = record.getMessage()
-            for secret in self.secrets:
-                message = message.replace(secret, "***")
-            record.msg, record.args = message, None
+        if self._pattern is not None:
+            record.msg, record.args = self.redact(record.getMessage()), None
+            if record.exc_info and not record.exc_text:
+                record.exc_text = self.redact(logging.Formatter().formatException(record.exc_info))
         return True
 
 
@@ -65,7 +84,7 @@ class _JsonFormatter(logging.Formatter):
         entry = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"), "level": record.levelname.lower(),
                  "logger": record.name, "message": record.getMessage()}
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+            entry["exception"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
 
 
