@@ -139,10 +139,13 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from .running import local_time, read_state
     from .status import status
 
     cfg = _load(args)
-    data = status(Archive.open(cfg))
+    archive = Archive.open(cfg)
+    data = status(archive)
+    data["daemon"] = read_state(archive.private)
     if args.json:
         json.dump(data, sys.stdout, ensure_ascii=False, indent=2)
         print()
@@ -154,16 +157,23 @@ def cmd_status(args: argparse.Namespace) -> int:
           + (f" ({human_bytes(data['disk_free'])} free on disk)" if "disk_free" in data else ""))
     last = data["last_sync"]
     if last:
-        print(f"last sync  {last['started_at']} {last['mode']}: {last['status']}, {last['new_works']} new"
+        print(f"last sync  {local_time(last['started_at'])} {last['mode']}: {last['status']}, {last['new_works']} new"
               + (f" ({last['message']})" if last["message"] else ""))
     else:
         print("last sync  never: run `pbe-fs sync`")
+    daemon = data["daemon"]
+    if daemon:
+        doing = "syncing now" if daemon.get("sync_running") else f"next sync {local_time(daemon.get('next_sync'))}"
+        print(f"daemon     running (pid {daemon['pid']}) since {local_time(daemon['started_at'])}, serving "
+              f"{daemon['url']}" + (f", mounted at {daemon['mount']}" if daemon.get("mount") else "") + f"; {doing}")
+    else:
+        print("daemon     not running (start it with `pbe-fs run`)")
     if data.get("pending"):
         print(f"pending    {data['pending']} works from an unfinished sync: run `pbe-fs sync`")
     for work in data["gone"]:
-        print(f"gone       {work['id']} {work['title']!r} since {work['since']} ({work['reason']})")
+        print(f"gone       {work['id']} {work['title']!r} since {local_time(work['since'])} ({work['reason']})")
     for work in data["lost"]:
-        print(f"lost       {work['id']} since {work['since']} ({work['reason']}): never archived")
+        print(f"lost       {work['id']} since {local_time(work['since'])} ({work['reason']}): never archived")
     return 0
 
 
@@ -215,8 +225,13 @@ def cmd_mount(args: argparse.Namespace) -> int:
     from .fuse import check_mountpoint, mount
     from .tree import Tree
 
+    from .running import mount_problem, read_state
+
     cfg = _load(args)
     mountpoint = Path(args.mountpoint).resolve()
+    problem = mount_problem(mountpoint, read_state(Archive.open(cfg).private))
+    if problem:
+        raise PbeError(problem)
     check_mountpoint(mountpoint)
     _need_index(cfg)
     tree = Tree(cfg, args.nsfw)
@@ -258,6 +273,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     access = Access(read_only=s.read_only, token=s.read_only_token, users=dict(s.webdav.users))
     app = make_app(tree, access, per_page=s.display.home.ipp, refresh=refresh)
     try:
+        from .running import check_port
+
+        check_port(host, port)
         server = make_server(app, host, port, **cfg.tls())
         bound_host, bound_port = server.bind_addr[:2]
         log.info("serving %s over WebDAV at %s://%s:%d/ (NSFW %s%s); stop with Ctrl-C", cfg.archive_path,
