@@ -139,6 +139,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from .keepout import kept_out
     from .running import local_time, read_state
     from .status import status
 
@@ -146,6 +147,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     archive = Archive.open(cfg)
     data = status(archive)
     data["daemon"] = read_state(archive.private)
+    data["kept_out"] = [{"id": t["id"], "deleted_at": t.get("deleted_at")} for t in kept_out(archive)]
     if args.json:
         json.dump(data, sys.stdout, ensure_ascii=False, indent=2)
         print()
@@ -174,15 +176,38 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"gone       {work['id']} {work['title']!r} since {local_time(work['since'])} ({work['reason']})")
     for work in data["lost"]:
         print(f"lost       {work['id']} since {local_time(work['since'])} ({work['reason']}): never archived")
+    for tombstone in data["kept_out"]:
+        print(f"kept out   {tombstone['id']} deleted {local_time(tombstone.get('deleted_at'))}: "
+              f"`pbe-fs let-in {tombstone['id']}` lets sync --full fetch it again")
     return 0
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
+    from .errors import NotArchived
+    from .keepout import set_keep_out
     from .maintenance import delete
 
     cfg = _load(args)
-    delete(Archive.open(cfg), args.id, force=args.force)
-    log.info("deleted %d from the archive", args.id)
+    archive = Archive.open(cfg)
+    try:
+        delete(archive, args.id, force=args.force)
+        log.info("deleted %d from the archive", args.id)
+    except NotArchived:
+        if not (args.keep_out and archive.read_side("deleted", args.id)):
+            raise
+    if args.keep_out:
+        set_keep_out(archive, args.id, True)
+        log.info("%d is kept out: `sync --full` will not fetch it again (`pbe-fs let-in %d` undoes that)", args.id, args.id)
+    return 0
+
+
+def cmd_let_in(args: argparse.Namespace) -> int:
+    from .keepout import set_keep_out
+
+    cfg = _load(args)
+    changed = set_keep_out(Archive.open(cfg), args.id, False)
+    log.info("%d %s: the next `pbe-fs sync --full` fetches it again while it is bookmarked", args.id,
+             "is let back in" if changed else "was not kept out")
     return 0
 
 
@@ -383,7 +408,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("delete", help="remove one artwork from the archive")
     p.add_argument("id", type=_artwork_id)
     p.add_argument("--force", action="store_true", help="delete even a work that is gone from pixiv")
+    p.add_argument("--keep-out", action="store_true",
+                   help="and never fetch it again, even with sync --full while it is bookmarked (undo: let-in)")
     p.set_defaults(func=cmd_delete)
+
+    p = sub.add_parser("let-in", help="let a work deleted with --keep-out be fetched again by sync --full")
+    p.add_argument("id", type=_artwork_id)
+    p.set_defaults(func=cmd_let_in)
 
     p = sub.add_parser("mount", help="show the archive as folders at MOUNTPOINT (FUSE), until Ctrl-C")
     p.add_argument("mountpoint")
