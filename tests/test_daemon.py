@@ -35,6 +35,16 @@ def get_json(url: str) -> dict:
         return json.loads(resp.read())
 
 
+def stop(proc: subprocess.Popen, mnt: Path) -> int:
+    """SIGTERM the daemon; never leave its mount behind, even when it failed."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=15)
+    finally:
+        if os.path.ismount(mnt):
+            subprocess.run(["fusermount3", "-uz", str(mnt)], check=False)
+
+
 def test_run_syncs_serves_mounts_reloads_and_stops(fake: FakePixiv, tmp_path: Path) -> None:
     mnt = tmp_path / "mnt"
     mnt.mkdir()
@@ -81,10 +91,7 @@ def test_run_syncs_serves_mounts_reloads_and_stops(fake: FakePixiv, tmp_path: Pa
         assert len(os.listdir(mnt / "by-id")) == 45
         assert "Traceback" not in log.read_text()
     finally:
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(timeout=15)
-        if os.path.ismount(mnt):
-            subprocess.run(["fusermount3", "-uz", str(mnt)], check=False)
+        code = stop(proc, mnt)
     assert code == 0 and not os.path.ismount(mnt)
 
 
@@ -189,9 +196,6 @@ def test_a_running_daemon_is_known_to_its_friends(fake: FakePixiv, tmp_path: Pat
         assert "webdav.port changed: restart pbe-fs run to apply it" in log.read_text()
         assert "refused" not in log.read_text()
     finally:
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(timeout=15)
-        if os.path.ismount(mnt):
-            subprocess.run(["fusermount3", "-uz", str(mnt)], check=False)
+        code = stop(proc, mnt)
     assert code == 0 and not (tmp_path / "data/.pbe/daemon.json").exists()
     assert "daemon     not running" in cli("status", cwd=tmp_path, env=env).stdout
