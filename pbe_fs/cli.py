@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from typing import Any
 
@@ -24,18 +25,36 @@ log = logging.getLogger("pbe_fs")
 
 
 class Redact(logging.Filter):
-    """Replace every secret with *** in every record, whatever logged it."""
+    """Replace every secret with *** in every record, whatever logged it.
+
+    A secret is replaced where it stands as a value (between characters
+    that cannot be part of a token), never as letters inside a word: a
+    one-letter ``app_key`` must not turn "new works" into "new wor***s".
+    """
 
     def __init__(self) -> None:
         super().__init__()
-        self.secrets: list[str] = []
+        self._secrets: list[str] = []
+        self._pattern: re.Pattern[str] | None = None
+
+    @property
+    def secrets(self) -> list[str]:
+        return self._secrets
+
+    @secrets.setter
+    def secrets(self, values: list[str]) -> None:
+        self._secrets = sorted({v for v in values if v}, key=len, reverse=True)
+        alternatives = "|".join(re.escape(v) for v in self._secrets)
+        self._pattern = re.compile(rf"(?<![\w-])(?:{alternatives})(?![\w-])") if alternatives else None
+
+    def redact(self, text: str) -> str:
+        return self._pattern.sub("***", text) if self._pattern else text
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets:
-            message = record.getMessage()
-            for secret in self.secrets:
-                message = message.replace(secret, "***")
-            record.msg, record.args = message, None
+        if self._pattern is not None:
+            record.msg, record.args = self.redact(record.getMessage()), None
+            if record.exc_info and not record.exc_text:
+                record.exc_text = self.redact(logging.Formatter().formatException(record.exc_info))
         return True
 
 
@@ -65,7 +84,7 @@ class _JsonFormatter(logging.Formatter):
         entry = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"), "level": record.levelname.lower(),
                  "logger": record.name, "message": record.getMessage()}
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+            entry["exception"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
 
 
@@ -120,10 +139,15 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from .keepout import kept_out
+    from .running import local_time, read_state
     from .status import status
 
     cfg = _load(args)
-    data = status(Archive.open(cfg))
+    archive = Archive.open(cfg)
+    data = status(archive)
+    data["daemon"] = read_state(archive.private)
+    data["kept_out"] = [{"id": t["id"], "deleted_at": t.get("deleted_at")} for t in kept_out(archive)]
     if args.json:
         json.dump(data, sys.stdout, ensure_ascii=False, indent=2)
         print()
@@ -135,32 +159,62 @@ def cmd_status(args: argparse.Namespace) -> int:
           + (f" ({human_bytes(data['disk_free'])} free on disk)" if "disk_free" in data else ""))
     last = data["last_sync"]
     if last:
-        print(f"last sync  {last['started_at']} {last['mode']}: {last['status']}, {last['new_works']} new"
+        print(f"last sync  {local_time(last['started_at'])} {last['mode']}: {last['status']}, {last['new_works']} new"
               + (f" ({last['message']})" if last["message"] else ""))
     else:
         print("last sync  never: run `pbe-fs sync`")
     changes = data.get("changes_in_last_sync") or {}
     if changes:
         print("changes    " + ", ".join(f"{n} {event}" for event, n in sorted(changes.items())) + " in the last sync")
+    daemon = data["daemon"]
+    if daemon:
+        doing = "syncing now" if daemon.get("sync_running") else f"next sync {local_time(daemon.get('next_sync'))}"
+        print(f"daemon     running (pid {daemon['pid']}) since {local_time(daemon['started_at'])}, serving "
+              f"{daemon['url']}" + (f", mounted at {daemon['mount']}" if daemon.get("mount") else "") + f"; {doing}")
+    else:
+        print("daemon     not running (start it with `pbe-fs run`)")
     if data.get("pending"):
         print(f"pending    {data['pending']} works from an unfinished sync: run `pbe-fs sync`")
     for work in data["gone"]:
-        print(f"gone       {work['id']} {work['title']!r} since {work['since']} ({work['reason']})")
+        print(f"gone       {work['id']} {work['title']!r} since {local_time(work['since'])} ({work['reason']})")
     for work in data["lost"]:
-        print(f"lost       {work['id']} since {work['since']} ({work['reason']}): never archived")
+        print(f"lost       {work['id']} since {local_time(work['since'])} ({work['reason']}): never archived")
     for bad in data.get("damaged", []):
-        print(f"damaged    {bad['id']}/{bad['path']} since {bad['since']} ({bad['problem']}): `pbe-fs doctor --repair`")
+        print(f"damaged    {bad['id']}/{bad['path']} since {local_time(bad['since'])} ({bad['problem']}): `pbe-fs doctor --repair`")
     for bad in data.get("problems", []):
         print(f"record     {bad['id']}: {bad['problem']}: `pbe-fs doctor --repair` rebuilds it")
+    for tombstone in data["kept_out"]:
+        print(f"kept out   {tombstone['id']} deleted {local_time(tombstone.get('deleted_at'))}: "
+              f"`pbe-fs let-in {tombstone['id']}` lets sync --full fetch it again")
     return 0
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
+    from .errors import NotArchived
+    from .keepout import set_keep_out
     from .maintenance import delete
 
     cfg = _load(args)
-    delete(Archive.open(cfg), args.id, force=args.force)
-    log.info("deleted %d from the archive", args.id)
+    archive = Archive.open(cfg)
+    try:
+        delete(archive, args.id, force=args.force)
+        log.info("deleted %d from the archive", args.id)
+    except NotArchived:
+        if not (args.keep_out and archive.read_side("deleted", args.id)):
+            raise
+    if args.keep_out:
+        set_keep_out(archive, args.id, True)
+        log.info("%d is kept out: `sync --full` will not fetch it again (`pbe-fs let-in %d` undoes that)", args.id, args.id)
+    return 0
+
+
+def cmd_let_in(args: argparse.Namespace) -> int:
+    from .keepout import set_keep_out
+
+    cfg = _load(args)
+    changed = set_keep_out(Archive.open(cfg), args.id, False)
+    log.info("%d %s: the next `pbe-fs sync --full` fetches it again while it is bookmarked", args.id,
+             "is let back in" if changed else "was not kept out")
     return 0
 
 
@@ -196,7 +250,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     source = Archive.open(cfg).describe()
     result = migrate(cfg, args.to, Progress(enabled=False if args.no_progress else None, desc="migrate"))
     log.info("migrated %s to %s: %s, all verified", source, Archive.open(cfg).describe(), result.describe())
-    log.info("config.json now says \"filesystem\": \"%s\"%s", args.to,
+    log.info("%s now says \"filesystem\": \"%s\"%s", cfg.path, args.to,
              f"; the copy at {source} is left as it was: remove it when you no longer want it" if args.to == "s3"
              else f"; the bucket {source} is left as it was")
     return 0
@@ -208,8 +262,13 @@ def cmd_mount(args: argparse.Namespace) -> int:
     from .fuse import check_mountpoint, mount
     from .tree import Tree
 
+    from .running import mount_problem, read_state
+
     cfg = _load(args)
     mountpoint = Path(args.mountpoint).resolve()
+    problem = mount_problem(mountpoint, read_state(Archive.open(cfg).private))
+    if problem:
+        raise PbeError(problem)
     check_mountpoint(mountpoint)
     _need_index(cfg)
     tree = Tree(cfg, args.nsfw, ai=args.ai)
@@ -244,13 +303,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 pass
         except PbeError as exc:
             return str(exc)
-        proc = subprocess.Popen([sys.executable, "-m", "pbe_fs.cli", "-c", str(cfg.path), "sync", "--no-progress"],
+        proc = subprocess.Popen([sys.executable, "-m", "pbe_fs.cli", *cfg.cli_args(), "sync", "--no-progress"],
                                 stdin=subprocess.DEVNULL, start_new_session=True)
         return f"started sync (pid {proc.pid})"
 
     access = Access(read_only=s.read_only, token=s.read_only_token, users=dict(s.webdav.users))
     app = make_app(tree, access, per_page=s.display.home.ipp, refresh=refresh)
     try:
+        from .running import check_port
+
+        check_port(host, port)
         server = make_server(app, host, port, **cfg.tls())
         bound_host, bound_port = server.bind_addr[:2]
         log.info("serving %s over WebDAV at %s://%s:%d/ (NSFW %s%s); stop with Ctrl-C", cfg.archive_path,
@@ -266,7 +328,7 @@ def cmd_login(args: argparse.Namespace) -> int:
     from .login import exchange, extract_code, login_url, pkce_pair
     from .pixiv import PixivClient
 
-    path, _, settings = config_mod.load_for_login(args.config)
+    path, settings = config_mod.load_for_login(args.config)
     if args.refresh_token:
         refresh = args.refresh_token.strip()
         _redact.secrets = [refresh]
@@ -336,7 +398,9 @@ def _artwork_id(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pbe-fs", description="Back up your pixiv bookmarks and browse them as files.")
-    parser.add_argument("-c", "--config", default="config.json", help="path to config.json (default: ./config.json)")
+    parser.add_argument("-c", "--config", metavar="FILE",
+                        help="use exactly this config file (default: ./config.json, if any, under your own "
+                             f"{config_mod.user_config_path()})")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: HTTP too)")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     parser.add_argument("--log-format", choices=("human", "json"),
@@ -361,7 +425,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("delete", help="remove one artwork from the archive")
     p.add_argument("id", type=_artwork_id)
     p.add_argument("--force", action="store_true", help="delete even a work that is gone from pixiv")
+    p.add_argument("--keep-out", action="store_true",
+                   help="and never fetch it again, even with sync --full while it is bookmarked (undo: let-in)")
     p.set_defaults(func=cmd_delete)
+
+    p = sub.add_parser("let-in", help="let a work deleted with --keep-out be fetched again by sync --full")
+    p.add_argument("id", type=_artwork_id)
+    p.set_defaults(func=cmd_let_in)
 
     p = sub.add_parser("mount", help="show the archive as folders at MOUNTPOINT (FUSE), until Ctrl-C")
     p.add_argument("mountpoint")
@@ -384,7 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repair", action="store_true", help="fetch damaged or missing files again")
     p.set_defaults(func=cmd_doctor)
 
-    p = sub.add_parser("login", help="get a refresh token (pixiv's browser login) and save it in config.json")
+    p = sub.add_parser("login", help="get a refresh token (pixiv's browser login) and save it in your config file (0600)")
     p.add_argument("--refresh-token", metavar="TOKEN", help="store a token obtained elsewhere, after checking it works")
     p.set_defaults(func=cmd_login)
 
@@ -415,19 +485,24 @@ def _run_command(args: argparse.Namespace) -> Any:
     return args.func(args)
 
 
+def _say(line: str) -> None:
+    """One line on stderr, whatever characters a config file smuggled into it."""
+    sys.stderr.write(line.encode("utf-8", "backslashreplace").decode("utf-8") + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose, args.quiet, args.log_format or "human")
     try:
         return _run_command(args)
     except PbeError as exc:
-        print(f"pbe-fs: error: {exc}", file=sys.stderr)
+        _say(f"pbe-fs: error: {exc}")
         return exc.exit_code
     except KeyboardInterrupt:
         print("pbe-fs: interrupted", file=sys.stderr)
         return 130
     except OSError as exc:  # disk full, permission denied: the user's to fix, not a bug
-        print(f"pbe-fs: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        _say(f"pbe-fs: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
         return 1
 
 

@@ -7,23 +7,35 @@ Threads: cheroot serves WebDAV from its pool, a sync thread wakes every
 reads the same index; a sync's commits reach the mount and the server
 through the index's generation counter.
 
+Before any of that, everything that can be checked is (the mount point,
+the port, the refresh token, the archive), so a mistake fails the start in
+a second, not after a whole sync.
+
 Signals: SIGTERM/SIGINT stop accepting, let in-flight downloads finish
 (unstarted works stay pending for next time), unmount and exit 0. SIGHUP
-re-reads config.json: sync interval, NSFW policy and WebDAV credentials
-change without dropping the mount.
+re-reads the same config files: the NSFW policy and WebDAV credentials
+change at once, everything the sync reads (tokens, interval, sizes,
+private, concurrency, pixiv.*) from the next sync; what is bound at start
+(webdav host, port and TLS, mount.path, the archive's location) needs a
+restart, and the log says so.
+
+While it runs, ``.pbe/daemon.json`` says so (pid, since, where, last and
+next sync) for `pbe-fs status` and `pbe-fs doctor`.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sqlite3
 import threading
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 from . import config as config_mod
+from . import running
 from .archive import Archive
 from .errors import AuthError, ConfigError, LockedError, PbeError
 from .index import is_corruption
@@ -43,6 +55,8 @@ class Daemon:
         self.make_client = make_client
         self.stop = threading.Event()
         self.wake = threading.Event()
+        self.mountpoint = cfg.resolve(cfg.settings.mount.path) if cfg.settings.mount.path else None
+        self.preflight()
         Archive.open(cfg).ensure()
         open_index(Archive.open(cfg)).close()  # checked (rebuilt if need be) before any reader opens it
         self.tree = Tree(cfg, nsfw, ai=ai)
@@ -50,6 +64,29 @@ class Daemon:
         self.server: Any = None
         self.ops: Any = None
         self.failures = 0
+        self.state: dict[str, Any] = {}
+
+    def preflight(self) -> None:
+        """Fail now, in one line, for whatever would fail later: the mount
+        point, the port, a refused refresh token. pixiv being unreachable
+        is not a reason to refuse to serve the archive: that is retried."""
+        if self.mountpoint is not None:
+            from .fuse import check_mountpoint
+
+            problem = running.mount_problem(self.mountpoint, running.read_state(Archive.open(self.cfg).private))
+            if problem:
+                raise PbeError(f"mount.path: {problem}")
+            check_mountpoint(self.mountpoint)
+        s = self.cfg.settings
+        self.cfg.tls()
+        running.check_port(s.webdav.host, s.webdav.port)
+        if self.make_client is not None:
+            try:
+                self.make_client(self.cfg).authenticate()
+            except AuthError:
+                raise
+            except PbeError as exc:
+                log.warning("pixiv cannot be reached now (%s): serving the archive, the sync will retry", exc)
 
     # -- sync loop ---------------------------------------------------------------
     def _record_failure(self, message: str) -> None:
@@ -101,11 +138,15 @@ class Daemon:
 
     def sync_loop(self) -> None:
         while not self.stop.is_set():
+            self._save_state(sync_running=True)
             ok = self.sync_once()
             self.failures = 0 if ok else self.failures + 1
             interval = self.cfg.settings.sync.interval_minutes * 60
             if self.failures > 3:  # pixiv keeps failing: wait longer each time, up to 6 h
                 interval = min(_MAX_BACKOFF, max(interval, 60.0 * 2 ** min(self.failures, 8)))
+            next_sync = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=interval)
+            self._save_state(sync_running=False, last_sync=running.now(), last_sync_ok=ok,
+                             next_sync=next_sync.isoformat())
             self.wake.wait(interval)
             self.wake.clear()
 
@@ -113,20 +154,31 @@ class Daemon:
     def reload(self) -> None:
         self.notify("RELOADING=1")
         try:
-            fresh = config_mod.load(self.cfg.path)
+            fresh = config_mod.reload(self.cfg)
             policy = effective_policy(fresh.settings.display.nsfw, self.nsfw)
             ai_policy = effective_ai(fresh.settings.display.ai, self.ai)
         except (ConfigError, PbeError) as exc:
             log.error("config not reloaded: %s", exc)
             self.notify("READY=1")
             return
+        old = self.cfg.settings
+        for key, before, after in (("webdav.host", old.webdav.host, fresh.settings.webdav.host),
+                                   ("webdav.port", old.webdav.port, fresh.settings.webdav.port),
+                                   ("webdav TLS", (old.webdav.ssl_certificate, old.webdav.ssl_private_key),
+                                    (fresh.settings.webdav.ssl_certificate, fresh.settings.webdav.ssl_private_key)),
+                                   ("mount.path", old.mount.path, fresh.settings.mount.path),
+                                   ("the archive's location", (old.filesystem, old.filesystem_options),
+                                    (fresh.settings.filesystem, fresh.settings.filesystem_options))):
+            if before != after:
+                log.warning("config reloaded, but %s changed: restart pbe-fs run to apply it", key)
         self.cfg.settings = fresh.settings
         self.tree.policy, self.tree.ai_policy = policy, ai_policy
         self.tree.refresh(force=True)
         if self.access is not None:
             s = fresh.settings
             self.access.read_only, self.access.token, self.access.users = s.read_only, s.read_only_token, dict(s.webdav.users)
-        log.info("config reloaded: NSFW %s, sync every %g min", policy, fresh.settings.sync.interval_minutes)
+        log.info("config reloaded from %s: NSFW %s, sync every %g min", fresh.describe(), policy,
+                 fresh.settings.sync.interval_minutes)
         self.notify("READY=1")
         self.wake.set()  # a new interval starts now
 
@@ -141,6 +193,16 @@ class Daemon:
         host, port = self.server.bind_addr[:2]
         log.info("serving WebDAV at %s://%s:%d/", "https" if s.webdav.ssl_certificate else "http", host, port)
         threading.Thread(target=self.server.serve, name="webdav", daemon=True).start()
+        self.state = {"pid": os.getpid(), "started_at": running.now(), "url": f"{'https' if s.webdav.ssl_certificate else 'http'}://{host}:{port}/",
+                      "host": host, "port": port, "mount": str(self.mountpoint or ""), "config": self.cfg.describe()}
+        self._save_state()
+
+    def _save_state(self, **changes: Any) -> None:
+        self.state.update(changes)
+        try:
+            running.write_state(Archive.open(self.cfg).private, self.state)
+        except OSError as exc:
+            log.debug("daemon state not written: %s", exc)
 
     def _refresh_now(self) -> str:
         self.wake.set()
@@ -174,10 +236,9 @@ class Daemon:
         self._start_webdav()
         syncer = threading.Thread(target=self.sync_loop, name="sync", daemon=True)
         syncer.start()
-        mount_path = self.cfg.settings.mount.path
         try:
-            if mount_path:
-                self._run_mount(self.cfg.resolve(mount_path))
+            if self.mountpoint is not None:
+                self._run_mount(self.mountpoint)
             else:
                 self.notify("READY=1")
                 signal.signal(signal.SIGTERM, lambda n, f: self.shutdown(n))
@@ -191,6 +252,7 @@ class Daemon:
             if self.server is not None:
                 self.server.stop()
             syncer.join(timeout=8)
+            running.remove_state(Archive.open(self.cfg).private)
             self.tree.close()
         log.info("stopped")
 

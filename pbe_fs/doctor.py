@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import logging
 import sqlite3
 
-from . import index as index_mod, ledger as ledger_mod, recovery
+from . import index as index_mod, ledger as ledger_mod, recovery, running
 from .archive import RAW, Archive, artwork_key, dumps
-from .config import Config
+from .config import Config, private_problem
 from .errors import AuthError, PbeError, RecordError
 from .index import Index
 from .recovery import open_index
@@ -209,19 +208,31 @@ def check_fuse() -> Finding:
     return Finding("fuse", True, "/dev/fuse and fusermount3 present")
 
 
-def check_port(host: str, port: int) -> Finding:
-    try:
-        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((host, port))
-    except OSError as exc:
-        return Finding("port", False, f"{host}:{port} is taken ({exc.strerror}): is `pbe-fs run` already running? "
-                                      "Otherwise change webdav.port")
+def check_config(cfg: Config) -> Finding:
+    """Every file the config came from; FAIL when one holding a token can be read by others."""
+    problems = [problem for path in cfg.sources if (problem := private_problem(path))]
+    if problems:
+        return Finding("config", False, "; ".join(problems))
+    return Finding("config", True, cfg.describe())
+
+
+def check_port(host: str, port: int, archive: Archive | None = None) -> Finding:
+    """The WebDAV port is free, or held by this archive's own healthy daemon."""
+    state = running.read_state(archive.private) if archive is not None else None
+    if state and state.get("port") == port and running.port_holder(port) == state.get("pid"):
+        last = (f"last sync {running.local_time(state['last_sync'])} ({'ok' if state.get('last_sync_ok') else 'failed'})"
+                if state.get("last_sync") else "first sync under way")
+        upcoming = "syncing now" if state.get("sync_running") else f"next sync {running.local_time(state.get('next_sync'))}"
+        return Finding("port", True, f"{host}:{port} is served by {running.describe(state['pid'])}, running since "
+                                     f"{running.local_time(state['started_at'])}; {last}, {upcoming}")
+    problem = running.port_problem(host, port)
+    if problem:
+        return Finding("port", False, problem)
     return Finding("port", True, f"{host}:{port} is free for WebDAV")
 
 
 def run_checks(cfg: Config, make_client: Callable[[Config], object]) -> list[Finding]:
     archive = Archive.open(cfg)
     s = cfg.settings
-    return [Finding("config", True, str(cfg.path)), check_token(cfg, make_client), *check_archive(archive),
-            check_disk(archive), check_fuse(), check_port(s.webdav.host, s.webdav.port)]
+    return [check_config(cfg), check_token(cfg, make_client), *check_archive(archive),
+            check_disk(archive), check_fuse(), check_port(s.webdav.host, s.webdav.port, archive)]

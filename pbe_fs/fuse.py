@@ -131,7 +131,7 @@ class Operations(pyfuse3.Operations):
         generation = self.tree.generation
         if generation != self._told and self.nursery is not None:
             self._told = generation
-            log.info("archive changed (generation %d): refreshing the mount", generation)
+            log.debug("archive changed (generation %d): refreshing the mount", generation)
             self.nursery.start_soon(self.invalidate)
 
     def _attrs(self, path: tuple[str, ...], node: Node) -> pyfuse3.EntryAttributes:

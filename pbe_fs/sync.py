@@ -260,6 +260,7 @@ class Syncer:
         archived = {r[0] for r in self.db.execute("SELECT id FROM artworks")}
         pending = {r[0] for r in self.db.execute("SELECT id FROM pending")}
         deleted = {r[0]: r[1] for r in self.db.execute("SELECT id, seq FROM deleted")}
+        kept_out = {aid for aid in deleted if self._side("deleted", aid).get("keep_out")}  # `delete --keep-out`
         lost = {r[0] for r in self.db.execute("SELECT id FROM lost")}
         for page in self.client.bookmarks(restrict):
             for item in page:
@@ -286,7 +287,7 @@ class Syncer:
                     if aid not in lost and aid not in deleted:
                         self._record_lost(aid, restrict, reason)
                         lost.add(aid)
-                elif aid in pending or (aid in deleted and not self.full):
+                elif aid in pending or (aid in deleted and (not self.full or aid in kept_out)):
                     continue
                 else:
                     self._queue(item, restrict, deleted.get(aid))

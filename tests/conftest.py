@@ -40,6 +40,7 @@ def write_config(folder: Path, fake: FakePixiv | None, **overrides: Any) -> Path
             config[key] = value
     path = folder / "config.json"
     path.write_text(json.dumps(config, ensure_ascii=False, indent=2))
+    path.chmod(0o600)  # it holds tokens: pbe-fs warns about a config others can read
     return path
 
 

@@ -49,7 +49,8 @@ def test_pkce_login_writes_tokens(fake: FakePixiv, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     saved = json.loads(config.read_text())
     assert saved["pixiv"]["refresh"].startswith("login-refresh-") and saved["pixiv"]["refresh"] in fake.refresh_tokens
-    assert saved["read_only_token"] == "seed-ro-token" and stat.S_IMODE(config.stat().st_mode) == 0o640
+    # it holds secrets: private afterwards, whatever it was (issue 11)
+    assert saved["read_only_token"] == "seed-ro-token" and stat.S_IMODE(config.stat().st_mode) == 0o600
     assert saved["pixiv"]["refresh"] not in proc.stderr + proc.stdout
     pbe(config, "sync", "--no-progress", check=True)  # the new token works
 

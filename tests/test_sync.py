@@ -190,7 +190,7 @@ def test_rotated_tokens_are_saved_and_never_logged(fake: FakePixiv, config: Path
     assert saved["pixiv"]["refresh"].startswith("rotated-") and saved["pixiv"]["refresh"] in fake.refresh_tokens
     assert saved["pixiv"]["access"] in fake.access_tokens
     assert saved["read_only_token"] == "seed-ro-token" and saved["display"]["home"]["ipp"] == "50"
-    assert stat.S_IMODE(config.stat().st_mode) == 0o640
+    assert stat.S_IMODE(config.stat().st_mode) == 0o600  # it holds secrets: private once pbe-fs writes it
     for secret in ("good-refresh", saved["pixiv"]["refresh"], saved["pixiv"]["access"]):
         assert secret not in proc.stderr
     # the next sync uses the rotated token
