@@ -15,9 +15,19 @@ def test_forbidden_characters_become_lookalikes() -> None:
     assert names.join("1", 'a/b\\c:d*e?f"g<h>i|j') == "1 a／b＼c：d＊e？f＂g＜h＞i｜j"
 
 
-def test_control_characters_become_control_pictures() -> None:
-    assert names.join("1", "\x01bell\x07\x7f") == "1 ␁bell␇␡"
-    assert names.join("1", "tab\there\nnewline") == "1 tab␉here␊newline"
+def test_control_characters_become_what_every_client_keeps() -> None:
+    assert names.join("1", "\x01bell\x07\x7f\x85") == "1 \ufffdbell\ufffd\ufffd\ufffd"
+    assert names.join("1", "tab\there\nnewline\r\n") == "1 tab here newline"
+    # never a control picture: rclone maps those back to control characters
+    assert not any(0x2400 <= ord(c) <= 0x2426 for c in names.join("1", "".join(map(chr, range(0x20)))))
+
+
+def test_artist_folder_cut_keeps_the_id() -> None:
+    one, two = names.labelled("あ" * 200, "[5001]"), names.labelled("あ" * 200 + "い", "[5002]")
+    assert len(one.encode()) <= 255 and one.endswith(" [5001]") and one.startswith("ああ")
+    assert two.endswith(" [5002]") and one != two
+    assert names.labelled("Artist", "[11223]") == names.join("Artist", "[11223]") == "Artist [11223]"
+    assert names.labelled("..", "[5004]") == ".. [5004]" and names.labelled("  ", "[7]") == "[7]"
 
 
 def test_trailing_dots_and_spaces_dropped_and_empty_titles() -> None:
