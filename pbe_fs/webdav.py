@@ -198,6 +198,39 @@ def _resource(path: str, environ: dict[str, Any], tree: Tree, parts: tuple[str, 
     return (_Folder if node.is_dir else _File)(path, environ, tree, parts, node)
 
 
+class SyncStarter:
+    """``POST /_pbe/refresh`` for ``pbe-fs serve``: a sync in a child process.
+
+    At most one sync at a time, whoever starts it: the archive's sync lock
+    is taken here, before the child exists, and handed to it (the child
+    keeps it until it exits), so a burst of POSTs starts one sync and the
+    rest answer 409, as does a POST while ``pbe-fs sync`` runs from the
+    command line. Children are reaped by a waiting thread: no zombies.
+    """
+
+    def __init__(self, archive: Any, argv: list[str]) -> None:
+        self.archive, self.argv = archive, argv
+        self._mutex = threading.Lock()
+
+    def __call__(self) -> str:
+        import subprocess
+
+        with self._mutex:
+            lock = self.archive.lock()
+            try:
+                lock.__enter__()
+            except PbeError as exc:
+                return str(exc)
+            fd = lock.handover()
+            try:
+                proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, start_new_session=True, pass_fds=(fd,),
+                                        env={**os.environ, lock.HANDED: str(fd)})
+            finally:
+                os.close(fd)
+        threading.Thread(target=proc.wait, name=f"reap-{proc.pid}", daemon=True).start()
+        return f"started sync (pid {proc.pid})"
+
+
 REALM = "pbe-fs"
 _GUARDED = {"DELETE", "POST"}  # the methods that change something
 
