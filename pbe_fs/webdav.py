@@ -35,7 +35,7 @@ from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
 from wsgidav.dc.base_dc import BaseDomainController
 
 from . import multistatus, names
-from .multistatus import content_type, href
+from .multistatus import content_type, href, quote_segment
 from .artwork import Node
 from .render.segments import Reader
 from .errors import PbeError
@@ -353,7 +353,7 @@ class Provider(DAVProvider):
         base = href(parts, node.is_dir)
         members = [(base, parts[-1] if parts else "", parts, node)]
         if node.is_dir and depth == "1":
-            members += [(base + href((name,), child.is_dir)[1:], name, parts + (name,), child)
+            members += [(base + quote_segment(name) + ("/" if child.is_dir else ""), name, parts + (name,), child)
                         for name, child in self.tree.list(parts) or []]
         body = multistatus.render(members, wanted, self.tree.etag)
         start_response("207 Multi-Status", [("Content-Type", "application/xml; charset=utf-8"),
