@@ -8,8 +8,13 @@ What wsgidav does not decide for a read-only tree is decided up front in
 ``custom_request_handler``: write methods are refused before a body is
 read, DELETE is allowed on artwork folders only (with the read-only token
 when ``read_only`` is true), PROPFIND with Depth infinity gets 403
-``propfind-finite-depth``, and OPTIONS says honestly what each resource
-allows.
+``propfind-finite-depth``, PROPFIND is answered here with encoded hrefs,
+Ranges are checked by RFC 9110, and OPTIONS and 405s say honestly what
+each resource allows.
+
+What reaches wsgidav at all is decided in ``_front`` (paths, body size,
+Authorization, Digest replays, error pages) and, one level lower, in
+cheroot's ``_HeaderGate`` (no worker thread before the headers are in).
 """
 
 from __future__ import annotations
@@ -332,13 +337,11 @@ class Provider(DAVProvider):
                         "<D:propfind-finite-depth/></D:error>\n")
                 return _answer(start_response, "403 Forbidden", body, "application/xml; charset=utf-8")
             if node is not None and depth in ("0", "1", "infinity"):
-                answer = self._propfind(parts, node, depth, environ, start_response)
-                if answer is not None:
-                    return answer
+                return self._propfind(parts, node, depth, environ, start_response)
         return default_handler(environ, start_response)
 
     def _propfind(self, parts: tuple[str, ...], node: Node, depth: str, environ: dict[str, Any],
-                  start_response: Callable[..., Any]) -> list[bytes] | None:
+                  start_response: Callable[..., Any]) -> list[bytes]:
         """PROPFIND answered straight from one listing, hrefs encoded.
 
         wsgidav asks every member for every property through several layers
