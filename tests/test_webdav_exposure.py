@@ -317,3 +317,59 @@ def test_symlinks_are_never_followed(server: Server, synced, tmp_path: Path) -> 
     assert status >= 400 and b"OUTSIDE" not in body
     assert request(server, "GET", "/status.json")[0] == 200
     assert pbe(config, "status").returncode == 0
+
+
+def test_refresh_burst_in_the_daemon(tmp_path: Path) -> None:
+    """`pbe-fs run` answers the same: one sync woken, 409 for the rest and
+    while a command-line sync holds the archive."""
+    import re
+    import sys
+
+    from tests.conftest import ROOT, write_config
+    from tests.fakepixiv import FakePixiv
+
+    with FakePixiv() as fake:
+        config = write_config(tmp_path, fake, sync={"interval_minutes": 600, "sizes": ["original"]},
+                              webdav={"port": 0})
+        log = tmp_path / "run.log"
+        proc = subprocess.Popen([sys.executable, "-m", "pbe_fs.cli", "-c", str(config), "run"],
+                                env={**os.environ, "PYTHONPATH": str(ROOT)}, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+        try:
+            deadline = time.monotonic() + 60
+            while "sync done" not in log.read_text():
+                assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
+                time.sleep(0.1)
+            server = Server.__new__(Server)
+            server.url = re.search(r"serving WebDAV at (http://[\d.:]+)/", log.read_text()).group(1)
+            fake.api_latency = 0.2
+            barrier = threading.Barrier(30)
+            results: list[int] = []
+
+            def post() -> None:
+                barrier.wait()
+                results.append(request(server, "POST", "/_pbe/refresh", TOKEN)[0])
+
+            threads = [threading.Thread(target=post) for _ in range(30)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert sorted(results) == [202] + [409] * 29
+            deadline = time.monotonic() + 60
+            while log.read_text().count("sync done") < 2:
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)
+            cli = subprocess.Popen([*pbe_command(config), "sync", "--no-progress"], stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=pbe_env())
+            lock = config.parent / "data/.pbe/sync.lock"
+            while lock.read_text().strip() != str(cli.pid):
+                assert time.monotonic() < deadline and cli.poll() is None
+                time.sleep(0.05)
+            assert request(server, "POST", "/_pbe/refresh", TOKEN)[0] == 409
+            assert cli.wait(timeout=60) == 0
+            time.sleep(0.5)
+            assert log.read_text().count("sync done") == 2 and "sync skipped" not in log.read_text()
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)
