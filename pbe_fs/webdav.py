@@ -738,12 +738,14 @@ class _HeaderGate:
                 events = self._epoll.poll(0.5)
             except OSError:
                 return  # closed by stop()
-            for fd, _ in events:
+            for fd, event in events:
                 with self._lock:
                     conn = self._held.get(fd, (None,))[0]
                 if conn is None:
                     continue
                 ready = self._peek(conn)
+                if ready is False and event & (select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR):
+                    ready = None  # the client stopped sending before its headers were whole
                 if ready is False:
                     continue
                 with self._lock:
