@@ -603,20 +603,24 @@ def _front(app: Callable[..., Any], access: Access, provider: Provider) -> Calla
                 del environ["HTTP_AUTHORIZATION"]  # a replay, or a nonce we never gave: challenge afresh
 
         replaced: list[Any] = []
+        started: list[bool] = []
 
         def respond(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], Any]:
-            for name, value in headers:
-                if name.lower() == "www-authenticate" and value[:7].lower() == "digest ":
-                    nonces.issued(value)
-            if status[:1] in "45" and any(n.lower() == "content-type" and v.startswith("text/html") for n, v in headers):
-                replaced.append((status, [(n, v) for n, v in headers if n.lower() not in ("content-type", "content-length")]))
-                return lambda data: None
+            if status[:1] in "45":  # only errors are looked at: nothing added to a 200
+                for name, value in headers:
+                    if name.lower() == "www-authenticate" and value[:7].lower() == "digest ":
+                        nonces.issued(value)
+                if any(n.lower() == "content-type" and v.startswith("text/html") for n, v in headers):
+                    replaced.append((status, [(n, v) for n, v in headers
+                                              if n.lower() not in ("content-type", "content-length")]))
+                    return lambda data: None
+            started.append(True)
             return start_response(status, headers, exc_info)
 
         result = app(environ, respond)
         if replaced:
             return _plain(result, replaced[0], start_response)
-        return _watch(result, replaced, start_response)
+        return result if started else _watch(result, replaced, start_response)
     return wrapper
 
 
@@ -820,6 +824,10 @@ class _Server(wsgi.Server):
     def prepare(self) -> None:
         super().prepare()
         self._gate = _HeaderGate(super().process_conn, tls=self.ssl_adapter is not None)
+        if hasattr(socket, "TCP_DEFER_ACCEPT"):
+            # accept() once the first bytes are in: the request is then usually whole
+            # at the first peek and goes straight to a worker, without a hop through the gate
+            self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)
 
     def process_conn(self, conn: Any) -> None:
         self._gate.offer(conn)
