@@ -430,6 +430,8 @@ class ArchiveLock:
         self.wait = wait
         self._fd: int | None = None
 
+    HANDED = "PBE_ARCHIVE_LOCK_FD"  # a lock taken for us by the process that started us (see handover)
+
     def holder(self) -> int | None:
         """The pid holding the lock now, or None when it is free."""
         try:
@@ -446,7 +448,7 @@ class ArchiveLock:
         return None
 
     def __enter__(self) -> ArchiveLock:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = _handed_lock(self.path) or os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -467,3 +469,21 @@ class ArchiveLock:
             os.ftruncate(self._fd, 0)
             os.close(self._fd)
             self._fd = None
+
+    def handover(self) -> int:
+        """The held descriptor, for one child process to inherit (its number
+        in HANDED): a flock belongs to the open file, so the lock lasts as
+        long as the child, with no free moment between our check and its
+        start. The caller closes its own copy."""
+        fd, self._fd = self._fd, None
+        assert fd is not None
+        return fd
+
+
+def _handed_lock(path: Path) -> int | None:
+    """The inherited descriptor named in HANDED, if it is this lock file."""
+    try:
+        fd = int(os.environ.pop(ArchiveLock.HANDED, ""))
+        return fd if os.path.samestat(os.fstat(fd), os.stat(path)) else None
+    except (ValueError, OSError):
+        return None

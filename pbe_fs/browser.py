@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import html
 from typing import Any
-from urllib.parse import quote
-
 from .artwork import QUALITIES, Node
+from .multistatus import href
 from .tree import Tree
 
 _IMAGE = (".jpg", ".jpeg", ".png", ".gif", ".webp")
@@ -34,8 +33,8 @@ ul.list{columns:3 220px}.pager a,.pager span{margin:0 .4em}
 
 
 def _href(parts: tuple[str, ...], trailing: bool = True) -> str:
-    path = "/" + "/".join(quote(p) for p in parts)
-    return path + "/" if trailing and parts else path if parts else "/"
+    """Links are encoded exactly like PROPFIND's hrefs (one function)."""
+    return href(parts, trailing)
 
 
 def _page(title: str, parts: tuple[str, ...], body: str) -> bytes:

@@ -285,7 +285,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from .tree import Tree
-    from .webdav import Access, make_app, make_server, serve
+    from .webdav import Access, SyncStarter, make_app, make_server, serve
 
     cfg = _load(args)
     _need_index(cfg)
@@ -294,19 +294,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host = args.host or s.webdav.host
     port = s.webdav.port if args.port is None else args.port
 
-    def refresh() -> str:
-        """POST /_pbe/refresh: a sync in a child process, answered at once."""
-        import subprocess
-
-        try:
-            with Archive.open(cfg).lock():
-                pass
-        except PbeError as exc:
-            return str(exc)
-        proc = subprocess.Popen([sys.executable, "-m", "pbe_fs.cli", *cfg.cli_args(), "sync", "--no-progress"],
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-        return f"started sync (pid {proc.pid})"
-
+    # POST /_pbe/refresh: one sync at a time, in a child process, answered at once
+    refresh = SyncStarter(Archive.open(cfg), [sys.executable, "-m", "pbe_fs.cli", *cfg.cli_args(), "sync",
+                                              "--no-progress"])
     access = Access(read_only=s.read_only, token=s.read_only_token, users=dict(s.webdav.users))
     app = make_app(tree, access, per_page=s.display.home.ipp, refresh=refresh)
     try:

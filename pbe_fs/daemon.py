@@ -42,6 +42,8 @@ from .index import is_corruption
 from .recovery import after_corruption, open_index
 from .tree import Tree, effective_ai, effective_policy
 
+_REFRESH = threading.Lock()  # one refresh decision at a time
+
 log = logging.getLogger("pbe_fs.daemon")
 _MAX_BACKOFF = 6 * 3600.0
 
@@ -57,6 +59,7 @@ class Daemon:
         self.wake = threading.Event()
         self.mountpoint = cfg.resolve(cfg.settings.mount.path) if cfg.settings.mount.path else None
         self.preflight()
+        self.syncing = True  # the loop's sync runs (or is about to): refresh answers 409
         Archive.open(cfg).ensure()
         open_index(Archive.open(cfg)).close()  # checked (rebuilt if need be) before any reader opens it
         self.tree = Tree(cfg, nsfw, ai=ai)
@@ -140,6 +143,7 @@ class Daemon:
         while not self.stop.is_set():
             self._save_state(sync_running=True)
             ok = self.sync_once()
+            self.syncing = False
             self.failures = 0 if ok else self.failures + 1
             interval = self.cfg.settings.sync.interval_minutes * 60
             if self.failures > 3:  # pixiv keeps failing: wait longer each time, up to 6 h
@@ -148,6 +152,7 @@ class Daemon:
             self._save_state(sync_running=False, last_sync=running.now(), last_sync_ok=ok,
                              next_sync=next_sync.isoformat())
             self.wake.wait(interval)
+            self.syncing = True
             self.wake.clear()
 
     # -- reload --------------------------------------------------------------------
@@ -205,7 +210,15 @@ class Daemon:
             log.debug("daemon state not written: %s", exc)
 
     def _refresh_now(self) -> str:
-        self.wake.set()
+        """POST /_pbe/refresh: 409 (not 202) while a sync is due or any sync holds the archive."""
+        with _REFRESH:
+            if self.syncing or self.wake.is_set():
+                return "busy: the daemon's sync is running or about to start"
+            try:
+                with Archive.open(self.cfg).lock():
+                    self.wake.set()
+            except LockedError as exc:
+                return str(exc)
         return "started sync (the daemon's next run starts now)"
 
     @staticmethod

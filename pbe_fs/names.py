@@ -3,9 +3,16 @@
 pixiv titles and artist names are free text: slashes, dots, control
 characters, 300-character titles, emoji. They become folder names here
 the way rclone's encoder does it: characters Windows or POSIX forbid turn
-into their fullwidth look-alikes, control characters into the Unicode
-"control pictures", trailing dots and spaces go, and the result is cut at a
-character boundary to fit 255 bytes of UTF-8. Names are NFC.
+into their fullwidth look-alikes, control characters into a space (the
+whitespace ones: tab, newline, ...) or U+FFFD (the rest), trailing dots and
+spaces go, and the result is cut at a character boundary to fit 255 bytes of
+UTF-8. Names are NFC.
+
+Why not the Unicode "control pictures" (U+2400 ...) rclone's encoder uses:
+rclone's WebDAV backend decodes them back into real control characters when
+it writes a copy to disk, so a title with a newline became a file name with
+a newline. A space and U+FFFD are ordinary characters that no client, file
+system or encoder maps to anything else.
 """
 
 from __future__ import annotations
@@ -15,8 +22,9 @@ import unicodedata
 MAX_BYTES = 255
 
 _LOOKALIKE = {ord(c): 0xFF00 + ord(c) - 0x20 for c in '/\\:*?"<>|'}
-_LOOKALIKE.update({c: 0x2400 + c for c in range(0x20)})  # ␀ … ␟
-_LOOKALIKE[0x7F] = 0x2421  # ␡
+# C0, DEL and C1 controls; the whitespace ones read as a space in a title
+_LOOKALIKE.update({c: 0xFFFD for c in (*range(0x20), *range(0x7F, 0xA0))})
+_LOOKALIKE.update({c: 0x20 for c in b"\t\n\v\f\r"})
 _LOOKALIKE = {k: chr(v) for k, v in _LOOKALIKE.items()}
 
 
@@ -46,6 +54,16 @@ def join(*parts: str) -> str:
     name = " ".join(p for p in (portable(x).strip() for x in parts) if p)
     name = cut(name).rstrip(". ")
     return name
+
+
+def labelled(text: str, label: str) -> str:
+    """``text label`` cut to 255 bytes by cutting the text, never the label:
+    an artist folder keeps its `` [id]`` however long the name, so two
+    long-named artists never share a folder."""
+    label = portable(label).strip()
+    room = MAX_BYTES - len(label.encode("utf-8")) - 1
+    text = cut(portable(text).strip(), max(room, 0))
+    return f"{text} {label}" if text else label
 
 
 def segment(text: str) -> str:

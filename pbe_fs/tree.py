@@ -269,7 +269,7 @@ class Tree:
 
     def artist_folder(self, artwork_id: int) -> tuple[str, ...]:
         work = self._works[artwork_id]
-        return ("by-artist", names.join(work.artist_name, f"[{work.artist_id}]"))
+        return ("by-artist", names.labelled(work.artist_name, f"[{work.artist_id}]"))
 
     def tag_folder(self, tag: str) -> tuple[str, ...]:
         return ("by-tag", names.segment(tag))
@@ -390,7 +390,7 @@ class Tree:
         if view == "changes":
             return self._changes_dir(sub)
         if view == "by-artist":
-            return self._grouped(works, sub, lambda w: [names.join(w.artist_name, f"[{w.artist_id}]")])
+            return self._grouped(works, sub, lambda w: [names.labelled(w.artist_name, f"[{w.artist_id}]")])
         if view == "by-tag":
             tags = self._all_tags()
             return self._grouped(works, sub, lambda w: [names.segment(t) for t in tags.get(w.id, [])])

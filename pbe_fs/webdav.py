@@ -8,24 +8,39 @@ What wsgidav does not decide for a read-only tree is decided up front in
 ``custom_request_handler``: write methods are refused before a body is
 read, DELETE is allowed on artwork folders only (with the read-only token
 when ``read_only`` is true), PROPFIND with Depth infinity gets 403
-``propfind-finite-depth``, and OPTIONS says honestly what each resource
-allows.
+``propfind-finite-depth``, PROPFIND is answered here with encoded hrefs,
+Ranges are checked by RFC 9110, and OPTIONS and 405s say honestly what
+each resource allows.
+
+What reaches wsgidav at all is decided in ``_front`` (paths, body size,
+Authorization, Digest replays, error pages) and, one level lower, in
+cheroot's ``_HeaderGate`` (no worker thread before the headers are in).
 """
 
 from __future__ import annotations
 
+import base64
 import hmac
 import io
 import logging
+import os
 import posixpath
+import re
+import select
+import socket
+import threading
+import time
+from collections import OrderedDict
 from typing import Any, Callable
 
+from cheroot import server as cheroot_server
+from cheroot import wsgi
 from wsgidav.dav_error import HTTP_FORBIDDEN, DAVError
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
 from wsgidav.dc.base_dc import BaseDomainController
 
 from . import multistatus, names
-from .multistatus import content_type, quote_name
+from .multistatus import content_type, href, quote_segment
 from .artwork import Node
 from .render.segments import Reader
 from .errors import PbeError
@@ -35,7 +50,14 @@ log = logging.getLogger("pbe_fs.webdav")
 
 _ALIGN = 1 << 20
 PRESIGNED_SECONDS = 900  # how long a redirect to the bucket stays valid
-_WRITE_METHODS = {"PUT", "MKCOL", "MOVE", "COPY", "PROPPATCH", "LOCK", "UNLOCK", "PATCH"}
+# understood but refused on a read-only tree: 403
+_WRITE_METHODS = {"PUT", "MKCOL", "MOVE", "COPY", "PROPPATCH"}
+# never implemented here (no lock manager: DAV class 1): 405 with an honest Allow
+_UNSUPPORTED = {"LOCK", "UNLOCK", "PATCH", "POST", "TRACE", "CONNECT", "SEARCH", "REPORT", "ACL", "BIND"}
+MAX_BODY = 1 << 20  # request bodies above this answer 413 before they are read
+_RANGE_SPEC = re.compile(r"\s*(\d*)\s*-\s*(\d*)\s*")
+
+
 def split(path: str) -> tuple[str, ...] | None:
     """A request path as tree parts; None for anything that escapes."""
     parts = []
@@ -181,6 +203,39 @@ def _resource(path: str, environ: dict[str, Any], tree: Tree, parts: tuple[str, 
     return (_Folder if node.is_dir else _File)(path, environ, tree, parts, node)
 
 
+class SyncStarter:
+    """``POST /_pbe/refresh`` for ``pbe-fs serve``: a sync in a child process.
+
+    At most one sync at a time, whoever starts it: the archive's sync lock
+    is taken here, before the child exists, and handed to it (the child
+    keeps it until it exits), so a burst of POSTs starts one sync and the
+    rest answer 409, as does a POST while ``pbe-fs sync`` runs from the
+    command line. Children are reaped by a waiting thread: no zombies.
+    """
+
+    def __init__(self, archive: Any, argv: list[str]) -> None:
+        self.archive, self.argv = archive, argv
+        self._mutex = threading.Lock()
+
+    def __call__(self) -> str:
+        import subprocess
+
+        with self._mutex:
+            lock = self.archive.lock()
+            try:
+                lock.__enter__()
+            except PbeError as exc:
+                return str(exc)
+            fd = lock.handover()
+            try:
+                proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, start_new_session=True, pass_fds=(fd,),
+                                        env={**os.environ, lock.HANDED: str(fd)})
+            finally:
+                os.close(fd)
+        threading.Thread(target=proc.wait, name=f"reap-{proc.pid}", daemon=True).start()
+        return f"started sync (pid {proc.pid})"
+
+
 REALM = "pbe-fs"
 _GUARDED = {"DELETE", "POST"}  # the methods that change something
 
@@ -250,13 +305,13 @@ class Provider(DAVProvider):
                                default_handler: Callable[..., Any]) -> Any:
         method = environ["REQUEST_METHOD"]
         path = environ.get("PATH_INFO", "/")
-        if method in _WRITE_METHODS:
-            return _answer(start_response, "403 Forbidden", "read-only: only whole artwork folders can be deleted\n")
         parts = split(path)
         if parts is None:
             return _answer(start_response, "400 Bad Request", "bad path\n")
         if parts[:1] == ("_pbe",):
             return self._control(method, parts[1:], start_response)
+        if method in _WRITE_METHODS:
+            return _answer(start_response, "403 Forbidden", "read-only: only whole artwork folders can be deleted\n")
         if method in ("GET", "HEAD"):
             node = self.tree.get(parts)
             if node is not None and node.is_dir:
@@ -265,6 +320,11 @@ class Provider(DAVProvider):
                 url = self.tree.archive.store.url(node.blob, PRESIGNED_SECONDS)
                 if url:  # filesystem_options.proxy false: the client fetches from the bucket itself
                     return _answer(start_response, "302 Found", "", extra=[("Location", url), ("Cache-Control", "no-store")])
+            if node is not None and "HTTP_RANGE" in environ:
+                refused = _normalise_range(environ, node.size)
+                if refused:
+                    return _answer(start_response, "416 Range Not Satisfiable", "range not satisfiable\n",
+                                   extra=[("Content-Range", f"bytes */{node.size}")])
         if method == "OPTIONS":
             return self._options(parts, start_response)
         if method == "DELETE":
@@ -277,43 +337,51 @@ class Provider(DAVProvider):
                         "<D:propfind-finite-depth/></D:error>\n")
                 return _answer(start_response, "403 Forbidden", body, "application/xml; charset=utf-8")
             if node is not None and depth in ("0", "1", "infinity"):
-                answer = self._propfind(parts, node, depth, environ, start_response)
-                if answer is not None:
-                    return answer
+                return self._propfind(parts, node, depth, environ, start_response)
         return default_handler(environ, start_response)
 
     def _propfind(self, parts: tuple[str, ...], node: Node, depth: str, environ: dict[str, Any],
-                  start_response: Callable[..., Any]) -> list[bytes] | None:
-        """PROPFIND of live properties, answered straight from one listing.
+                  start_response: Callable[..., Any]) -> list[bytes]:
+        """PROPFIND answered straight from one listing, hrefs encoded.
 
-        wsgidav asks every member for every property through several layers;
-        for 20,000 works that is most of a second. Requests for dead
-        properties or property names still go to wsgidav (None).
+        wsgidav asks every member for every property through several layers
+        (for 20,000 works that is most of a second) and puts raw names in
+        ``<D:href>`` (a ``#`` or ``%`` in a title then loses works in every
+        client). There are no dead properties here: a property this tree
+        does not have is a 404 propstat.
         """
         wanted = multistatus.requested(environ)
-        if wanted is None:
-            return None
         if wanted is multistatus.BAD:
             return _answer(start_response, "400 Bad Request", "malformed PROPFIND body\n")
-        path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "/")
-        members = [(path, parts[-1] if parts else "", parts, node)]
+        base = href(parts, node.is_dir)
+        members = [(base, parts[-1] if parts else "", parts, node)]
         if node.is_dir and depth == "1":
-            base = path if path.endswith("/") else path + "/"
-            members += [(base + quote_name(name) + ("/" if child.is_dir else ""), name, parts + (name,), child)
+            members += [(base + quote_segment(name) + ("/" if child.is_dir else ""), name, parts + (name,), child)
                         for name, child in self.tree.list(parts) or []]
         body = multistatus.render(members, wanted, self.tree.etag)
         start_response("207 Multi-Status", [("Content-Type", "application/xml; charset=utf-8"),
                                             ("Content-Length", str(len(body)))])
         return [body]
 
+    def not_allowed(self, path: str, start_response: Callable[..., Any]) -> list[bytes]:
+        """405 for a method this server never implements, with what the
+        resource does allow (wsgidav would answer LOCK without an Allow)."""
+        parts = split(path) or ()
+        allow = "POST" if parts == ("_pbe", "refresh") else ", ".join(self._allow(self.tree.get(parts)))
+        return _answer(start_response, "405 Method Not Allowed", "this method is not supported here\n",
+                       extra=[("Allow", allow)])
+
+    def _allow(self, node: Node | None) -> list[str]:
+        allow = ["OPTIONS", "HEAD", "GET", "PROPFIND"]
+        if node is not None and node.is_artwork_root and not self.tree.is_gone(node.artwork):
+            allow.append("DELETE")
+        return allow
+
     def _options(self, parts: tuple[str, ...], start_response: Callable[..., Any]) -> list[bytes]:
         node = self.tree.get(parts)
         if node is None:
             return _answer(start_response, "404 Not Found", "")
-        allow = ["OPTIONS", "HEAD", "GET", "PROPFIND"]
-        if node.is_artwork_root and not self.tree.is_gone(node.artwork):
-            allow.append("DELETE")
-        headers = [("DAV", "1"), ("MS-Author-Via", "DAV"), ("Allow", ", ".join(allow))]
+        headers = [("DAV", "1"), ("MS-Author-Via", "DAV"), ("Allow", ", ".join(self._allow(node)))]
         if not node.is_dir:
             headers.append(("Accept-Ranges", "bytes"))
         return _answer(start_response, "200 OK", "", extra=headers)
@@ -323,12 +391,14 @@ class Provider(DAVProvider):
 
         from .browser import page
 
+        if not environ.get("PATH_INFO", "/").endswith("/"):
+            # the folder's own encoded href: right for #, %, ? and non-ASCII names alike
+            query = environ.get("QUERY_STRING", "")
+            location = href(parts, True) + (f"?{query}" if query else "")
+            return _answer(start_response, "301 Moved Permanently", "", extra=[("Location", location)])
         body = page(self.tree, parts, dict(parse_qsl(environ.get("QUERY_STRING", ""))), self.per_page)
         if body is None:
             return _answer(start_response, "404 Not Found", "not found\n")
-        if not environ.get("PATH_INFO", "/").endswith("/"):
-            location = environ.get("SCRIPT_NAME", "") + environ["PATH_INFO"] + "/"
-            return _answer(start_response, "301 Moved Permanently", "", extra=[("Location", location)])
         start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(body))),
                                   ("Cache-Control", "no-cache"),
                                   ("Content-Security-Policy", "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'")])
@@ -351,6 +421,10 @@ class Provider(DAVProvider):
             message = self.refresh()
             status = "202 Accepted" if message.startswith("started") else "409 Conflict"
             return _answer(start_response, status, message + "\n")
+        if rest in (("status",), ("refresh",)):
+            allow = "GET, HEAD" if rest == ("status",) else "POST"
+            return _answer(start_response, "405 Method Not Allowed", f"{method} is not supported here\n",
+                           extra=[("Allow", allow)])
         return _answer(start_response, "404 Not Found", "not found\n")
 
     def _delete(self, parts: tuple[str, ...], environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
@@ -366,6 +440,39 @@ class Provider(DAVProvider):
                 exc.kind, "403 Forbidden")
             return _answer(start_response, status, f"{exc}\n")
         return _answer(start_response, "204 No Content", "")
+
+
+def _normalise_range(environ: dict[str, Any], size: int) -> bool:
+    """RFC 9110 §14.2 for one file: True when the Range must be answered
+    416; otherwise HTTP_RANGE is left as one ``bytes=first-last`` that
+    wsgidav serves as a 206, or removed (the whole file, 200).
+
+    A header that is not ``bytes=`` with valid specs (``bytes=abc``,
+    ``bytes=50-10``, ``items=0-1``) is ignored, as is a request for several
+    ranges (the whole file beats one of them, and beats multipart bodies few
+    clients read). ``bytes=-0`` and a start at or past the end are 416.
+    """
+    value = environ.pop("HTTP_RANGE")
+    unit, _, specs = value.partition("=")
+    if unit.strip().lower() != "bytes" or "," in specs:
+        return False
+    match = _RANGE_SPEC.fullmatch(specs)
+    if match is None or match.group(1) == match.group(2) == "":
+        return False
+    first, last = match.groups()
+    if first == "":  # suffix: the last N bytes
+        if int(last) == 0 or size == 0:
+            return True
+        start, end = max(0, size - int(last)), size - 1
+    else:
+        start = int(first)
+        if last != "" and int(last) < start:
+            return False
+        if start >= size:
+            return True
+        end = size - 1 if last == "" else min(int(last), size - 1)
+    environ["HTTP_RANGE"] = f"bytes={start}-{end}"
+    return False
 
 
 def _answer(start_response: Callable[..., Any], status: str, body: str, ctype: str = "text/plain; charset=utf-8",
@@ -396,31 +503,347 @@ def make_app(tree: Tree, access: Access, *, per_page: int = 50, refresh: Callabl
         "hotfixes": {"re_encode_path_info": True, "unquote_path_info": False},
         "add_header_MS_Author_Via": True,
     }
-    return _reject_undecodable(WsgiDAVApp(config))
+    return _front(WsgiDAVApp(config), access, config["provider_mapping"]["/"])
 
 
-def _reject_undecodable(app: Callable[..., Any]) -> Callable[..., Any]:
-    """400 for a path that is not UTF-8 or that climbs with ``..``, before
-    wsgidav sees it (it answers the first with a 500, the second with an
-    error page whose body never comes)."""
-    def wrapper(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+_DIGEST_NONCE = re.compile(r'(?:^|[\s,])nonce="?([^",\s]*)')
+_DIGEST_NC = re.compile(r'(?:^|[\s,])nc="?([0-9A-Fa-f]{1,16})')
+
+
+class _Nonces:
+    """The Digest nonces this server handed out, and the highest nonce
+    count each was used with for a write.
+
+    wsgidav checks neither (any nonce, any count, forever), so a captured
+    ``Authorization`` header for DELETE worked again and again. A write
+    with Digest is let through only with a nonce we issued in the last
+    ``_TTL`` seconds and a count above every count seen with it (RFC 7616
+    §3.3); anything else loses its header and gets a fresh challenge.
+    """
+
+    _TTL = 300.0
+    _KEEP = 4096
+
+    def __init__(self) -> None:
+        self._issued: OrderedDict[str, list[float]] = OrderedDict()  # nonce -> [issued at, last nc]
+        self._lock = threading.Lock()
+
+    def issued(self, challenge: str) -> None:
+        match = _DIGEST_NONCE.search(challenge.partition(" ")[2])
+        if match:
+            with self._lock:
+                self._issued[match.group(1)] = [time.monotonic(), 0]
+                while len(self._issued) > self._KEEP:
+                    self._issued.popitem(last=False)
+
+    def use(self, authorization: str) -> bool:
+        params = authorization.partition(" ")[2]
+        nonce, nc = _DIGEST_NONCE.search(params), _DIGEST_NC.search(params)
+        count = int(nc.group(1), 16) if nc else 1  # no qop: a nonce is good for one request
+        with self._lock:
+            entry = self._issued.get(nonce.group(1)) if nonce else None
+            if entry is None or time.monotonic() - entry[0] > self._TTL or count <= entry[1]:
+                return False
+            entry[1] = count
+            return True
+
+
+def _malformed_authorization(value: str) -> bool:
+    """A Basic header that does not decode to ``user:password`` in UTF-8,
+    or a Digest one without its parameters (wsgidav answers those 500)."""
+    scheme, _, rest = value.strip().partition(" ")
+    if scheme.lower() == "basic":
         try:
-            path = environ.get("PATH_INFO", "").encode("iso-8859-1").decode("utf-8")
+            return ":" not in base64.b64decode(rest.strip(), validate=True).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            return True
+    if scheme.lower() == "digest":
+        return not all(re.search(rf'(?:^|[\s,]){key}=', rest) for key in ("username", "nonce", "uri", "response"))
+    return False
+
+
+def _front(app: Callable[..., Any], access: Access, provider: Provider) -> Callable[..., Any]:
+    """What every request passes before wsgidav sees it.
+
+    400 for a path that is not UTF-8 or that climbs with ``..`` (wsgidav
+    answers the first with a 500, the second with an error page whose body
+    never comes) and for a malformed ``Authorization``; ``//`` collapsed;
+    413 for a body over MAX_BODY (cheroot already refuses it unread; this
+    holds under any WSGI server); Digest replays refused for writes; and
+    wsgidav's HTML error pages, which name wsgidav and its version,
+    replaced by one plain line.
+    """
+    nonces = _Nonces()
+
+    def wrapper(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        raw = environ.get("PATH_INFO", "")
+        try:
+            path = raw.encode("iso-8859-1").decode("utf-8")
         except (UnicodeEncodeError, UnicodeDecodeError):
             return _answer(start_response, "400 Bad Request", "the path is not valid UTF-8\n")
         if split(path) is None:
             return _answer(start_response, "400 Bad Request", "bad path\n")
-        return app(environ, start_response)
+        if "//" in raw:
+            environ["PATH_INFO"] = re.sub("/{2,}", "/", raw)
+        if environ["REQUEST_METHOD"] in _UNSUPPORTED and path.rstrip("/") != "/_pbe/refresh":
+            return provider.not_allowed(path, start_response)
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return _answer(start_response, "400 Bad Request", "bad Content-Length\n")
+        if length > MAX_BODY:
+            return _answer(start_response, "413 Content Too Large", f"request bodies are limited to {MAX_BODY} bytes\n",
+                           extra=[("Connection", "close")])
+        authorization = environ.get("HTTP_AUTHORIZATION")
+        if authorization is not None:
+            if _malformed_authorization(authorization):
+                return _answer(start_response, "400 Bad Request", "malformed Authorization header\n")
+            if (access.guarded(environ) and authorization.lstrip()[:7].lower() == "digest "
+                    and not nonces.use(authorization)):
+                del environ["HTTP_AUTHORIZATION"]  # a replay, or a nonce we never gave: challenge afresh
+
+        replaced: list[Any] = []
+        started: list[bool] = []
+
+        def respond(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], Any]:
+            if status[:1] in "45":  # only errors are looked at: nothing added to a 200
+                for name, value in headers:
+                    if name.lower() == "www-authenticate" and value[:7].lower() == "digest ":
+                        nonces.issued(value)
+                if any(n.lower() == "content-type" and v.startswith("text/html") for n, v in headers):
+                    replaced.append((status, [(n, v) for n, v in headers
+                                              if n.lower() not in ("content-type", "content-length")]))
+                    return lambda data: None
+            started.append(True)
+            return start_response(status, headers, exc_info)
+
+        result = app(environ, respond)
+        if replaced:
+            return _plain(result, replaced[0], start_response)
+        return result if started else _watch(result, replaced, start_response)
     return wrapper
+
+
+def _plain(result: Any, answer: tuple[str, list[tuple[str, str]]], start_response: Callable[..., Any]) -> list[bytes]:
+    """A plain-text error in place of wsgidav's HTML page."""
+    if hasattr(result, "close"):
+        result.close()
+    status, headers = answer
+    return _answer(start_response, status, status + "\n", extra=headers)
+
+
+def _watch(result: Any, replaced: list[Any], start_response: Callable[..., Any]) -> Any:
+    """The body as it is, unless wsgidav decides on an error page while it
+    is being iterated (it calls start_response late for some errors)."""
+    if isinstance(result, list):
+        return result
+    try:
+        for chunk in result:
+            if replaced:
+                yield from _plain(result, replaced[0], start_response)
+                return
+            yield chunk
+        if replaced:
+            yield from _plain(result, replaced[0], start_response)
+    finally:
+        if hasattr(result, "close"):
+            result.close()
+
+
+HEADER_SECONDS = 10.0  # how long a request's headers may take to arrive, all of them
+_MAX_HEADER = 64 << 10
+_MAX_HELD = 10000
+
+
+class _HeaderGate:
+    """Gives a connection to a worker thread only once its request headers
+    have arrived whole.
+
+    cheroot hands every accepted (and every readable kept-alive) connection
+    to one of its worker threads, which then blocks reading the request
+    line and headers; 16 clients sending a header line every few seconds
+    took all 16 threads and nobody else was served. Here the connection
+    waits in one epoll (edge-triggered, so a half-sent header costs one peek
+    per packet, not a busy loop) until ``\\r\\n\\r\\n`` is in the socket buffer
+    (MSG_PEEK: the bytes stay for cheroot to read), and is closed with 408
+    if that takes longer than HEADER_SECONDS. Slow clients then cost a file
+    descriptor each, not a thread; the pool can stay small. A normal client,
+    whose request arrives in one packet, is dispatched at once from the
+    peek. TLS connections are dispatched as before (their bytes cannot be
+    peeked before decryption).
+    """
+
+    def __init__(self, dispatch: Callable[[Any], None], tls: bool) -> None:
+        self._dispatch, self._tls = dispatch, tls
+        self._held: dict[int, tuple[Any, float]] = {}
+        self._lock = threading.Lock()
+        self._epoll = select.epoll()
+        self._stopped = False
+        self._thread: threading.Thread | None = None
+
+    def offer(self, conn: Any) -> None:
+        if self._tls or conn.rfile.has_data():
+            self._dispatch(conn)
+            return
+        ready = self._peek(conn)
+        if ready is True:
+            self._dispatch(conn)
+        elif ready is None:
+            conn.close()
+        else:
+            self._hold(conn)
+
+    @staticmethod
+    def _peek(conn: Any) -> bool | None:
+        """True: headers complete (or too long: cheroot answers that);
+        False: not yet; None: the client has gone."""
+        sock = conn.socket
+        try:
+            timeout = sock.gettimeout()
+            sock.settimeout(0)
+            try:
+                data = sock.recv(_MAX_HEADER, socket.MSG_PEEK)
+            finally:
+                sock.settimeout(timeout)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            return None
+        if not data:
+            return None
+        return b"\r\n\r\n" in data or b"\n\n" in data or len(data) >= _MAX_HEADER
+
+    def _hold(self, conn: Any) -> None:
+        fd = conn.socket.fileno()
+        with self._lock:
+            if self._stopped:
+                conn.close()
+                return
+            if len(self._held) >= _MAX_HELD:  # drop the longest waiting
+                oldest = min(self._held, key=lambda k: self._held[k][1])
+                self._release(oldest)[0].close()
+            self._held[fd] = (conn, time.monotonic() + HEADER_SECONDS)
+            self._epoll.register(fd, select.EPOLLIN | select.EPOLLET | select.EPOLLRDHUP)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="header-gate", daemon=True)
+                self._thread.start()
+
+    def _release(self, fd: int) -> tuple[Any, float]:
+        item = self._held.pop(fd)
+        try:
+            self._epoll.unregister(fd)
+        except OSError:
+            pass
+        return item
+
+    def _run(self) -> None:
+        while not self._stopped:
+            try:
+                events = self._epoll.poll(0.5)
+            except OSError:
+                return  # closed by stop()
+            for fd, event in events:
+                with self._lock:
+                    conn = self._held.get(fd, (None,))[0]
+                if conn is None:
+                    continue
+                ready = self._peek(conn)
+                if ready is False and event & (select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR):
+                    ready = None  # the client stopped sending before its headers were whole
+                if ready is False:
+                    continue
+                with self._lock:
+                    if fd not in self._held:
+                        continue
+                    self._release(fd)
+                if ready:
+                    self._dispatch(conn)
+                else:
+                    conn.close()
+            now = time.monotonic()
+            with self._lock:
+                late = [self._release(fd)[0] for fd, (_, deadline) in list(self._held.items()) if deadline < now]
+            for conn in late:
+                try:
+                    conn.socket.send(b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                                     socket.MSG_DONTWAIT)
+                except OSError:
+                    pass
+                conn.close()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            held = [self._release(fd)[0] for fd in list(self._held)]
+        for conn in held:
+            conn.close()
+        self._epoll.close()
+
+
+class _FirstLine:
+    """An rfile whose first line, the request line, has its leading ``//``
+    collapsed: cheroot reads ``GET //by-id/ HTTP/1.1`` as an absolute URI
+    with host ``by-id`` and refuses it."""
+
+    def __init__(self, rfile: Any) -> None:
+        self._rfile = rfile
+
+    def readline(self, *args: Any) -> bytes:
+        line = self._rfile.readline(*args)
+        method, sp, rest = line.partition(b" ")
+        if rest.startswith(b"//"):
+            rest = b"/" + rest.lstrip(b"/")
+        return method + sp + rest
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._rfile, name)
+
+
+class _Request(cheroot_server.HTTPRequest):
+    def read_request_line(self) -> Any:
+        rfile, self.rfile = self.rfile, _FirstLine(self.rfile)
+        try:
+            return super().read_request_line()
+        finally:
+            self.rfile = rfile
+
+
+class _Connection(cheroot_server.HTTPConnection):
+    RequestHandlerClass = _Request
+
+
+class _Server(wsgi.Server):
+    """cheroot with the header gate in front of its worker threads, a body
+    limit and no software name in its answers."""
+
+    ConnectionClass = _Connection
+    version = "pbe-fs"  # cheroot's default names itself and its version in every Server header
+    max_request_body_size = MAX_BODY
+    max_request_header_size = _MAX_HEADER
+
+    def prepare(self) -> None:
+        super().prepare()
+        self._gate = _HeaderGate(super().process_conn, tls=self.ssl_adapter is not None)
+        if hasattr(socket, "TCP_DEFER_ACCEPT"):
+            # accept() once the first bytes are in: the request is then usually whole
+            # at the first peek and goes straight to a worker, without a hop through the gate
+            self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)
+
+    def process_conn(self, conn: Any) -> None:
+        self._gate.offer(conn)
+
+    def stop(self) -> None:
+        super().stop()
+        gate = getattr(self, "_gate", None)
+        if gate is not None:
+            gate.stop()
 
 
 def make_server(app: Any, host: str, port: int, *, certificate: str = "", private_key: str = "") -> Any:
     """A cheroot server, bound and listening (TLS when given a certificate
     and key); ``serve()`` it from any thread."""
-    from cheroot import wsgi
-
     # a deep listen backlog: a burst of clients must wait in the kernel, not in SYN retries
-    server = wsgi.Server((host, port), app, numthreads=16, server_name="pbe-fs", request_queue_size=1024)
+    server = _Server((host, port), app, numthreads=16, server_name="pbe-fs", request_queue_size=1024)
     if certificate:
         from cheroot.ssl.builtin import BuiltinSSLAdapter
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import os
 import shutil
 import uuid
@@ -67,10 +68,34 @@ def discard(path: Path, trash: Path) -> None:
     shutil.rmtree(target, ignore_errors=True)
 
 
+def open_inside(root: str, path: Path) -> int:
+    """A read-only descriptor of ``path``, refused (ELOOP/EACCES) when it is
+    a symlink or when any folder on the way leads out of ``root`` (the
+    real path of the archive).
+
+    The archive is served to anyone the WebDAV server lets in: a recorded
+    image replaced by a link to /etc/services must not serve that file,
+    whole or inside a zip. O_NOFOLLOW refuses a link in the last component;
+    the kernel's own idea of the opened file (/proc/self/fd) catches links
+    in the folders above it, at the cost of one readlink.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    try:
+        real = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        real = os.path.realpath(path)
+    if not real.startswith(root):
+        os.close(fd)
+        raise OSError(errno.EACCES, f"{path} leads out of the archive")
+    return fd
+
+
 class LocalHandle:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, root: str | None = None) -> None:
+        """``root``: the archive's real path, for a file of the archive;
+        None for our own files (the cache of generated ones)."""
         self.path = path
-        self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC) if root is None else open_inside(root, path)
         # Readers stream: start the disk early, so a cold read through
         # FUSE (one request at a time) does not wait for every block.
         os.posix_fadvise(self.fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
@@ -93,6 +118,10 @@ class LocalStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.trash = root / ".pbe" / "trash"
+        self._real = os.path.realpath(root).rstrip("/") + "/"  # reads never leave this
+
+    def _read(self, key: str) -> io.FileIO:
+        return io.FileIO(open_inside(self._real, self.path(key)), "rb")
 
     def check(self) -> None:
         pass
@@ -104,7 +133,8 @@ class LocalStore:
         return self.root / key
 
     def read_bytes(self, key: str) -> bytes:
-        return self.path(key).read_bytes()
+        with self._read(key) as fh:
+            return fh.readall()
 
     def write_bytes(self, key: str, data: bytes) -> None:
         write_atomic(self.path(key), data)
@@ -152,17 +182,18 @@ class LocalStore:
         fsync_dir(dst.parent)
 
     def open(self, key: str, size: int, version: str = "") -> LocalHandle:
-        return LocalHandle(self.path(key))
+        return LocalHandle(self.path(key), self._real)
 
     def sha256(self, key: str) -> str:
         digest = hashlib.sha256()
-        with open(self.path(key), "rb") as fh:
+        with self._read(key) as fh:
             while chunk := fh.read(_CHUNK):
                 digest.update(chunk)
         return digest.hexdigest()
 
     def get_file(self, key: str, dest: Path) -> None:
-        shutil.copyfile(self.path(key), dest)
+        with self._read(key) as fin, open(dest, "wb") as fout:
+            shutil.copyfileobj(fin, fout, _CHUNK)
 
     def url(self, key: str, expires: int) -> str | None:
         return None
