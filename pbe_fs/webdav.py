@@ -596,7 +596,8 @@ def _front(app: Callable[..., Any], access: Access, provider: Provider) -> Calla
             for name, value in headers:
                 if name.lower() == "www-authenticate" and value[:7].lower() == "digest ":
                     nonces.issued(value)
-            if status[:1] in "45" and any(n.lower() == "content-type" and v.startswith("text/html") for n, v in headers):
+            if (status[:1] in "45" and not environ.get("pbe.page")  # the gallery's own error pages stay
+                    and any(n.lower() == "content-type" and v.startswith("text/html") for n, v in headers)):
                 replaced.append((status, [(n, v) for n, v in headers if n.lower() not in ("content-type", "content-length")]))
                 return lambda data: None
             return start_response(status, headers, exc_info)

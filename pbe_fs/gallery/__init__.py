@@ -134,6 +134,7 @@ class Gallery:
     # -- responses -------------------------------------------------------------------------
     def _send(self, start_response: Respond, status: str, body: bytes, visitor: Visitor | None, environ: dict[str, Any],
               ctype: str = "text/html; charset=utf-8", extra: list[tuple[str, str]] | None = None) -> list[bytes]:
+        environ["pbe.page"] = True
         headers = [("Content-Type", ctype), ("Content-Length", str(len(body))), ("Content-Security-Policy", CSP),
                    ("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "same-origin")]
         if not any(n == "Cache-Control" for n, _ in extra or []):
@@ -189,11 +190,10 @@ class Gallery:
         return [(by_id[aid], aid) for aid in self.catalog.sort(list(by_id), key, newest_first)]
 
     def _grid(self, tree: Tree, works: list[tuple[tuple[str, ...], int]], visitor: Visitor,
-              query: dict[str, str] | None = None, ordered: bool = False) -> str:
+              query: dict[str, str] | None = None) -> str:
         """A page of thumbnails. ``works`` are (folder path, id); ``query``
         is added to each work's link (the search a work was found by)."""
-        if not ordered:
-            works = self._ordered(works, visitor)
+        works = self._ordered(works, visitor)
         per_page = visitor.ipp or max(1, len(works))
         pages_total = max(1, -(-len(works) // per_page))
         try:
@@ -252,7 +252,7 @@ class Gallery:
         """The works the visitor is stepping through, in the order shown."""
         q = visitor.query.get("q", "")
         if q:
-            return self._found(tree, q), {"q": q}
+            return self._ordered(self._found(tree, q), visitor), {"q": q}
         siblings = [(parts[:-1] + (n,), c.artwork) for n, c in tree.list(parts[:-1]) or [] if c.is_artwork_root]
         return self._ordered(siblings, visitor), None
 
@@ -285,8 +285,9 @@ class Gallery:
                     continue
                 name = f["path"].rsplit("/", 1)[-1]
                 original = originals.get(f["page"], name)
+                lazy = ' loading="lazy"' if f["page"] >= 2 else ""  # the first pages at once
                 figures.append(f'<figure><a href="{link(where("original", original), False)}">'
-                               f'<img src="{link(where(quality, name), False)}" alt="page {f["page"] + 1}" loading="lazy" '
+                               f'<img src="{link(where(quality, name), False)}" alt="page {f["page"] + 1}"{lazy} '
                                f'width="{f.get("width") or ""}" height="{f.get("height") or ""}"></a></figure>')
         listing = dict(tree.list(parts) or [])
         downloads = []
@@ -371,8 +372,7 @@ class Gallery:
             body = "<h1>Search</h1><p>Search titles, tags (and their translations), artist names and captions.</p>"
         else:
             found = self._found(tree, q)
-            body = f"<h1>Search: {esc(q)}</h1>" + self._grid(tree, found, visitor, {"q": q}, ordered=visitor.order == "default"
-                                                            and "order" not in visitor.query)
+            body = f"<h1>Search: {esc(q)}</h1>" + self._grid(tree, found, visitor, {"q": q})
         return self._page(start_response, f"search {q}", body, tree, visitor, environ, query=q)
 
     # -- /_pbe/ui/ ----------------------------------------------------------------------------------

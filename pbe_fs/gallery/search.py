@@ -99,7 +99,7 @@ class Search:
             return db
 
     def find(self, query: str) -> list[int]:
-        """Ids of the works matching every term of query, best match first."""
+        """Ids of the works matching every term of query."""
         terms = [t for t in query.split() if t][:MAX_TERMS]
         if not terms:
             return []
@@ -113,9 +113,8 @@ class Search:
         for t in short_terms:  # trigram cannot match one or two characters: a substring test
             where.append("instr(lower(title || ' ' || tags || ' ' || artist || ' ' || caption), ?) > 0")
             args.append(t.lower())
-        order = "ORDER BY rank" if long_terms else "ORDER BY rowid DESC"
         with self._lock:
-            rows = db.execute(f"SELECT rowid FROM fts WHERE {' AND '.join(where)} {order}", args).fetchall()
+            rows = db.execute(f"SELECT rowid FROM fts WHERE {' AND '.join(where)}", args).fetchall()
         return [r[0] for r in rows]
 
     def close(self) -> None:
