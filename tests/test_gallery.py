@@ -404,13 +404,19 @@ def test_old_urls_land_on_the_right_work(server: Server, browser: Browser) -> No
 
     assert lands(f"/a/{MANGA}") == f"/by-id/{MANGA}/"
     assert lands(f"/a/{MANGA}/medium") == f"/by-id/{MANGA}/?image=medium"
-    assert lands(f"/a/{MANGA}/zip") == f"/by-id/{MANGA}/{MANGA}.zip"
-    assert lands(f"/a/{MANGA}/zip/large") == f"/by-id/{MANGA}/large/{MANGA}.zip"
-    assert lands(f"/a/{MANGA}/pdf/medium") == f"/by-id/{MANGA}/medium/{MANGA}.pdf"
-    assert lands(f"/a/{MANGA}/meta") == f"/by-id/{MANGA}/meta.json"
-    assert lands(f"/i/{MANGA}/3") == f"/by-id/{MANGA}/{MANGA}_p3.jpg"
-    assert lands(f"/i/{MANGA}/3/square_medium") == f"/by-id/{MANGA}/square_medium/{MANGA}_p3_square1200.jpg"
-    assert lands("/p/2") == "/?page=2" and "page 2 of" in browser.text(".pager")
+    def moves(old: str) -> str:  # downloads: where the redirect points, and that it is there
+        answer = requests.get(server.url + old, allow_redirects=False, timeout=10)
+        assert answer.status_code in (301, 302), old
+        assert requests.head(server.url + answer.headers["Location"], timeout=10).status_code == 200
+        return unquote(answer.headers["Location"])
+
+    assert moves(f"/a/{MANGA}/zip") == f"/by-id/{MANGA}/{MANGA}.zip"
+    assert moves(f"/a/{MANGA}/zip/large") == f"/by-id/{MANGA}/large/{MANGA}.zip"
+    assert moves(f"/a/{MANGA}/pdf/medium") == f"/by-id/{MANGA}/medium/{MANGA}.pdf"
+    assert moves(f"/a/{MANGA}/meta") == f"/by-id/{MANGA}/meta.json"
+    assert moves(f"/i/{MANGA}/3") == f"/by-id/{MANGA}/{MANGA}_p3.jpg"
+    assert moves(f"/i/{MANGA}/3/square_medium") == f"/by-id/{MANGA}/square_medium/{MANGA}_p3_square1200.jpg"
+    assert lands("/p/2") == "/?page=2"
     assert lands("/p/3/medium/5/artwork") == "/?page=3&image=medium&ipp=5&order=artwork"
     assert len(browser.all("ul.grid li")) == 5 and "page 3 of" in browser.text(".pager")
     assert lands("/random").startswith("/by-ingress/") and browser.all(".pages img")
