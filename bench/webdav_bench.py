@@ -9,6 +9,12 @@ Builds the synthetic archive (20,000 works), then in one run:
 * GET of the 60-page zip (generated) vs GET of a static file of ours
 
     python bench/webdav_bench.py [--works N]
+
+With ``--against DIR`` (a checkout of other pbe-fs code, e.g. ``git
+worktree add /tmp/before HEAD~5``) it compares that code with this one
+instead, on one archive, in interleaved rounds (``--rounds``, default 5):
+the machine is shared and noisy, so each round runs both servers back to
+back, and the medians and ranges are what to read.
 """
 
 from __future__ import annotations
@@ -81,10 +87,67 @@ http {{ access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000;
     return subprocess.Popen(["nginx", "-c", str(conf), "-p", str(folder)], stderr=subprocess.DEVNULL)
 
 
+class CodeServer(Server):
+    """`pbe-fs serve` from another checkout of the code (PYTHONPATH first)."""
+
+    def __init__(self, config: Path, code: Path) -> None:
+        import tests.conftest as conftest
+
+        root, conftest.ROOT = conftest.ROOT, code  # Server runs the CLI with PYTHONPATH=ROOT
+        try:
+            super().__init__(config)
+        finally:
+            conftest.ROOT = root
+
+
+def measure(port: int) -> dict[str, float]:
+    """Our side of the table's four rows."""
+    depth1 = {"Depth": "1"}
+    fetch(port, "PROPFIND", "/by-ingress/", depth1)
+    big = f"/by-id/{BIG}/{BIG}_p0.jpg"
+    zpath = f"/by-id/{MANGA}/{MANGA}.zip"
+    size = fetch(port, "GET", zpath)
+    return {
+        "PROPFIND Depth 1 (ms)": timed(lambda: fetch(port, "PROPFIND", "/by-ingress/", depth1), 5) * 1000,
+        "GET 5 MB original (MB/s)": 5 / timed(lambda: fetch(port, "GET", big), 10),
+        "16 clients, 200 KB file (req/s)": wrk(f"http://127.0.0.1:{port}/by-id/{MEDIUM}/{MEDIUM}_p0.jpg"),
+        "GET the 60-page zip (MB/s)": size / timed(lambda: fetch(port, "GET", zpath), 10) / 1e6,
+    }
+
+
+def compare(code: Path, works: int, rounds: int) -> None:
+    import statistics
+
+    results: dict[str, dict[str, list[float]]] = {"before": {}, "after": {}}
+    with tempfile.TemporaryDirectory(prefix="pbe-dav-bench-", dir="/var/tmp") as tmp:
+        cfg, _, _ = build(Path(tmp), works)
+        for n in range(rounds):
+            for side in (("before", "after") if n % 2 == 0 else ("after", "before")):
+                server = CodeServer(cfg, code) if side == "before" else Server(cfg)
+                try:
+                    for key, value in measure(int(server.url.rsplit(":", 1)[1])).items():
+                        results[side].setdefault(key, []).append(value)
+                finally:
+                    server.stop()
+    print(f"| measure ({rounds} interleaved rounds) | before: median (min–max) | after: median (min–max) | after/before |")
+    print("|---|---:|---:|---:|")
+    for key in results["after"]:
+        b, a = results["before"][key], results["after"][key]
+        print(f"| {key} | {statistics.median(b):.0f} ({min(b):.0f}–{max(b):.0f}) | {statistics.median(a):.0f} "
+              f"({min(a):.0f}–{max(a):.0f}) | {statistics.median(a) / statistics.median(b):.3f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--works", type=int, default=20_000)
+    parser.add_argument("--against", type=Path, help="another checkout of pbe-fs to compare with, interleaved")
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
+    if args.against:
+        if shutil.which("wrk") is None:
+            raise SystemExit("wrk is needed: apt-get install -y wrk")
+        compare(args.against.resolve(), args.works, args.rounds)
+        return
     for tool in ("rclone", "nginx", "wrk"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is needed: apt-get install -y rclone nginx-light wrk")

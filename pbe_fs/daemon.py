@@ -28,6 +28,8 @@ from .errors import AuthError, ConfigError, LockedError, PbeError
 from .index import Index
 from .tree import Tree, effective_policy
 
+_REFRESH = threading.Lock()  # one refresh decision at a time
+
 log = logging.getLogger("pbe_fs.daemon")
 _MAX_BACKOFF = 6 * 3600.0
 
@@ -39,6 +41,7 @@ class Daemon:
         self.make_client = make_client
         self.stop = threading.Event()
         self.wake = threading.Event()
+        self.syncing = True  # the loop's sync runs (or is about to): refresh answers 409
         Archive.open(cfg).ensure()
         Index(Archive.open(cfg).index_path).close()  # the schema, before any reader opens it
         self.tree = Tree(cfg, nsfw)
@@ -84,11 +87,13 @@ class Daemon:
     def sync_loop(self) -> None:
         while not self.stop.is_set():
             ok = self.sync_once()
+            self.syncing = False
             self.failures = 0 if ok else self.failures + 1
             interval = self.cfg.settings.sync.interval_minutes * 60
             if self.failures > 3:  # pixiv keeps failing: wait longer each time, up to 6 h
                 interval = min(_MAX_BACKOFF, max(interval, 60.0 * 2 ** min(self.failures, 8)))
             self.wake.wait(interval)
+            self.syncing = True
             self.wake.clear()
 
     # -- reload --------------------------------------------------------------------
@@ -124,7 +129,15 @@ class Daemon:
         threading.Thread(target=self.server.serve, name="webdav", daemon=True).start()
 
     def _refresh_now(self) -> str:
-        self.wake.set()
+        """POST /_pbe/refresh: 409 (not 202) while a sync is due or any sync holds the archive."""
+        with _REFRESH:
+            if self.syncing or self.wake.is_set():
+                return "busy: the daemon's sync is running or about to start"
+            try:
+                with Archive.open(self.cfg).lock():
+                    self.wake.set()
+            except LockedError as exc:
+                return str(exc)
         return "started sync (the daemon's next run starts now)"
 
     @staticmethod

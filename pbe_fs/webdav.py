@@ -8,8 +8,13 @@ What wsgidav does not decide for a read-only tree is decided up front in
 ``custom_request_handler``: write methods are refused before a body is
 read, DELETE is allowed on artwork folders only (with the read-only token
 when ``read_only`` is true), PROPFIND with Depth infinity gets 403
-``propfind-finite-depth``, and OPTIONS says honestly what each resource
-allows.
+``propfind-finite-depth``, PROPFIND is answered here with encoded hrefs,
+Ranges are checked by RFC 9110, and OPTIONS and 405s say honestly what
+each resource allows.
+
+What reaches wsgidav at all is decided in ``_front`` (paths, body size,
+Authorization, Digest replays, error pages) and, one level lower, in
+cheroot's ``_HeaderGate`` (no worker thread before the headers are in).
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
 from wsgidav.dc.base_dc import BaseDomainController
 
 from . import multistatus, names
-from .multistatus import content_type, href
+from .multistatus import content_type, href, quote_segment
 from .artwork import Node
 from .render.segments import Reader
 from .errors import PbeError
@@ -340,13 +345,11 @@ class Provider(DAVProvider):
                         "<D:propfind-finite-depth/></D:error>\n")
                 return _answer(start_response, "403 Forbidden", body, "application/xml; charset=utf-8")
             if node is not None and depth in ("0", "1", "infinity"):
-                answer = self._propfind(parts, node, depth, environ, start_response)
-                if answer is not None:
-                    return answer
+                return self._propfind(parts, node, depth, environ, start_response)
         return default_handler(environ, start_response)
 
     def _propfind(self, parts: tuple[str, ...], node: Node, depth: str, environ: dict[str, Any],
-                  start_response: Callable[..., Any]) -> list[bytes] | None:
+                  start_response: Callable[..., Any]) -> list[bytes]:
         """PROPFIND answered straight from one listing, hrefs encoded.
 
         wsgidav asks every member for every property through several layers
@@ -361,7 +364,7 @@ class Provider(DAVProvider):
         base = href(parts, node.is_dir)
         members = [(base, parts[-1] if parts else "", parts, node)]
         if node.is_dir and depth == "1":
-            members += [(base + href((name,), child.is_dir)[1:], name, parts + (name,), child)
+            members += [(base + quote_segment(name) + ("/" if child.is_dir else ""), name, parts + (name,), child)
                         for name, child in self.tree.list(parts) or []]
         body = multistatus.render(members, wanted, self.tree.etag)
         start_response("207 Multi-Status", [("Content-Type", "application/xml; charset=utf-8"),
@@ -591,21 +594,25 @@ def _front(app: Callable[..., Any], access: Access, provider: Provider) -> Calla
                 del environ["HTTP_AUTHORIZATION"]  # a replay, or a nonce we never gave: challenge afresh
 
         replaced: list[Any] = []
+        started: list[bool] = []
 
         def respond(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], Any]:
-            for name, value in headers:
-                if name.lower() == "www-authenticate" and value[:7].lower() == "digest ":
-                    nonces.issued(value)
-            if (status[:1] in "45" and not environ.get("pbe.page")  # the gallery's own error pages stay
-                    and any(n.lower() == "content-type" and v.startswith("text/html") for n, v in headers)):
-                replaced.append((status, [(n, v) for n, v in headers if n.lower() not in ("content-type", "content-length")]))
-                return lambda data: None
+            if status[:1] in "45":  # only errors are looked at: nothing added to a 200
+                for name, value in headers:
+                    if name.lower() == "www-authenticate" and value[:7].lower() == "digest ":
+                        nonces.issued(value)
+                if not environ.get("pbe.page") and any(  # the gallery's own error pages stay
+                        n.lower() == "content-type" and v.startswith("text/html") for n, v in headers):
+                    replaced.append((status, [(n, v) for n, v in headers
+                                              if n.lower() not in ("content-type", "content-length")]))
+                    return lambda data: None
+            started.append(True)
             return start_response(status, headers, exc_info)
 
         result = app(environ, respond)
         if replaced:
             return _plain(result, replaced[0], start_response)
-        return _watch(result, replaced, start_response)
+        return result if started else _watch(result, replaced, start_response)
     return wrapper
 
 
@@ -727,12 +734,14 @@ class _HeaderGate:
                 events = self._epoll.poll(0.5)
             except OSError:
                 return  # closed by stop()
-            for fd, _ in events:
+            for fd, event in events:
                 with self._lock:
                     conn = self._held.get(fd, (None,))[0]
                 if conn is None:
                     continue
                 ready = self._peek(conn)
+                if ready is False and event & (select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR):
+                    ready = None  # the client stopped sending before its headers were whole
                 if ready is False:
                     continue
                 with self._lock:
@@ -807,6 +816,10 @@ class _Server(wsgi.Server):
     def prepare(self) -> None:
         super().prepare()
         self._gate = _HeaderGate(super().process_conn, tls=self.ssl_adapter is not None)
+        if hasattr(socket, "TCP_DEFER_ACCEPT"):
+            # accept() once the first bytes are in: the request is then usually whole
+            # at the first peek and goes straight to a worker, without a hop through the gate
+            self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)
 
     def process_conn(self, conn: Any) -> None:
         self._gate.offer(conn)

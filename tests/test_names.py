@@ -72,3 +72,13 @@ def test_policy_override_allowed(instance: str, requested: str | None, result: s
 def test_policy_override_refused(instance: str, requested: str) -> None:
     with pytest.raises(PbeError, match="looser than the instance policy"):
         effective_policy(instance, requested)
+
+
+@pytest.mark.parametrize("name", ["風景 #%?/a", "🎨🔥 fire", "x" * 300, "100% sure", "a;b&amp=c+d", "~._-", "\ufffd", "が"])
+def test_hrefs_are_percent_encoded_like_urllib(name: str) -> None:
+    from urllib.parse import quote
+
+    from pbe_fs.multistatus import href, quote_segment
+
+    assert quote_segment(name) == quote(name, safe="")
+    assert href(("by-tag", name), True) == f"/by-tag/{quote(name, safe='')}/" and href((), True) == "/"
