@@ -45,6 +45,7 @@ def main() -> None:
                     browser.size(width, height, mobile=width < 600)
                     browser.dark(dark)
                     browser.go(server.url + path)
+                    browser.images_loaded(first=18, timeout=5)  # the lazy ones in view
                     browser.screenshot(ROOT / "docs" / name)
                 print("docs/" + name)
         finally:
