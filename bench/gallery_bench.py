@@ -90,7 +90,7 @@ def main() -> None:
             t_search = median_get(port, search_path, args.repeat)
             t_static_search = median_get(port, static[1], args.repeat)
             loads = []
-            with Browser(base / "profile") as browser:
+            with Browser(base / "profile", 1280, 12000) as browser:  # all 50 in view: lazy images load too
                 browser.page("Network.enable")
                 browser.page("Network.setCacheDisabled", cacheDisabled=True)
                 browser.go(server.url + home_path)

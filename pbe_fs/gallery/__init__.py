@@ -77,6 +77,7 @@ class Gallery:
         self.search = Search(tree, tree.config.cache_path / "search.sqlite")
         self._loose: Tree | None = None
         self._lock = threading.Lock()
+        self._memo: dict[tuple[Any, ...], Any] = {}  # per tree and generation: sorted grids, view counts
         self._static = {name: resources.files(__package__).joinpath("static", name).read_bytes() for name in _STATIC}
 
     # -- which tree a browser sees ------------------------------------------------------
@@ -176,7 +177,8 @@ class Gallery:
         entries = tree.list(parts) or []
         title = parts[-1]
         if entries and all(child.is_artwork_root for _, child in entries):
-            body = f"<h1>{esc(title)}</h1>" + self._grid(tree, [(parts + (n,), c.artwork) for n, c in entries], visitor)
+            body = f"<h1>{esc(title)}</h1>" + self._grid(tree, self._folder_works(tree, parts, visitor), visitor,
+                                                         ordered=True)
         else:
             body = f"<h1>{esc(title)}</h1>"
             if parts == ("by-date",):
@@ -184,16 +186,40 @@ class Gallery:
             body += pages.folder_list([(n, link(parts + (n,), c.is_dir), c.is_dir) for n, c in entries])
         return self._page(start_response, title, body, tree, visitor, environ, parts)
 
+    def _remember(self, tree: Tree, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
+        """make(), kept until the index changes (a grid of 20,000 works is
+        sorted once per generation, not once per page view)."""
+        tree.refresh()
+        full = (id(tree), tree.generation) + key
+        value = self._memo.get(full)
+        if value is None:
+            value = make()
+            with self._lock:
+                for stale in [k for k in self._memo if k[0] == full[0] and k[1] != full[1]]:
+                    del self._memo[stale]
+                if len(self._memo) >= 256:
+                    self._memo.clear()
+                self._memo[full] = value
+        return value
+
+    def _folder_works(self, tree: Tree, parts: tuple[str, ...], visitor: Visitor) -> list[tuple[tuple[str, ...], int]]:
+        """A folder's works in the visitor's order."""
+        def make() -> list[tuple[tuple[str, ...], int]]:
+            works = [(parts + (n,), c.artwork) for n, c in tree.list(parts) or [] if c.is_artwork_root]
+            return self._ordered(works, visitor)
+        return self._remember(tree, ("folder", parts, visitor.order), make)
+
     def _ordered(self, works: list[tuple[tuple[str, ...], int]], visitor: Visitor) -> list[tuple[tuple[str, ...], int]]:
         key, newest_first = ORDERS.get(visitor.order, ORDERS["default"])
         by_id = {aid: path for path, aid in works}
         return [(by_id[aid], aid) for aid in self.catalog.sort(list(by_id), key, newest_first)]
 
     def _grid(self, tree: Tree, works: list[tuple[tuple[str, ...], int]], visitor: Visitor,
-              query: dict[str, str] | None = None) -> str:
+              query: dict[str, str] | None = None, ordered: bool = False) -> str:
         """A page of thumbnails. ``works`` are (folder path, id); ``query``
         is added to each work's link (the search a work was found by)."""
-        works = self._ordered(works, visitor)
+        if not ordered:
+            works = self._ordered(works, visitor)
         per_page = visitor.ipp or max(1, len(works))
         pages_total = max(1, -(-len(works) // per_page))
         try:
@@ -227,8 +253,9 @@ class Gallery:
     def _home(self, tree: Tree, visitor: Visitor, environ: dict[str, Any], start_response: Respond) -> list[bytes]:
         status = self._status(tree)
         counts = []
+        sizes = self._remember(tree, ("counts",), lambda: {v: len(tree.list((v,)) or []) for v in tree.views()})
         for view in tree.views():
-            n = len(tree.list((view,)) or [])
+            n = sizes[view]
             unit = {"by-date": "years", "by-artist": "artists", "by-tag": "tags"}.get(view, "works")
             counts.append(f'<a href="{link((view,))}">{esc(pages.VIEW_LABELS[view])}</a> <span class="n">{n} {unit}</span>')
         last = status.get("last_sync") or {}
@@ -244,8 +271,9 @@ class Gallery:
         head = (f'<section class="summary"><p class="stats">{status.get("artworks", 0)} works archived, '
                 f'{len(status.get("gone") or [])} gone from pixiv · <span class="sync">{sync}</span></p>'
                 f'<p class="viewcounts">{" · ".join(counts)}</p>{refresh}</section>')
-        works = [(("by-ingress", n), c.artwork) for n, c in tree.list(("by-ingress",)) or []]
-        return self._page(start_response, "pbe-fs", head + self._grid(tree, works, visitor), tree, visitor, environ)
+        works = self._folder_works(tree, ("by-ingress",), visitor)
+        return self._page(start_response, "pbe-fs", head + self._grid(tree, works, visitor, ordered=True), tree, visitor,
+                          environ)
 
     # -- the artwork page -----------------------------------------------------------------------
     def _context(self, tree: Tree, parts: tuple[str, ...], visitor: Visitor) -> tuple[list[tuple[tuple[str, ...], int]], dict[str, str] | None]:
@@ -253,8 +281,7 @@ class Gallery:
         q = visitor.query.get("q", "")
         if q:
             return self._ordered(self._found(tree, q), visitor), {"q": q}
-        siblings = [(parts[:-1] + (n,), c.artwork) for n, c in tree.list(parts[:-1]) or [] if c.is_artwork_root]
-        return self._ordered(siblings, visitor), None
+        return self._folder_works(tree, parts[:-1], visitor), None
 
     def _artwork(self, tree: Tree, parts: tuple[str, ...], node: Any, visitor: Visitor, environ: dict[str, Any],
                  start_response: Respond) -> list[bytes]:
