@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import io
 import sqlite3
+import time
 import xml.etree.ElementTree as ET
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 import pytest
 import requests
@@ -41,11 +42,12 @@ def browser(tmp_path: Path) -> Iterator[Browser]:
 
 @contextmanager
 def serving(synced, tmp_path: Path, *args: str, **overrides: Any) -> Iterator[Server]:
-    """Another server over the module's archive, with other settings."""
-    config, _ = synced
+    """Another server over the module's archive, with other settings (its
+    refresh button syncs from the module's stand-in pixiv, never the internet)."""
+    config, fake = synced
     folder = tmp_path / f"server{len(list(tmp_path.glob('server*')))}"
     folder.mkdir()
-    s = Server(write_config(folder, None, filesystem_options={"path": str(config.parent / "data")},
+    s = Server(write_config(folder, fake, filesystem_options={"path": str(config.parent / "data")},
                             cache={"path": str(folder / "cache")}, **overrides), *args)
     try:
         yield s
@@ -341,9 +343,18 @@ def test_read_only_needs_the_token_once_per_session(synced, tmp_path: Path, brow
         assert browser.text(".flash") == f"Deleted {victim} from the archive."
         assert urlsplit(browser.url).path == "/by-id/"
         assert requests.get(s.url + f"/by-id/{victim}/", timeout=10).status_code == 404
+        before = requests.get(s.url + "/_pbe/status", timeout=10).json()["last_sync"]["id"]
         browser.go(s.url + "/")
         browser.click("section.summary form button")
-        assert "sync" in browser.text(".flash")  # started, or one is already running
+        assert browser.text(".flash").startswith("started sync")
+        deadline = time.monotonic() + 60  # it really runs, against the stand-in; let it finish before going on
+        while True:
+            last = requests.get(s.url + "/_pbe/status", timeout=10).json()["last_sync"]
+            if last["id"] > before and last["finished_at"]:
+                break
+            assert time.monotonic() < deadline, last
+            time.sleep(0.2)
+        assert last["status"] == "ok"
         # a new browser session must log in again
         with Browser(tmp_path / "other") as other:
             other.go(s.url + "/refresh")  # the old app's GET route: a confirmation page
@@ -391,6 +402,9 @@ def test_forged_cross_site_posts_are_refused(synced, tmp_path: Path, browser: Br
         answer = requests.post(s.url + "/_pbe/ui/refresh", data={"csrf": "x" * 64}, headers={"Origin": "http://evil.example"},
                                timeout=10)
         assert answer.status_code == 403
+        answer = requests.post(s.url + "/display/home", data={"ipp": "1"}, headers={"Origin": "http://evil.example"},
+                               timeout=10)
+        assert answer.status_code == 403 and "pbe_ipp" not in answer.headers.get("Set-Cookie", "")
         assert requests.get(s.url + f"/by-id/{victim}/", timeout=10).status_code == 200
 
 

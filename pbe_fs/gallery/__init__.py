@@ -554,6 +554,8 @@ class Gallery:
             if rest in (("home",), ("artwork",)):
                 if method != "POST":
                     return go("/", "302 Found")
+                if not self._same_origin(environ):  # only this visitor's cookies change, but not from elsewhere
+                    raise _Answer("403 Forbidden", "cross-site request refused")
                 form = self._form(environ)
                 return self._settings(form, environ, start_response, artwork=rest == ("artwork",))
             if len(rest) == 2 and rest[0] == "nsfw" and rest[1] in ("enable", "disable"):
