@@ -124,6 +124,13 @@ class Browser:
             raise BrowserError(f"nothing matches {selector} on {self.url}")
         self._wait("Page.loadEventFired")
 
+    def press(self, key: str, code: str, key_code: int) -> None:
+        """A key press that navigates; waits for the page it leads to."""
+        self._events = [e for e in self._events if e.get("method") != "Page.loadEventFired"]
+        for kind in ("rawKeyDown", "keyUp"):
+            self.page("Input.dispatchKeyEvent", type=kind, key=key, code=code, windowsVirtualKeyCode=key_code)
+        self._wait("Page.loadEventFired")
+
     def all(self, selector: str, attribute: str | None = None) -> list[str]:
         """The text (or an attribute, resolved for src/href) of every match."""
         what = f"e.{attribute}" if attribute in ("src", "href", "action") else (
