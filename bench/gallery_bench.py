@@ -66,7 +66,7 @@ def main() -> None:
         base = Path(tmp)
         print(f"building {args.works} works ...", file=sys.stderr)
         cfg, _, _ = build(base, args.works)
-        home_path, search_path = "/?ipp=50&image=original&order=default", "/_pbe/ui/search?q=work%201&ipp=50"
+        home_path, search_path = "/?ipp=50&image=original&order=default", "/_pbe/ui/search?q=tag7&ipp=50"
         server = Server(cfg)
         try:
             port = int(server.url.rsplit(":", 1)[1])
