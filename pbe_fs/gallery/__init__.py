@@ -12,6 +12,7 @@ the server's policy).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
@@ -20,7 +21,7 @@ import threading
 from http.cookies import CookieError, SimpleCookie
 from importlib import resources
 from typing import Any, Callable
-from urllib.parse import parse_qsl, quote, urlencode
+from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 from .. import names
 from ..artwork import QUALITIES, top_quality
@@ -39,7 +40,6 @@ CSP = ("default-src 'none'; img-src 'self'; style-src 'self'; script-src 'self';
        "base-uri 'none'; frame-ancestors 'none'")
 IMAGE_CACHE = "max-age=604800"  # a week: a return visit costs nothing, later ones a 304
 OLD_ROUTES = {"a", "p", "i", "random", "display", "refresh", "admin"}
-_IMAGE = (".jpg", ".jpeg", ".png", ".gif", ".webp")
 _STATIC = {"gallery.css": "text/css; charset=utf-8", "gallery.js": "text/javascript; charset=utf-8"}
 Respond = Callable[..., Any]
 
@@ -442,8 +442,6 @@ class Gallery:
         raise _Answer("404 Not Found", "no such page")
 
     def _static_file(self, name: str, environ: dict[str, Any], start_response: Respond) -> list[bytes]:
-        import hashlib
-
         data = self._static[name]
         etag = '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
         extra = [("ETag", etag), ("Cache-Control", "max-age=86400")]
@@ -525,8 +523,8 @@ class Gallery:
                 visitor.say(f"Not deleted: {exc}")
                 return self._redirect(start_response, link(("by-id", str(aid))), visitor, environ)
             visitor.say(f"Deleted {aid} from the archive.")
-            if back != "/" and self.tree_for(environ).get(tuple(names.lookup_key(p) for p in _unquote_parts(back))) is None:
-                back = "/"
+            if back != "/" and self.tree_for(environ).get(_tree_path(back)) is None:
+                back = "/"  # the folder it was in has gone with it
             return self._redirect(start_response, back, visitor, environ)
         if rest == ("settings",):
             return self._settings(form, environ, start_response)
@@ -624,7 +622,6 @@ class Gallery:
         return self._in_quality(tree, aid, chosen["role"], chosen["path"].rsplit("/", 1)[-1])
 
 
-def _unquote_parts(path: str) -> list[str]:
-    from urllib.parse import unquote
-
-    return [unquote(p) for p in path.split("?", 1)[0].split("/") if p]
+def _tree_path(url: str) -> tuple[str, ...]:
+    """A local URL's path as tree parts."""
+    return tuple(names.lookup_key(unquote(p)) for p in url.split("?", 1)[0].split("/") if p)

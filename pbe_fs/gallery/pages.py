@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterable
+from typing import Iterable
 from urllib.parse import urlencode
 
 from ..multistatus import href
@@ -163,11 +163,3 @@ def message_page(title: str, text: str) -> str:
 
 def confirm(title: str, text: str, form: str) -> str:
     return f"<h1>{esc(title)}</h1><p>{esc(text)}</p>{form}<p><a href=\"/\">cancel</a></p>"
-
-
-def json_value(data: Any, *keys: str, default: Any = "") -> Any:
-    for key in keys:
-        if not isinstance(data, dict):
-            return default
-        data = data.get(key)
-    return default if data is None else data
