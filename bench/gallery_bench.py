@@ -48,6 +48,12 @@ def get(port: int, path: str) -> bytes:
         conn.close()
 
 
+def timed_get(port: int, path: str) -> float:
+    start = time.perf_counter()
+    get(port, path)
+    return time.perf_counter() - start
+
+
 def median_get(port: int, path: str, repeat: int) -> float:
     times = []
     for _ in range(repeat):
@@ -87,7 +93,9 @@ def main() -> None:
                 get(port, path)  # warm
             t_home = median_get(port, home_path, args.repeat)
             t_static_home = median_get(port, static[0], args.repeat)
-            t_search = median_get(port, search_path, args.repeat)
+            # a different tag each time: no answer is ever served twice
+            t_search = statistics.median(
+                timed_get(port, f"/_pbe/ui/search?q=tag{n % 50}&ipp=50") for n in range(1, args.repeat + 1))
             t_static_search = median_get(port, static[1], args.repeat)
             loads = []
             with Browser(base / "profile", 1280, 12000) as browser:  # all 50 in view: lazy images load too
@@ -107,7 +115,7 @@ def main() -> None:
     report([
         (f"home grid, 50 of {args.works} works ({len(home)} B)", f"{t_home * 1000:.1f} ms",
          f"{t_static_home * 1000:.1f} ms static", f"{t_home / t_static_home:.1f}x", "<= 3x"),
-        (f"search answer ({len(found)} B)", f"{t_search * 1000:.1f} ms", f"{t_static_search * 1000:.1f} ms static",
+        (f"search answer, a different tag each time ({len(found)} B)", f"{t_search * 1000:.1f} ms", f"{t_static_search * 1000:.1f} ms static",
          f"{t_search / t_static_search:.1f}x", "<= 3x"),
         ("50-thumbnail page fully loaded in Chromium (median of 7, cache off)", f"{t_load * 1000:.0f} ms", "", "",
          "< 1000 ms"),

@@ -235,18 +235,27 @@ class Gallery:
         except ValueError:
             page = 1
         page = min(max(1, page), pages_total)
+        # a card's HTML is made once per generation, quality and search (link encoding and escaping
+        # are most of a grid's cost)
+        made = self._remember(tree, ("cards",), dict)
+        if len(made) > 100_000:
+            made.clear()
         cards = []
         for path, aid in works[(page - 1) * per_page: page * per_page]:
-            info = tree.artwork_info(aid)
-            thumb = ""
-            if visitor.image != "none":
-                image = self.catalog.thumbnail(path, aid, visitor.image)
-                thumb = link(image, False) if image else ""
-            cards.append(Card(link(path, True, query), str(info["title"] or aid), str(info["artist_name"]), thumb,
-                              bool(info["nsfw"])))
+            key = (path, visitor.image, query.get("q") if query else None)
+            html = made.get(key)
+            if html is None:
+                info = tree.artwork_info(aid)
+                thumb = ""
+                if visitor.image != "none":
+                    image = self.catalog.thumbnail(path, aid, visitor.image)
+                    thumb = link(image, False) if image else ""
+                html = made[key] = pages.card(Card(link(path, True, query), str(info["title"] or aid),
+                                                   str(info["artist_name"]), thumb, bool(info["nsfw"])))
+            cards.append(html)
         keep = {k: v for k, v in visitor.query.items() if k in ("q",)}
         return (pages.settings_form(visitor, keep)
-                + pages.grid(cards, len(works), page, pages_total, keep))
+                + pages.grid(cards, visitor.image != "none", len(works), page, pages_total, keep))
 
     def _status(self, tree: Tree) -> dict[str, Any]:
         node = tree.get(("status.json",))
@@ -390,16 +399,10 @@ class Gallery:
     def _found(self, tree: Tree, q: str) -> list[tuple[tuple[str, ...], int]]:
         """Search results this visitor may see: NSFW works only where the
         listing views would show them."""
-        shown = []
-        for aid in self.search.find(q):
-            try:
-                info = tree.artwork_info(aid)
-            except KeyError:
-                continue
-            if info["nsfw"] and tree.policy != "enabled":
-                continue
-            shown.append((("by-id", str(aid)), aid))
-        return shown
+        entries = self.catalog.entries()
+        loose = tree.policy == "enabled"
+        return [(("by-id", str(aid)), aid) for aid in self.search.find(q)
+                if aid in entries and (loose or not entries[aid].nsfw)]
 
     def _search(self, tree: Tree, visitor: Visitor, environ: dict[str, Any], start_response: Respond) -> list[bytes]:
         q = visitor.query.get("q", "").strip()[:200]

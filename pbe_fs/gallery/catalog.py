@@ -1,5 +1,5 @@
 """What grids need about every work, read from the index once per
-generation: ingress number, creation date and the first page's file name
+generation: ingress number, creation date, NSFW and the first page's file name
 in each quality (so a 50- or 20,000-thumbnail grid builds its image links
 without opening any work's record)."""
 
@@ -19,6 +19,7 @@ class Entry:
     date: str
     type: str
     pages: int
+    nsfw: bool
     first: dict[str, str] = field(default_factory=dict)  # role -> first page's file name
 
 
@@ -35,8 +36,8 @@ class Catalog:
             with self._lock:
                 generation = self.tree.generation
                 db = self.tree.index.db
-                entries = {r[0]: Entry(r[1], r[2], r[3], r[4]) for r in db.execute(
-                    "SELECT id, seq, create_date, type, page_count FROM artworks")}
+                entries = {r[0]: Entry(r[1], r[2], r[3], r[4], r[5] > 0) for r in db.execute(
+                    "SELECT id, seq, create_date, type, page_count, x_restrict FROM artworks")}
                 for aid, role, path in db.execute("SELECT artwork_id, role, path FROM files WHERE page = 0"):
                     entry = entries.get(aid)
                     if entry is not None and role not in entry.first:

@@ -119,15 +119,17 @@ def pager(page: int, pages: int, keep: dict[str, str]) -> str:
     return f'<p class="pager">{"".join(links)}</p>'
 
 
-def grid(cards: list[Card], total: int, page: int, pages: int, keep: dict[str, str]) -> str:
-    items = []
-    for c in cards:
-        img = f'<img src="{esc(c.thumb)}" alt="" loading="lazy" width="360" height="360">' if c.thumb else ""
-        cls = ' class="nsfw"' if c.nsfw else ""
-        items.append(f'<li{cls}><a href="{esc(c.href)}">{img}<span class="t">{esc(c.title)}</span></a>'
-                     f'<span class="a">{esc(c.artist)}</span></li>')
-    noimg = "" if any(c.thumb for c in cards) else " noimg"
-    return (f'<p class="count">{total} works</p>{pager(page, pages, keep)}<ul class="grid{noimg}">{"".join(items)}</ul>'
+def card(c: Card) -> str:
+    img = f'<img src="{esc(c.thumb)}" alt="" loading="lazy" width="360" height="360">' if c.thumb else ""
+    cls = ' class="nsfw"' if c.nsfw else ""
+    return (f'<li{cls}><a href="{esc(c.href)}">{img}<span class="t">{esc(c.title)}</span></a>'
+            f'<span class="a">{esc(c.artist)}</span></li>')
+
+
+def grid(cards: list[str], images: bool, total: int, page: int, pages: int, keep: dict[str, str]) -> str:
+    """A page of cards (``card``'s HTML)."""
+    noimg = "" if images else " noimg"
+    return (f'<p class="count">{total} works</p>{pager(page, pages, keep)}<ul class="grid{noimg}">{"".join(cards)}</ul>'
             f"{pager(page, pages, keep)}")
 
 
