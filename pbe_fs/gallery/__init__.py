@@ -79,14 +79,6 @@ class Gallery:
         self._lock = threading.Lock()
         self._memo: dict[tuple[Any, ...], Any] = {}  # per tree and generation: sorted grids, view counts
         self._static = {name: resources.files(__package__).joinpath("static", name).read_bytes() for name in _STATIC}
-        # the search table reads every work's caption the first time: not while a visitor waits
-        threading.Thread(target=self._prepare_search, name="search-index", daemon=True).start()
-
-    def _prepare_search(self) -> None:
-        try:
-            self.search.update()
-        except Exception as exc:  # the first search will try again, and say what is wrong
-            log.warning("search index not built: %s", exc)
 
     # -- which tree a browser sees ------------------------------------------------------
     @property
