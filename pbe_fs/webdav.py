@@ -44,6 +44,7 @@ from .multistatus import content_type, href, quote_segment
 from .artwork import Node
 from .render.segments import Reader
 from .errors import PbeError
+from .gallery import Gallery, gallery_post
 from .tree import Tree, TreeError, is_noise
 
 log = logging.getLogger("pbe_fs.webdav")
@@ -249,7 +250,9 @@ class Access:
         self.read_only, self.token, self.users = read_only, token, users
 
     def guarded(self, environ: dict[str, Any]) -> bool:
-        return self.read_only and environ.get("REQUEST_METHOD") in _GUARDED
+        # the gallery's forms check their own CSRF token and admin session
+        return (self.read_only and environ.get("REQUEST_METHOD") in _GUARDED
+                and not gallery_post(environ.get("PATH_INFO", "")))
 
     def password_for(self, user: str, environ: dict[str, Any]) -> str | None:
         if self.guarded(environ):
@@ -284,11 +287,11 @@ class _DomainController(BaseDomainController):
 
 
 class Provider(DAVProvider):
-    def __init__(self, tree: Tree, *, per_page: int = 50, refresh: Callable[[], str] | None = None) -> None:
+    def __init__(self, tree: Tree, access: Access, *, refresh: Callable[[], str] | None = None) -> None:
         super().__init__()
         self.tree = tree
-        self.per_page = per_page
         self.refresh = refresh
+        self.gallery = Gallery(tree, access, refresh)
 
     def is_readonly(self) -> bool:
         return False  # DELETE of artwork folders; everything else is refused below
@@ -297,8 +300,9 @@ class Provider(DAVProvider):
         parts = split(path)
         if parts is None or (parts and is_noise(parts[-1])):
             return None
-        node = self.tree.get(parts)
-        return None if node is None else _resource(path, environ, self.tree, parts, node)
+        tree = environ.get("pbe.tree", self.tree)  # a browser's NSFW choice, for its GETs only
+        node = tree.get(parts)
+        return None if node is None else _resource(path, environ, tree, parts, node)
 
     # -- decisions wsgidav would get wrong for this tree ---------------------------
     def custom_request_handler(self, environ: dict[str, Any], start_response: Callable[..., Any],
@@ -308,16 +312,20 @@ class Provider(DAVProvider):
         parts = split(path)
         if parts is None:
             return _answer(start_response, "400 Bad Request", "bad path\n")
+        page = self.gallery.handle(parts, environ, start_response)  # browsers' pages and forms
+        if page is not None:
+            return page
         if parts[:1] == ("_pbe",):
             return self._control(method, parts[1:], start_response)
         if method in _WRITE_METHODS:
             return _answer(start_response, "403 Forbidden", "read-only: only whole artwork folders can be deleted\n")
         if method in ("GET", "HEAD"):
-            node = self.tree.get(parts)
-            if node is not None and node.is_dir:
-                return self._html(parts, environ, start_response)
+            tree = environ["pbe.tree"] = self.gallery.tree_for(environ)
+            node = tree.get(parts)
+            if node is not None:
+                start_response = self.gallery.file_headers(start_response, node.immutable)
             if node is not None and node.blob:
-                url = self.tree.archive.store.url(node.blob, PRESIGNED_SECONDS)
+                url = tree.archive.store.url(node.blob, PRESIGNED_SECONDS)
                 if url:  # filesystem_options.proxy false: the client fetches from the bucket itself
                     return _answer(start_response, "302 Found", "", extra=[("Location", url), ("Cache-Control", "no-store")])
             if node is not None and "HTTP_RANGE" in environ:
@@ -385,24 +393,6 @@ class Provider(DAVProvider):
         if not node.is_dir:
             headers.append(("Accept-Ranges", "bytes"))
         return _answer(start_response, "200 OK", "", extra=headers)
-
-    def _html(self, parts: tuple[str, ...], environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-        from urllib.parse import parse_qsl
-
-        from .browser import page
-
-        if not environ.get("PATH_INFO", "/").endswith("/"):
-            # the folder's own encoded href: right for #, %, ? and non-ASCII names alike
-            query = environ.get("QUERY_STRING", "")
-            location = href(parts, True) + (f"?{query}" if query else "")
-            return _answer(start_response, "301 Moved Permanently", "", extra=[("Location", location)])
-        body = page(self.tree, parts, dict(parse_qsl(environ.get("QUERY_STRING", ""))), self.per_page)
-        if body is None:
-            return _answer(start_response, "404 Not Found", "not found\n")
-        start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(body))),
-                                  ("Cache-Control", "no-cache"),
-                                  ("Content-Security-Policy", "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'")])
-        return [b"" if environ["REQUEST_METHOD"] == "HEAD" else body]
 
     def _control(self, method: str, rest: tuple[str, ...], start_response: Callable[..., Any]) -> list[bytes]:
         """/_pbe/status (GET) and /_pbe/refresh (POST)."""
@@ -489,7 +479,7 @@ def make_app(tree: Tree, access: Access, *, per_page: int = 50, refresh: Callabl
     from wsgidav.wsgidav_app import WsgiDAVApp
 
     config = {
-        "provider_mapping": {"/": Provider(tree, per_page=per_page, refresh=refresh)},
+        "provider_mapping": {"/": Provider(tree, access, refresh=refresh)},
         "pbe_access": access,
         "http_authenticator": {"domain_controller": _DomainController, "accept_basic": True, "accept_digest": True,
                                "default_to_digest": True},
@@ -585,7 +575,8 @@ def _front(app: Callable[..., Any], access: Access, provider: Provider) -> Calla
             return _answer(start_response, "400 Bad Request", "bad path\n")
         if "//" in raw:
             environ["PATH_INFO"] = re.sub("/{2,}", "/", raw)
-        if environ["REQUEST_METHOD"] in _UNSUPPORTED and path.rstrip("/") != "/_pbe/refresh":
+        if (environ["REQUEST_METHOD"] in _UNSUPPORTED and path.rstrip("/") != "/_pbe/refresh"
+                and not (environ["REQUEST_METHOD"] == "POST" and gallery_post(path))):
             return provider.not_allowed(path, start_response)
         try:
             length = int(environ.get("CONTENT_LENGTH") or 0)
@@ -610,7 +601,8 @@ def _front(app: Callable[..., Any], access: Access, provider: Provider) -> Calla
                 for name, value in headers:
                     if name.lower() == "www-authenticate" and value[:7].lower() == "digest ":
                         nonces.issued(value)
-                if any(n.lower() == "content-type" and v.startswith("text/html") for n, v in headers):
+                if not environ.get("pbe.page") and any(  # the gallery's own error pages stay
+                        n.lower() == "content-type" and v.startswith("text/html") for n, v in headers):
                     replaced.append((status, [(n, v) for n, v in headers
                                               if n.lower() not in ("content-type", "content-length")]))
                     return lambda data: None
