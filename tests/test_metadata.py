@@ -184,3 +184,38 @@ def test_ai_policy_hides_ai_works_except_by_id_and_ai(tmp_path: Path) -> None:
             raise AssertionError("--ai shown over display.ai hidden must be refused")
         proc = pbe(config, "serve", "--ai", "sometimes")
         assert proc.returncode == 2 and "--ai" in proc.stderr
+
+
+def test_a_visitor_may_hide_ai_works_in_the_gallery(tmp_path: Path) -> None:
+    import urllib.request
+
+    from tests.conftest import Server
+
+    works = [(Work(98300001, "made by hand", (51, "Al", "al")), "public"),
+             (Work(98300002, "made by a model", (51, "Al", "al"), ai_type=2), "public")]
+    with FakePixiv(works) as fake:
+        config = write_config(tmp_path, fake, sync={"sizes": ["original"]}, read_only=False)
+        pbe(config, "sync", "--no-progress", check=True)
+        server = Server(config)
+        try:
+            def home(cookie: str = "") -> str:
+                request = urllib.request.Request(server.url + "/", headers={"Cookie": cookie} if cookie else {})
+                with urllib.request.urlopen(request, timeout=10) as answer:
+                    return answer.read().decode()
+            page = home()
+            assert "98300001" in page and "98300002" in page and "/_pbe/ui/ai/hide" in page
+            hidden = home("pbe_ai=hide")
+            assert "98300001" in hidden and "98300002" not in hidden and "/_pbe/ui/ai/show" in hidden
+            request = urllib.request.Request(server.url + "/_pbe/ui/ai/hide?r=/")
+            opener = urllib.request.build_opener(type("NoRedirect", (urllib.request.HTTPRedirectHandler,),
+                                                      {"redirect_request": lambda *a, **k: None}))
+            try:
+                opener.open(request, timeout=10)
+            except urllib.error.HTTPError as answer:
+                assert answer.code == 303 and any("pbe_ai=hide" in c for c in answer.headers.get_all("Set-Cookie") or [])
+            else:
+                raise AssertionError("the toggle must redirect back")
+            by_id = urllib.request.urlopen(server.url + "/by-id/", timeout=10).read().decode()
+            assert "98300002" in by_id  # by-id/ keeps every work
+        finally:
+            server.stop()

@@ -75,7 +75,7 @@ class Gallery:
         self.keys = Keys(tree.config.settings.app_key, access)
         self.catalog = Catalog(tree)
         self.search = Search(tree, tree.config.cache_path / "search.sqlite")
-        self._loose: Tree | None = None
+        self._trees: dict[tuple[str, str], Tree] = {}  # (NSFW policy, AI policy) a visitor chose -> its tree
         self._lock = threading.Lock()
         self._memo: dict[tuple[Any, ...], Any] = {}  # per tree and generation: sorted grids, view counts
         self._static = {name: resources.files(__package__).joinpath("static", name).read_bytes() for name in _STATIC}
@@ -85,19 +85,29 @@ class Gallery:
     def may_toggle(self) -> bool:
         return self.tree.policy in ("hidden", "required")
 
+    @property
+    def may_hide_ai(self) -> bool:
+        return self.tree.ai_policy == "shown"
+
     def tree_for(self, environ: dict[str, Any]) -> Tree:
-        if not self.may_toggle or "pbe_nsfw" not in environ.get("HTTP_COOKIE", ""):
+        """The tree this browser's cookies choose: NSFW lifted where the
+        server's policy lets visitors lift it, AI works hidden if asked."""
+        raw = environ.get("HTTP_COOKIE", "")
+        if "pbe_nsfw" not in raw and "pbe_ai" not in raw:
             return self.tree
         try:
-            jar = SimpleCookie(environ.get("HTTP_COOKIE", ""))
+            jar = SimpleCookie(raw)
         except CookieError:
             return self.tree
-        if "pbe_nsfw" not in jar or jar["pbe_nsfw"].value != "1":
+        nsfw = "enabled" if self.may_toggle and "pbe_nsfw" in jar and jar["pbe_nsfw"].value == "1" else self.tree.policy
+        ai = "hidden" if self.may_hide_ai and "pbe_ai" in jar and jar["pbe_ai"].value == "hide" else self.tree.ai_policy
+        if (nsfw, ai) == (self.tree.policy, self.tree.ai_policy):
             return self.tree
         with self._lock:
-            if self._loose is None:
-                self._loose = Tree(self.tree.config, "enabled")
-            return self._loose
+            tree = self._trees.get((nsfw, ai))
+            if tree is None:
+                tree = self._trees[(nsfw, ai)] = Tree(self.tree.config, nsfw, ai=ai)
+            return tree
 
     def file_headers(self, start_response: Respond, immutable: bool) -> Respond:
         """Archived images and generated files: validators come from
@@ -152,9 +162,10 @@ class Gallery:
     def _chrome(self, tree: Tree, visitor: Visitor, environ: dict[str, Any]) -> Chrome:
         here = environ.get("PATH_INFO", "/")
         here = quote(here, safe="/") + ("?" + environ["QUERY_STRING"] if environ.get("QUERY_STRING") else "")
-        toggle = ("disable" if tree is not self.tree else "enable") if self.may_toggle else ""
+        toggle = ("disable" if tree.policy != self.tree.policy else "enable") if self.may_toggle else ""
+        ai_toggle = ("show" if tree.ai_policy != self.tree.ai_policy else "hide") if self.may_hide_ai else ""
         return Chrome(visitor, self.keys.csrf(visitor), tree.views(), toggle, here, self.keys.is_admin(visitor),
-                      self.access.read_only)
+                      self.access.read_only, ai_toggle)
 
     def _page(self, start_response: Respond, title: str, body: str, tree: Tree, visitor: Visitor,
               environ: dict[str, Any], crumbs: tuple[str, ...] | None = None, query: str = "") -> list[bytes]:
@@ -265,8 +276,8 @@ class Gallery:
         sizes = self._remember(tree, ("counts",), lambda: {v: len(tree.list((v,)) or []) for v in tree.views()})
         for view in tree.views():
             n = sizes[view]
-            unit = {"by-date": "years", "by-artist": "artists", "by-tag": "tags"}.get(view, "works")
-            counts.append(f'<a href="{link((view,))}">{esc(pages.VIEW_LABELS[view])}</a> <span class="n">{n} {unit}</span>')
+            unit = {"by-date": "years", "by-artist": "artists", "by-tag": "tags", "changes": "months"}.get(view, "works")
+            counts.append(f'<a href="{link((view,))}">{esc(pages.VIEW_LABELS.get(view, view))}</a> <span class="n">{n} {unit}</span>')
         last = status.get("last_sync") or {}
         if last:
             when = last.get("finished_at") or last.get("started_at") or ""
@@ -425,6 +436,15 @@ class Gallery:
                 visitor.remember("pbe_nsfw", "1")
             else:
                 visitor.remember("pbe_nsfw", "", max_age=0)
+            return self._redirect(start_response, back, visitor, environ)
+        if len(rest) == 2 and rest[0] == "ai" and rest[1] in ("hide", "show"):
+            back = _safe_return(visitor.query.get("r"))
+            if not self.may_hide_ai:
+                visitor.say("This server already hides AI-generated works outside by-id and ai.")
+            elif rest[1] == "hide":
+                visitor.remember("pbe_ai", "hide")
+            else:
+                visitor.remember("pbe_ai", "", max_age=0)
             return self._redirect(start_response, back, visitor, environ)
         if rest == ("admin",):
             return self._admin(tree, visitor, environ, start_response)

@@ -19,7 +19,8 @@ from .visitor import GRID_QUALITIES, IPP_CHOICES, Visitor
 
 STATIC = "/_pbe/ui/static/"
 VIEW_LABELS = {"by-ingress": "bookmarks", "by-date": "by date", "by-artist": "by artist", "by-tag": "by tag",
-               "by-id": "by id", "nsfw": "NSFW", "gone": "gone"}
+               "by-id": "by id", "nsfw": "NSFW", "gone": "gone", "private": "private", "ai": "AI",
+               "changes": "changes"}
 
 
 def esc(text: object) -> str:
@@ -42,6 +43,7 @@ class Chrome:
     here: str  # this page's URL (for return links)
     admin: bool
     read_only: bool
+    ai_toggle: str = ""  # "" when the server hides AI works already, else "hide" or "show"
 
 
 def layout(title: str, body: str, chrome: Chrome, crumbs: tuple[str, ...] | None = None, *, query: str = "") -> bytes:
@@ -56,6 +58,10 @@ def layout(title: str, body: str, chrome: Chrome, crumbs: tuple[str, ...] | None
         label = "show NSFW" if chrome.nsfw_toggle == "enable" else "hide NSFW"
         toggle = (f'<a class="nsfw-toggle" href="/_pbe/ui/nsfw/{chrome.nsfw_toggle}?{urlencode({"r": chrome.here})}">'
                   f"{label}</a>")
+    if chrome.ai_toggle:
+        label = "hide AI" if chrome.ai_toggle == "hide" else "show AI"
+        toggle += (f'<a class="nsfw-toggle ai-toggle" href="/_pbe/ui/ai/{chrome.ai_toggle}?{urlencode({"r": chrome.here})}">'
+                   f"{label}</a>")
     who = ""
     if chrome.read_only:
         who = ('<span class="who">admin · <a href="/_pbe/ui/admin">log out</a></span>' if chrome.admin
