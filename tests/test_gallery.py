@@ -83,7 +83,8 @@ def test_home_is_the_gallery_and_propfind_is_unchanged(server: Server, browser: 
     assert card_ids(browser) == shown  # newest bookmark first, NSFW left out under `hidden`
     assert browser.text("p.count") == f"{len(shown)} works"
     assert [unquote(urlsplit(h).path) for h in browser.all("header nav.views a", "href")] == [
-        "/by-ingress/", "/by-date/", "/by-artist/", "/by-tag/", "/by-id/", "/nsfw/", "/gone/"]
+        "/by-ingress/", "/by-date/", "/by-artist/", "/by-tag/", "/by-id/", "/nsfw/", "/gone/", "/private/", "/ai/",
+        "/changes/"]
     counts = browser.text("p.viewcounts")
     assert f"bookmarks {len(shown)} works" in counts and "gone 1 works" in counts and "by artist 9 artists" in counts
     assert "last sync" in browser.text(".sync") and "ok" in browser.text(".sync")
@@ -94,8 +95,8 @@ def test_home_is_the_gallery_and_propfind_is_unchanged(server: Server, browser: 
     # WebDAV sees the folder tree at `/`, as before
     answer = requests.request("PROPFIND", server.url + "/", headers={"Depth": "1"}, timeout=10)
     hrefs = sorted(unquote(e.text) for e in ET.fromstring(answer.content).iter("{DAV:}href"))
-    assert answer.status_code == 207 and hrefs == ["/", "/by-artist/", "/by-date/", "/by-id/", "/by-ingress/", "/by-tag/",
-                                                   "/gone/", "/nsfw/", "/status.json"]
+    assert answer.status_code == 207 and hrefs == ["/", "/ai/", "/by-artist/", "/by-date/", "/by-id/", "/by-ingress/",
+                                                   "/by-tag/", "/changes/", "/gone/", "/nsfw/", "/private/", "/status.json"]
 
 
 def test_quality_page_size_and_both_orders(server: Server, browser: Browser, synced, tmp_path: Path) -> None:

@@ -60,7 +60,7 @@ def layout(title: str, body: str, chrome: Chrome, crumbs: tuple[str, ...] | None
                   f"{label}</a>")
     if chrome.ai_toggle:
         label = "hide AI" if chrome.ai_toggle == "hide" else "show AI"
-        toggle += (f'<a class="nsfw-toggle ai-toggle" href="/_pbe/ui/ai/{chrome.ai_toggle}?{urlencode({"r": chrome.here})}">'
+        toggle += (f'<a class="ai-toggle" href="/_pbe/ui/ai/{chrome.ai_toggle}?{urlencode({"r": chrome.here})}">'
                    f"{label}</a>")
     who = ""
     if chrome.read_only:
