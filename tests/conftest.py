@@ -150,3 +150,28 @@ class Server:
 
     def stderr(self) -> str:
         return self.log.read_text()
+
+
+@pytest.fixture(scope="module")
+def server(synced):
+    """`pbe-fs serve` over the module's synced archive (WebDAV and gallery tests)."""
+    config, _ = synced
+    s = Server(config)
+    yield s
+    assert s.stop() == 0
+
+
+def http_request(url: str, method: str, path: str, headers: dict[str, str] | None = None,
+                 body: bytes | None = None, timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
+    """One raw HTTP exchange (http.client sends the path exactly as given)."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()

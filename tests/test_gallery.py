@@ -26,13 +26,6 @@ NSFW = {93012351, 93012352, 93012363}
 MANGA, UGOIRA = 93012350, 93012346
 
 
-@pytest.fixture(scope="module")
-def server(synced):
-    config, _ = synced
-    s = Server(config)
-    yield s
-    assert s.stop() == 0
-
 
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[Browser]:

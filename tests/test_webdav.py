@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import http.client
 import json
 import os
 import shutil
@@ -19,30 +18,16 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.conftest import GONE, Server, pbe, write_config
+from tests.conftest import GONE, Server, http_request, pbe, write_config
 
 
 
 
-
-@pytest.fixture(scope="module")
-def server(synced):
-    config, _ = synced
-    s = Server(config)
-    yield s
-    assert s.stop() == 0
 
 
 def request(server: Server, method: str, path: str, headers: dict[str, str] | None = None,
             body: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
-    host, port = server.url.removeprefix("http://").split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=10)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        resp = conn.getresponse()
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
-    finally:
-        conn.close()
+    return http_request(server.url, method, path, headers, body)
 
 
 def propfind(server: Server, path: str, depth: str = "1") -> dict[str, dict[str, str]]:

@@ -18,20 +18,12 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import pytest
 
-from tests.conftest import GONE, Server, pbe
+from tests.conftest import GONE, Server, http_request, pbe
 
 TOKEN = {"Authorization": "Basic " + base64.b64encode(b"me:seed-ro-token").decode()}
 META = "/by-id/93012350/meta.json"
 
-
-@pytest.fixture(scope="module")
-def server(synced):
-    config, _ = synced
-    s = Server(config)
-    yield s
-    s.stop()
 
 
 def address(server: Server) -> tuple[str, int]:
@@ -41,13 +33,7 @@ def address(server: Server) -> tuple[str, int]:
 
 def request(server: Server, method: str, path: str, headers: dict[str, str] | None = None,
             body: bytes | None = None, timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
-    conn = http.client.HTTPConnection(*address(server), timeout=timeout)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        resp = conn.getresponse()
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
-    finally:
-        conn.close()
+    return http_request(server.url, method, path, headers, body, timeout)
 
 
 def rss_kb(pid: int) -> int:
