@@ -30,9 +30,12 @@ import logging
 import os
 import re
 import shutil
+import threading
+import time
 import zipfile
 import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -302,14 +305,27 @@ class Archive:
             shutil.copyfile(self.store.path(src), tmp)
             os.replace(tmp, self.store.path(dst))
             return new_path
-        tmp = self.incoming / f".copy-{artwork_id}-{os.getpid()}"
-        try:
-            self.store.get_file(src, tmp)
+        with self.local_copy(src) as (tmp, _):
             digest = digest_file(tmp)
             self.store.put_file(dst, tmp, digest.size, digest.sha256)
+        return new_path
+
+    @contextmanager
+    def local_copy(self, key: str) -> Iterator[tuple[Path, float]]:
+        """The file behind ``key`` on local disk, with its modification time:
+        a folder's own file, or a bucket's fetched to a temporary file
+        (removed afterwards, so a consumer may move it away)."""
+        if isinstance(self.store, LocalStore):
+            path = self.store.path(key)
+            yield path, path.stat().st_mtime
+            return
+        self.incoming.mkdir(parents=True, exist_ok=True)
+        tmp = self.incoming / f".copy-{os.getpid()}-{threading.get_ident()}"
+        try:
+            self.store.get_file(key, tmp)
+            yield tmp, time.time()
         finally:
             tmp.unlink(missing_ok=True)
-        return new_path
 
     def work_folders(self) -> Iterator[int]:
         """Ids of every artwork folder that holds any file, record or not:
@@ -335,9 +351,6 @@ class Archive:
         prefix = artwork_key(artwork_id) + "/"
         return [k[len(prefix):] for k in self.store.keys(artwork_key(artwork_id))
                 if k.startswith(prefix) and k[len(prefix):] not in (RECORD, RAW) and not _is_kept(k[len(prefix):])]
-
-    def artwork_ids(self) -> Iterator[int]:
-        return artwork_ids(self.store)
 
     def update_record(self, artwork_id: int, record: dict[str, Any]) -> None:
         self.store.write_bytes(artwork_key(artwork_id, RECORD), dumps(record))

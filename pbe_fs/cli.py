@@ -298,7 +298,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     refresh = SyncStarter(Archive.open(cfg), [sys.executable, "-m", "pbe_fs.cli", *cfg.cli_args(), "sync",
                                               "--no-progress"])
     access = Access(read_only=s.read_only, token=s.read_only_token, users=dict(s.webdav.users))
-    app = make_app(tree, access, per_page=s.display.home.ipp, refresh=refresh)
+    app = make_app(tree, access, refresh=refresh)
     try:
         from .running import check_port
 

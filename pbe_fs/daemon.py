@@ -193,7 +193,7 @@ class Daemon:
 
         s = self.cfg.settings
         self.access = Access(read_only=s.read_only, token=s.read_only_token, users=dict(s.webdav.users))
-        app = make_app(self.tree, self.access, per_page=s.display.home.ipp, refresh=self._refresh_now)
+        app = make_app(self.tree, self.access, refresh=self._refresh_now)
         self.server = make_server(app, s.webdav.host, s.webdav.port, **self.cfg.tls())
         host, port = self.server.bind_addr[:2]
         log.info("serving WebDAV at %s://%s:%d/", "https" if s.webdav.ssl_certificate else "http", host, port)

@@ -20,14 +20,13 @@ re-dates or drops a work that has files:
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
 import sqlite3
 import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -35,10 +34,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from . import illust, index as index_mod, ledger as ledger_mod
-from .archive import RECORD_FORMAT, Archive, Digest, RecordError, StoredFile, artwork_key, probe
+from .archive import RECORD_FORMAT, Archive, RecordError, StoredFile, artwork_key, digest_file, probe
 from .errors import NewerFormat
 from .index import Index
-from .storage.local import LocalStore
 
 log = logging.getLogger("pbe_fs")
 T = TypeVar("T")
@@ -388,7 +386,6 @@ def record_from_index(db: sqlite3.Connection, aid: int,
 
 
 def _json(text: str) -> dict[str, Any]:
-    import json
     try:
         data = json.loads(text)
         return data if isinstance(data, dict) else {}
@@ -415,8 +412,8 @@ def _from_files(archive: Archive, aid: int, raw: dict[str, Any] | None,
         if "/" in path and role == "original":
             continue  # not one of ours
         page = spec.page if spec else int(m.group(1)) if (m := _PAGE.search(path)) else 0
-        with _local_copy(archive, key) as (local, mtime):
-            digest = _digest(local)
+        with archive.local_copy(key) as (local, mtime):
+            digest = digest_file(local)
             try:
                 image = probe(local, "zip" if role == "ugoira_zip" else "image")
             except Exception:  # a damaged file is still the user's: keep it, recorded as it is
@@ -438,31 +435,6 @@ def _from_files(archive: Archive, aid: int, raw: dict[str, Any] | None,
         "gone": entry.gone if entry else None, "ugoira": None,
         "files": sorted(files, key=lambda f: f["path"]), "history": history,
     }
-
-
-@contextmanager
-def _local_copy(archive: Archive, key: str) -> Iterator[tuple[Path, float]]:
-    """The file behind ``key`` on local disk (a bucket's is fetched to a
-    temporary file), with its modification time."""
-    if isinstance(archive.store, LocalStore):
-        path = archive.store.path(key)
-        yield path, path.stat().st_mtime
-        return
-    archive.incoming.mkdir(parents=True, exist_ok=True)
-    tmp = archive.incoming / f".salvage-{os.getpid()}-{threading.get_ident()}"
-    try:
-        archive.store.get_file(key, tmp)
-        yield tmp, time.time()
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _digest(path: Path) -> Digest:
-    digest = Digest()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest
 
 
 def _raw_from(record: dict[str, Any], aid: int) -> dict[str, Any]:

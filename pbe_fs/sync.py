@@ -117,6 +117,12 @@ def dated_name(path: str, at: str) -> str:
     return f"{folder}/{dated}" if folder else dated
 
 
+def _refetch(f: dict[str, Any], url: str = "") -> FileSpec:
+    """The download that puts back an archived file (from its recorded URL,
+    or the one pixiv serves it from now)."""
+    return FileSpec(url or f["url"], f["path"], f["role"], f["page"], "zip" if f["role"] == "ugoira_zip" else "image")
+
+
 def _temp_name(temp: Path, artwork_id: int) -> Path:
     return temp / f"pbe-{artwork_id}-{uuid.uuid4().hex}.part"
 
@@ -143,6 +149,7 @@ class Syncer:
         self._walk_complete = True
         self._found = 0
         self._adopting = False
+        self._kept_out: set[int] = set()
         self._pool: ThreadPoolExecutor | None = None
         self._prepared: list[Future[None]] = []
         self._replaced: dict[int, dict[str, str]] = {}  # works whose images the artist replaced: path -> new url
@@ -248,6 +255,9 @@ class Syncer:
         # An empty index over an archive holding works was rebuilt on open; an
         # index that holds some may still be an old copy missing others.
         self._adopting = self.db.execute("SELECT 1 FROM artworks LIMIT 1").fetchone() is not None
+        if self.full:  # only --full fetches deleted works again: `delete --keep-out` tombstones, read once
+            deleted = [r[0] for r in self.db.execute("SELECT id FROM deleted")]
+            self._kept_out = {aid for aid in deleted if self._side("deleted", aid).get("keep_out")}
         for restrict in restricts:
             if self.stop.is_set():
                 self._walk_complete = False
@@ -260,7 +270,6 @@ class Syncer:
         archived = {r[0] for r in self.db.execute("SELECT id FROM artworks")}
         pending = {r[0] for r in self.db.execute("SELECT id FROM pending")}
         deleted = {r[0]: r[1] for r in self.db.execute("SELECT id, seq FROM deleted")}
-        kept_out = {aid for aid in deleted if self._side("deleted", aid).get("keep_out")}  # `delete --keep-out`
         lost = {r[0] for r in self.db.execute("SELECT id FROM lost")}
         for page in self.client.bookmarks(restrict):
             for item in page:
@@ -287,7 +296,7 @@ class Syncer:
                     if aid not in lost and aid not in deleted:
                         self._record_lost(aid, restrict, reason)
                         lost.add(aid)
-                elif aid in pending or (aid in deleted and (not self.full or aid in kept_out)):
+                elif aid in pending or (aid in deleted and (not self.full or aid in self._kept_out)):
                     continue
                 else:
                     self._queue(item, restrict, deleted.get(aid))
@@ -526,18 +535,17 @@ class Syncer:
                 problem = self.archive.file_problem(aid, f, deep=deep)
                 if problem:
                     log.warning("%d: %s is %s", aid, f["path"], problem if problem == "missing" else f"damaged ({problem})")
-                    specs.append(FileSpec(f["url"], f["path"], f["role"], f["page"], "zip" if f["role"] == "ugoira_zip" else "image"))
+                    specs.append(_refetch(f))
             keep_old = {}
             by_path = {f["path"]: f for f in record["files"]}
+            damaged = {spec.path for spec in specs}
             for path, url in self._replaced.pop(aid, {}).items():
-                if path in by_path and path not in {s.path for s in specs}:
-                    f = by_path[path]
-                    specs.append(FileSpec(url, path, f["role"], f["page"], "zip" if f["role"] == "ugoira_zip" else "image"))
+                if path in by_path and path not in damaged:
+                    specs.append(_refetch(by_path[path], url))
                     keep_old[path] = dated_name(path, now())
             if not record.get("gone"):
-                have = {f["path"] for f in record["files"]}
                 specs += [s for s in illust.file_specs(raw, list(self.settings.sync.sizes),
-                                                       with_originals=raw.get("type") != "ugoira") if s.path not in have]
+                                                       with_originals=raw.get("type") != "ugoira") if s.path not in by_path]
             if specs:
                 if record.get("gone"):
                     log.error("%d: damaged, and it is gone from pixiv: cannot repair %d files", aid, len(specs))

@@ -472,7 +472,7 @@ def _answer(start_response: Callable[..., Any], status: str, body: str, ctype: s
     return [data]
 
 
-def make_app(tree: Tree, access: Access, *, per_page: int = 50, refresh: Callable[[], str] | None = None,
+def make_app(tree: Tree, access: Access, *, refresh: Callable[[], str] | None = None,
              verbose: int = 1) -> Any:
     """The WSGI application: wsgidav with our provider, no lock manager
     (so DAV: 1), our access rules, no wsgidav directory browser."""
