@@ -19,6 +19,7 @@ from . import config as config_mod
 from .archive import Archive
 from .config import AI_POLICIES, NSFW_POLICIES
 from .errors import PbeError
+from .index import Index
 from .progress import human_bytes
 
 log = logging.getLogger("pbe_fs")
@@ -132,6 +133,13 @@ def cmd_sync(args: argparse.Namespace) -> int:
     from .sync import Syncer
 
     cfg = _load(args)
+    if cfg.settings.filesystem == "s3" and cfg.settings.filesystem_options.follow:
+        raise PbeError("this machine follows the bucket (filesystem_options.follow): another machine syncs it")
+    if args.break_lock:
+        from .follow import break_lease
+        held = break_lease(Archive.open(cfg)) if cfg.settings.filesystem == "s3" else None
+        if held:
+            log.warning("writer lease removed (it was held by %s)", held)
     progress = Progress(enabled=False if args.no_progress else None)
     result = Syncer(cfg, _client(cfg), full=args.full, progress=progress).run()
     log.info("sync done: %s", result.describe())
@@ -235,6 +243,10 @@ def _need_index(cfg: config_mod.Config) -> None:
     archive.store.check()
     open_index(archive).close()
     if archive.index_path.exists():
+        return
+    if getattr(archive.store, "follow", False):  # an empty bucket: the follower waits for its writer
+        open_index(archive).close()
+        Index(archive.index_path).close()
         return
     if archive.store.kind == "s3":
         raise PbeError(f"no index of {archive.describe()} at {archive.index_path} yet: run `pbe-fs sync`, or "
@@ -406,6 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sync", help="fetch new bookmarks into the archive")
     p.add_argument("--full", action="store_true", help="walk every bookmark, re-fetch missing or damaged files, detect gone works")
     p.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
+    p.add_argument("--break-lock", action="store_true",
+                   help="s3: remove the bucket's writer lease first (its holder died; never while it runs)")
     p.set_defaults(func=cmd_sync)
 
     p = sub.add_parser("status", help="what is archived, last sync, gone and lost works")

@@ -1,0 +1,187 @@
+"""One bucket, two machines: a writer syncs, a follower serves and keeps up.
+
+Both are real pbe-fs processes on one SeaweedFS bucket; the stand-in pixiv
+is the only fake.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Mount, Server, pbe
+from tests.fakepixiv import FakePixiv, Work
+from tests.s3rig import SeaweedS3
+from tests.test_s3 import PREFIX, s3_config
+
+BOUND = 10.0  # seconds from the writer's commit to the follower showing it
+ARTIST = (7100, "Follow Artist", "follow_artist")
+
+
+@pytest.fixture(scope="module")
+def weed(tmp_path_factory):
+    server = SeaweedS3(tmp_path_factory.mktemp("s3"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def machines(tmp_path: Path, fake: FakePixiv, endpoint: str, bucket: str) -> tuple[Path, Path]:
+    """(writer's config, follower's config): two folders, one bucket."""
+    (tmp_path / "writer").mkdir()
+    (tmp_path / "follower").mkdir()
+    writer = s3_config(tmp_path / "writer", fake, endpoint, bucket, sync={"sizes": ["original"]})
+    follower = s3_config(tmp_path / "follower", None, endpoint, bucket, filesystem_options={"follow": True})
+    return writer, follower
+
+
+def listed(url: str, folder: str) -> set[str]:
+    """Names in a folder, as the follower's server lists it (PROPFIND depth 1)."""
+    req = urllib.request.Request(f"{url}/{folder}/", method="PROPFIND", headers={"Depth": "1"})
+    with urllib.request.urlopen(req, timeout=15) as resp:
+        body = resp.read().decode()
+    import re
+    hrefs = re.findall(r"<D:href>([^<]+)</D:href>", body, re.I) or re.findall(r"<href>([^<]+)</href>", body)
+    return {urllib.request.unquote(h.rstrip("/").rsplit("/", 1)[-1]) for h in hrefs} - {folder}
+
+
+def within(predicate, bound: float = BOUND) -> float:
+    """Seconds until predicate holds; fails after ``bound``."""
+    start = time.monotonic()
+    while True:
+        if predicate():
+            return time.monotonic() - start
+        if time.monotonic() - start > bound:
+            raise AssertionError(f"not within {bound} s")
+        time.sleep(0.1)
+
+
+def small_pixiv(count: int) -> FakePixiv:
+    return FakePixiv([(Work(96000000 + n, f"work {n}", ARTIST), "public") for n in range(count)])
+
+
+def test_follower_shows_new_gone_restored_and_deleted_works_within_the_bound(weed, tmp_path) -> None:
+    bucket = weed.bucket("follow-live")
+    with small_pixiv(3) as fake:
+        writer, follower = machines(tmp_path, fake, weed.endpoint, bucket)
+        pbe(writer, "sync", "--no-progress", check=True)
+        assert weed.keys(bucket, f"{PREFIX}/journal/head.json")  # the writer published its first commits
+        server = Server(follower)
+        mount = Mount(follower, tmp_path / "mnt")
+        try:
+            by_id = mount.path("by-id")
+            assert {p.name for p in by_id.iterdir()} == {str(w) for w in fake.works}
+            # a new bookmark, synced by the writer
+            fake.add(Work(96000100, "new one", ARTIST))
+            pbe(writer, "sync", "--no-progress", check=True)
+            within(lambda: "96000100" in listed(server.url, "by-id"))
+            within(lambda: (by_id / "96000100").is_dir())
+            assert (by_id / "96000100" / "96000100_p0.jpg").read_bytes() == fake.file_bytes_for(96000100, page=0)
+            # gone, then restored
+            fake.works[96000001].state = "deleted"
+            pbe(writer, "sync", "--full", "--no-progress", check=True)
+            within(lambda: any(n.startswith("96000001 ") for n in listed(server.url, "gone")))
+            within(lambda: any(p.name.startswith("96000001 ") for p in mount.path("gone").iterdir()))
+            fake.works[96000001].state = "live"
+            pbe(writer, "sync", "--full", "--no-progress", check=True)
+            within(lambda: not any(n.startswith("96000001 ") for n in listed(server.url, "gone")))
+            # deleted from the archive on the writer
+            pbe(writer, "delete", "96000002", check=True)
+            within(lambda: "96000002" not in listed(server.url, "by-id"))
+            within(lambda: not (by_id / "96000002").exists())
+            # the follower is read-only, and says who writes
+            req = urllib.request.Request(f"{server.url}/by-id/96000000/", method="DELETE")
+            req.add_header("Authorization", "Basic " + __import__("base64").b64encode(b"x:seed-ro-token").decode())
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(req, timeout=10)
+            assert refused.value.code == 403 and "follows the bucket" in refused.value.read().decode()
+            req = urllib.request.Request(f"{server.url}/_pbe/refresh", method="POST", data=b"")
+            req.add_header("Authorization", "Basic " + __import__("base64").b64encode(b"x:seed-ro-token").decode())
+            with pytest.raises(urllib.error.HTTPError) as busy:
+                urllib.request.urlopen(req, timeout=10)
+            text = busy.value.read().decode()
+            assert busy.value.code == 409 and "writer" in text, text
+            assert pbe(follower, "sync", "--no-progress").returncode == 1
+        finally:
+            assert mount.stop() == 0, mount.log.read_text()
+            assert server.stop() == 0, server.log.read_text()
+        assert "Traceback" not in server.log.read_text() + mount.log.read_text()
+
+
+def test_follower_restarted_after_many_changes_catches_up(weed, tmp_path) -> None:
+    bucket = weed.bucket("follow-later")
+    with small_pixiv(2) as fake:
+        writer, follower = machines(tmp_path, fake, weed.endpoint, bucket)
+        pbe(writer, "sync", "--no-progress", check=True)
+        server = Server(follower)
+        try:
+            within(lambda: len(listed(server.url, "by-id")) == 2)
+        finally:
+            assert server.stop() == 0
+        # many commits while the follower is away: each sync publishes at least one entry
+        for n in range(6):
+            fake.add(Work(96000200 + n, f"while away {n}", ARTIST))
+            pbe(writer, "sync", "--no-progress", check=True)
+        pbe(writer, "delete", "96000000", check=True)
+        head = json.loads(weed.get(bucket, f"{PREFIX}/journal/head.json"))
+        assert head["serial"] >= 7
+        server = Server(follower)
+        try:
+            want = {str(w) for w in fake.works} - {"96000000"}
+            within(lambda: listed(server.url, "by-id") == want)
+        finally:
+            assert server.stop() == 0
+        assert "rebuilding" not in server.log.read_text()  # caught up from the journal, not by a rebuild
+
+
+def test_reindex_while_serving_is_seen_without_a_restart(weed, tmp_path) -> None:
+    """`pbe-fs reindex` replaces the index file; a running server reads the new one."""
+    bucket = weed.bucket("follow-reindex")
+    with small_pixiv(2) as fake:
+        (tmp_path / "a").mkdir()
+        (tmp_path / "b").mkdir()
+        first = s3_config(tmp_path / "a", fake, weed.endpoint, bucket, sync={"sizes": ["original"]})
+        second = s3_config(tmp_path / "b", fake, weed.endpoint, bucket, sync={"sizes": ["original"]})
+        pbe(first, "sync", "--no-progress", check=True)
+        pbe(second, "reindex", check=True)
+        server = Server(second)
+        try:
+            assert len(listed(server.url, "by-id")) == 2
+            fake.add(Work(96000300, "after", ARTIST))
+            pbe(first, "sync", "--no-progress", check=True)
+            pbe(second, "reindex", check=True)
+            within(lambda: "96000300" in listed(server.url, "by-id"))
+            fds = [os.readlink(f"/proc/{server.proc.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{server.proc.pid}/fd")]
+            # the server reads the new file (threads idle since drop the old one at their next request)
+            assert [f for f in fds if f.endswith("/index.sqlite3")], fds
+        finally:
+            assert server.stop() == 0
+
+
+def test_a_second_writer_is_refused_until_the_lease_is_broken(weed, tmp_path) -> None:
+    bucket = weed.bucket("follow-lease")
+    with small_pixiv(1) as fake:
+        (tmp_path / "a").mkdir()
+        (tmp_path / "b").mkdir()
+        first = s3_config(tmp_path / "a", fake, weed.endpoint, bucket, sync={"sizes": ["original"]})
+        second = s3_config(tmp_path / "b", fake, weed.endpoint, bucket, sync={"sizes": ["original"]})
+        pbe(first, "sync", "--no-progress", check=True)
+        assert not weed.keys(bucket, f"{PREFIX}/journal/lease.json")  # released at the end
+        # a writer that died holding the lease: its object stays behind
+        lease = {"owner": "elsewhere:/x", "machine": "elsewhere", "pid": 4242, "since": "2026-01-01T00:00:00+00:00",
+                 "until": time.time() + 600}
+        weed.client.put_object(Bucket=bucket, Key=f"{PREFIX}/journal/lease.json", Body=json.dumps(lease).encode())
+        refused = pbe(second, "sync", "--no-progress")
+        assert refused.returncode == 1 and "elsewhere (pid 4242" in refused.stderr, refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1 and "--break-lock" in refused.stderr
+        fake.add(Work(96000400, "by the second writer", ARTIST))
+        done = pbe(second, "sync", "--no-progress", "--break-lock")
+        assert done.returncode == 0 and "elsewhere" in done.stderr, done.stderr
+        assert weed.keys(bucket, f"{PREFIX}/artworks/96000400/pbe.json")
