@@ -398,15 +398,12 @@ class Follower:
     def catch_up_by_rebuild(self, head: dict[str, Any]) -> None:
         """Too far behind, or a new journal: rebuild the index from the
         bucket (as reindex does), then follow from the head read before it."""
-        from .recovery import rebuild, set_aside
+        from .recovery import rebuild
 
         log.info("follower: rebuilding the index from the bucket (journal %s..%s)", head.get("oldest"), head["serial"])
         with ArchiveLock(self.archive.private / "sync.lock", wait="rebuild the index"):
-            kept = set_aside(self.archive, "old")
-            rebuild(self.archive, old=kept)
-            if kept is not None:
-                for suffix in ("", "-wal", "-shm"):
-                    Path(str(kept) + suffix).unlink(missing_ok=True)
+            # built beside the live file and renamed over it: readers never see a gap
+            rebuild(self.archive, old=self.archive.index_path)
         self.index.follow()
         with self.index.write() as db:
             _set_position(db, head["epoch"], int(head["serial"]))

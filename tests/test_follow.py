@@ -185,3 +185,69 @@ def test_a_second_writer_is_refused_until_the_lease_is_broken(weed, tmp_path) ->
         done = pbe(second, "sync", "--no-progress", "--break-lock")
         assert done.returncode == 0 and "elsewhere" in done.stderr, done.stderr
         assert weed.keys(bucket, f"{PREFIX}/artworks/96000400/pbe.json")
+
+
+def _generated(root: Path) -> dict[str, bytes]:
+    """Every generated file of the mixed works, read through a mount at root."""
+    out = {}
+    for aid in ("93012350", "93012348", "93012349", "93012346", "93012347", "93012364"):
+        folder = root / "by-id" / aid
+        for name in sorted(os.listdir(folder)):
+            if name.endswith((".pdf", ".zip", ".gif", ".webp", ".json")):
+                out[f"{aid}/{name}"] = (folder / name).read_bytes()
+    return out
+
+
+def _etags(url: str, keys: list[str]) -> dict[str, str]:
+    tags = {}
+    for key in keys:
+        req = urllib.request.Request(f"{url}/by-id/{key}", method="HEAD")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                tags[key] = resp.headers["ETag"]
+        except urllib.error.HTTPError as exc:
+            raise AssertionError(f"HEAD {url}/by-id/{key}: {exc.code}") from None
+    return tags
+
+
+def test_generated_files_are_the_same_bytes_everywhere(weed, tmp_path) -> None:
+    """PDF, zip, gif, webp and meta.json: equal after the cache is lost, and on
+    a second machine; ETags equal too, and they follow the renderers' versions."""
+    import shutil
+
+    from pbe_fs.render.cache import Cache, renderers
+    bucket = weed.bucket("follow-bytes")
+    with FakePixiv() as fake:
+        writer, follower = machines(tmp_path, fake, weed.endpoint, bucket)
+        pbe(writer, "sync", "--no-progress", check=True)
+        mount = Mount(writer, tmp_path / "mnt-w")
+        try:
+            first = _generated(mount.mountpoint)
+        finally:
+            assert mount.stop() == 0
+        assert any(k.endswith(".pdf") for k in first) and any(k.endswith(".webp") for k in first)
+        shutil.rmtree(writer.parent / "cache")  # every render and read block lost
+        mount = Mount(writer, tmp_path / "mnt-w")
+        try:
+            again = _generated(mount.mountpoint)
+        finally:
+            assert mount.stop() == 0
+        assert again.keys() == first.keys()
+        assert [k for k in first if first[k] != again[k]] == []
+        servers = [Server(writer), Server(follower)]
+        try:
+            within(lambda: "93012350" in listed(servers[1].url, "by-id"))
+            mount = Mount(follower, tmp_path / "mnt-f")
+            try:
+                other = _generated(mount.mountpoint)
+            finally:
+                assert mount.stop() == 0
+            assert [k for k in first if first[k] != other.get(k)] == []
+            keys = sorted(first)
+            assert _etags(servers[0].url, keys) == _etags(servers[1].url, keys)
+        finally:
+            for server in servers:
+                assert server.stop() == 0
+    # the renderers' versions are in every generated file's name and ETag
+    assert len(renderers()) >= 4 and Cache.key("pdf", ["x"]) != __import__("hashlib").sha256(
+        repr((("0",), ("pdf", ["x"]))).encode()).hexdigest()[:32]
