@@ -37,7 +37,7 @@ from . import maintenance, names
 from .archive import Archive
 from .artwork import QUALITIES, ArtworkFolder, Node, top_quality
 from .config import AI_POLICIES, NSFW_POLICIES, Config
-from .errors import PbeError
+from .errors import PbeError, RecordError
 from .localrecords import LocalRecords
 from .recovery import open_index, record_from_index
 from .render import meta
@@ -490,34 +490,39 @@ class Tree:
         work = self._works.get(aid)
         if work is None:
             return None
-        try:
-            record, raw = self._record(aid)
-        except (OSError, ValueError, PbeError) as exc:
-            # The work is still archived (its files are): show what the index knows.
-            salvaged = record_from_index(self.index.db, aid, None)
-            if salvaged is None:
-                log.warning("%d: archive folder unreadable: %s", aid, exc)
-                return None
-            record, raw = salvaged
-            try:
-                raw = self.archive.read_raw(aid)
-            except (OSError, PbeError):
-                pass
+        found = self.record(aid)
+        if found is None:
+            return None
+        record, raw = found
         return ArtworkFolder(self.archive.store, record, raw, cache=self.cache,
                              top=self._top_of({f["role"] for f in record.get("files", [])}),
                              mtime=work.mtime).listing(rest)
 
-    def _record(self, aid: int) -> tuple[dict, dict]:
-        """(record, raw) of a work: on a bucket from the local copy that
-        matches the index, so listing needs no round trip (nor the bucket)."""
-        if not self.archive.store.blocking:
-            return self.archive.read_artwork(aid)
-        stamp = LocalRecords.stamp(self.index.db, aid)
-        found = self.records.get(aid, stamp)
-        if found is None:
-            found = self.archive.read_artwork(aid)
-            self.records.put(aid, stamp, *found)
-        return found
+    def record(self, aid: int) -> tuple[dict, dict] | None:
+        """(record, raw) of an archived work, or None. On a bucket, from the
+        local copy that matches the index, so pages and listings need no
+        round trip (nor the bucket); when neither the copy nor the archive
+        can be read, what the index knows, since the work is still archived."""
+        try:
+            if not self.archive.store.blocking:
+                return self.archive.read_artwork(aid)
+            stamp = LocalRecords.stamp(self.index.db, aid)
+            found = self.records.get(aid, stamp)
+            if found is None:
+                found = self.archive.read_artwork(aid)
+                self.records.put(aid, stamp, *found)
+            return found
+        except (OSError, ValueError, PbeError) as exc:
+            salvaged = record_from_index(self.index.db, aid, None)
+            if salvaged is None:
+                log.warning("%d: archive folder unreadable: %s", aid, exc)
+                return None
+            if isinstance(exc, RecordError):  # the record is bad, not the bucket: its raw may still read
+                try:
+                    return salvaged[0], self.archive.read_raw(aid)
+                except (OSError, PbeError):
+                    pass
+            return salvaged
 
     def _keep_record(self, aid: int, record: dict, raw: dict) -> None:
         self.records.put(aid, LocalRecords.stamp(self.index.db, aid), record, raw)

@@ -102,7 +102,9 @@ def client(endpoint: str) -> Any:
 class Proxy:
     """A loopback TCP proxy: ``down`` counts bytes the server sent, ``delay``
     slows every chunk the client sends, ``cut_after`` (bytes sent by the
-    client) drops all connections and refuses new ones until ``restore()``."""
+    client) drops all connections and refuses new ones until ``restore()``;
+    ``stall`` makes it a silent endpoint: connections are accepted and
+    nothing is ever answered, on new connections and on open ones."""
 
     def __init__(self, upstream: str) -> None:
         host, port = upstream.rsplit("//", 1)[1].split(":")
@@ -111,6 +113,7 @@ class Proxy:
         self.up = 0
         self.delay = 0.0
         self.cut_after: int | None = None
+        self.stall = False
         self._cut = False
         self._lock = threading.Lock()
         self._socks: list[socket.socket] = []
@@ -127,6 +130,10 @@ class Proxy:
             if self._cut:
                 conn.close()
                 continue
+            if self.stall:  # held open, never read from, never answered
+                with self._lock:
+                    self._socks.append(conn)
+                continue
             try:
                 up = socket.create_connection(self.upstream)
             except OSError:
@@ -140,6 +147,8 @@ class Proxy:
     def _pump(self, src: socket.socket, dst: socket.socket, client_side: bool) -> None:
         try:
             while chunk := src.recv(65536):
+                if self.stall:
+                    continue  # swallowed: the other side waits for ever
                 if client_side:
                     if self.delay:
                         time.sleep(self.delay)

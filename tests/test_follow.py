@@ -251,3 +251,61 @@ def test_generated_files_are_the_same_bytes_everywhere(weed, tmp_path) -> None:
     # the renderers' versions are in every generated file's name and ETag
     assert len(renderers()) >= 4 and Cache.key("pdf", ["x"]) != __import__("hashlib").sha256(
         repr((("0",), ("pdf", ["x"]))).encode()).hexdigest()[:32]
+
+
+def _timed(action) -> tuple[float, object]:
+    start = time.monotonic()
+    try:
+        result: object = action()
+    except Exception as exc:  # an error answer is what we expect from a silent bucket
+        result = exc
+    return time.monotonic() - start, result
+
+
+def test_a_silent_bucket_never_holds_a_reader_past_the_timeout(weed, tmp_path) -> None:
+    """An endpoint that accepts and never answers: listings, pages and reads
+    answer within filesystem_options.timeout; a blocked `cat` ends on SIGINT."""
+    import signal
+    import subprocess
+
+    from tests.s3rig import Proxy
+
+    timeout = 4.0
+    bound = timeout + 3.0  # the retry's backoff and a process's start on a busy machine
+    bucket = weed.bucket("follow-silent")
+    proxy = Proxy(weed.endpoint)
+    with small_pixiv(4) as fake:
+        config = s3_config(tmp_path, fake, proxy.endpoint, bucket, sync={"sizes": ["original"]},
+                           filesystem_options={"timeout": timeout})
+        pbe(config, "sync", "--no-progress", check=True)
+        server, mount = Server(config), Mount(config, tmp_path / "mnt")
+        try:
+            listed(server.url, "by-id/96000000")  # listed once while the bucket answers
+            proxy.stall = True
+            # views and artwork folders list from the index and local state alone
+            for folder in ("by-id/96000000", "by-id/96000001", "by-ingress"):
+                took, names = _timed(lambda: listed(server.url, folder))
+                assert took < bound and not isinstance(names, Exception), (folder, took, names)
+            took, names = _timed(lambda: os.listdir(mount.path("by-id", "96000002")))
+            assert took < bound and "96000002_p0.jpg" in names, (took, names)
+            took, page = _timed(lambda: urllib.request.urlopen(f"{server.url}/by-id/96000003/", timeout=60).read())
+            assert took < bound and b"96000003" in page, (took, page)
+            # an uncached read fails within the bound, over WebDAV and through the mount
+            took, got = _timed(lambda: urllib.request.urlopen(f"{server.url}/by-id/96000001/96000001_p0.jpg",
+                                                              timeout=60).read())
+            assert took < bound and isinstance(got, (urllib.error.HTTPError, OSError)), (took, got)
+            took, got = _timed(lambda: mount.path("by-id", "96000002", "96000002_p0.jpg").read_bytes())
+            assert took < bound and isinstance(got, OSError), (took, got)
+            cat = subprocess.Popen(["cat", str(mount.path("by-id", "96000003", "96000003_p0.jpg"))],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            time.sleep(0.5)
+            cat.send_signal(signal.SIGINT)
+            start = time.monotonic()
+            cat.wait(timeout=bound + 5)
+            assert time.monotonic() - start < bound
+            proxy.stall = False
+        finally:
+            proxy.stall = False
+            assert mount.stop() == 0, mount.log.read_text()
+            assert server.stop() == 0, server.log.read_text()
+            proxy.close()

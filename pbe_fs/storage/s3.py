@@ -24,6 +24,7 @@ import logging
 import re
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -44,6 +45,7 @@ _FIRST_AHEAD = 4  # ... and of a first read at offset 0 (a whole original, usual
 _RECENT = 3  # blocks kept in memory per open file, for the reads that asked for them
 _SKIP = 4  # cached blocks a stream reads through rather than start another GET after them
 _CLOSE_WAIT = 5.0  # seconds close() waits for a block in flight
+_SILENCE = 5.0  # seconds a bucket that timed out is not asked again
 _ATTEMPTS = 2  # tries of each call within filesystem_options.timeout
 _MD5_ETAG = re.compile(r'^"?([0-9a-f]{32})(-\d+)?"?$')
 
@@ -87,6 +89,8 @@ class S3Store:
         self.proxy = proxy
         self.endpoint = endpoint
         self.follow = False  # another machine writes this bucket: never take its lease
+        self.timeout = 10.0  # filesystem_options.timeout
+        self._silent_until = 0.0  # no calls before this (monotonic): the bucket just timed out
 
     @classmethod
     def from_config(cls, config: Config) -> S3Store:
@@ -117,7 +121,7 @@ class S3Store:
                                 region_name=opts.region or ("us-east-1" if opts.endpoint_url else None))
         cache = ReadCache(config.cache_path / "blocks", int(config.settings.cache.read_max_gb * 1e9))
         store = cls(client, opts.bucket, opts.prefix, cache=cache, proxy=opts.proxy, endpoint=opts.endpoint_url)
-        store.follow = opts.follow
+        store.follow, store.timeout = opts.follow, opts.timeout
         return store
 
     def check(self) -> None:
@@ -137,14 +141,24 @@ class S3Store:
     def _call(self, what: str, fn: Any, **kwargs: Any) -> Any:
         """One S3 call; failures become one line naming the bucket."""
         from botocore.exceptions import BotoCoreError, ClientError
+        self._check_silence(what)
         try:
             return fn(Bucket=self.bucket, **kwargs)
         except (BotoCoreError, ClientError) as exc:
             raise self._failure(what, exc, kwargs.get("Key", "")) from None
 
+    def _check_silence(self, what: str) -> None:
+        """A bucket that just let a call time out is not asked again for a
+        while: each reader would wait the whole timeout for the same answer."""
+        if time.monotonic() < self._silent_until:
+            raise StorageError(f"{self.describe()}: {what} not tried: the bucket did not answer within "
+                               f"{self.timeout:g} s a moment ago")
+
     def _failure(self, what: str, exc: Exception, key: str = "") -> Exception:
         """The one-line error a failed call stands for."""
-        from botocore.exceptions import ClientError, NoCredentialsError
+        from botocore.exceptions import ClientError, ConnectionError, HTTPClientError, NoCredentialsError
+        if isinstance(exc, (ConnectionError, HTTPClientError)):  # timeouts, refused, reset: not answering
+            self._silent_until = time.monotonic() + min(self.timeout, _SILENCE)
         if isinstance(exc, NoCredentialsError):
             return StorageError(f"{self.describe()}: no credentials: set filesystem_options.access_key and secret_key, "
                                 "or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or another AWS credential source)")
@@ -171,6 +185,7 @@ class S3Store:
         ``etag``: a poll that finds nothing new costs one 304. A missing
         object raises FileNotFoundError."""
         from botocore.exceptions import BotoCoreError, ClientError
+        self._check_silence("GET")
         try:
             extra = {"IfNoneMatch": etag} if etag else {}
             reply = self.client.get_object(Bucket=self.bucket, Key=self._k(key), **extra)
@@ -190,6 +205,7 @@ class S3Store:
         (the race that leaves is described in docs/s3.md)."""
         from botocore.exceptions import ClientError
         extra = {"IfNoneMatch": "*"} if etag is None else {"IfMatch": etag}
+        self._check_silence("PUT")
         try:
             self.client.put_object(Bucket=self.bucket, Key=self._k(key), Body=data, **extra)
             return True
