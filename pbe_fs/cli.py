@@ -361,7 +361,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from .sync import Syncer
 
     cfg = _load(args)
-    findings = run_checks(cfg, _client)
+    findings = run_checks(cfg, _client, repair=args.repair)
     for finding in findings:
         print(finding.line())
     archive_checks = ("archive", "index", "records", "works", "files")

@@ -309,3 +309,92 @@ def test_a_silent_bucket_never_holds_a_reader_past_the_timeout(weed, tmp_path) -
             assert mount.stop() == 0, mount.log.read_text()
             assert server.stop() == 0, server.log.read_text()
             proxy.close()
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory):
+    """SeaweedFS with one account: wrong signatures are really refused."""
+    server = SeaweedS3(tmp_path_factory.mktemp("s3acct"), account=("pbe-key", "s3-secret-value"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_proxy_false_head_is_exact_and_redirects_are_sigv4(guarded, tmp_path) -> None:
+    import urllib.parse
+
+    bucket = guarded.bucket("follow-sigv4")
+    with small_pixiv(1) as fake:
+        config = s3_config(tmp_path, fake, guarded.endpoint, bucket, sync={"sizes": ["original"]},
+                           filesystem_options={"proxy": False, "access_key": "pbe-key", "region": "eu-central-1"})
+        pbe(config, "sync", "--no-progress", check=True)
+        server = Server(config)
+        try:
+            url = f"{server.url}/by-id/96000000/96000000_p0.jpg"
+            data = fake.file_bytes_for(96000000, page=0)
+            with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=10) as resp:
+                assert resp.status == 200 and int(resp.headers["Content-Length"]) == len(data)
+                assert resp.headers["ETag"] and resp.headers["Last-Modified"]
+
+            class NoRedirect(urllib.request.HTTPRedirectHandler):
+                def redirect_request(self, *args):
+                    return None
+            with pytest.raises(urllib.error.HTTPError) as found:
+                urllib.request.build_opener(NoRedirect).open(url, timeout=10)
+            assert found.value.code == 302
+            location = found.value.headers["Location"]
+            query = urllib.parse.parse_qs(urllib.parse.urlsplit(location).query)
+            assert query["X-Amz-Algorithm"] == ["AWS4-HMAC-SHA256"] and query["X-Amz-Expires"] == ["900"]
+            assert "/eu-central-1/s3/aws4_request" in query["X-Amz-Credential"][0]
+            with urllib.request.urlopen(location, timeout=10) as resp:
+                assert resp.read() == data
+            # the bucket really checks: a changed signature is refused
+            forged = location.replace(query["X-Amz-Signature"][0], "0" * 64)
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(forged, timeout=10)
+            assert refused.value.code == 403
+        finally:
+            assert server.stop() == 0, server.log.read_text()
+        # an expired URL is refused too
+        from pbe_fs.config import load
+        from pbe_fs.storage import open_store
+        store = open_store(load(config))
+        short = store.url("artworks/96000000/96000000_p0.jpg", 1)
+        time.sleep(2.5)
+        with pytest.raises(urllib.error.HTTPError) as expired:
+            urllib.request.urlopen(short, timeout=10)
+        assert expired.value.code == 403
+        # and a wrong secret makes every command say so, in one line
+        bad = s3_config(tmp_path, fake, guarded.endpoint, bucket,
+                        filesystem_options={"access_key": "pbe-key", "secret_key": "wrong"})
+        proc = pbe(bad, "status")
+        assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert "SignatureDoesNotMatch" in proc.stderr or "AccessDenied" in proc.stderr, proc.stderr
+
+
+def test_doctor_names_the_bucket_problem_and_clears_unfinished_uploads(guarded, tmp_path) -> None:
+    from pbe_fs.archive import Archive
+    from pbe_fs.config import load
+    from pbe_fs.doctor import check_uploads
+
+    bucket = guarded.bucket("follow-doctor")
+    # no local index, a refused secret: the real reason, not "no archive yet"
+    bad = s3_config(tmp_path, None, guarded.endpoint, bucket, filesystem_options={"access_key": "pbe-key",
+                                                                                  "secret_key": "wrong"})
+    out = pbe(bad, "doctor").stdout
+    line = next(x for x in out.splitlines() if x.startswith("archive"))
+    assert "FAIL" in line and "secret_key" in line and "no archive" not in line, out
+    missing = s3_config(tmp_path, None, guarded.endpoint, "no-such-bucket", filesystem_options={"access_key": "pbe-key"})
+    out = pbe(missing, "doctor").stdout
+    assert "no such bucket" in next(x for x in out.splitlines() if x.startswith("archive")), out
+    # an upload a killed writer left behind: reported, then removed by --repair
+    config = s3_config(tmp_path, None, guarded.endpoint, bucket, filesystem_options={"access_key": "pbe-key"})
+    key = f"{PREFIX}/artworks/96000500/96000500_p0.png"
+    guarded.client.create_multipart_upload(Bucket=bucket, Key=key)
+    archive = Archive.open(load(config))
+    assert check_uploads(archive).ok  # too young to be abandoned: a writer may be at it
+    found = check_uploads(archive, older_than=0)
+    assert not found.ok and "96000500_p0.png" in found.message and "--repair" in found.message
+    assert check_uploads(archive, repair=True, older_than=0).ok
+    assert not guarded.client.list_multipart_uploads(Bucket=bucket, Prefix=PREFIX).get("Uploads")

@@ -166,7 +166,10 @@ class S3Store:
             if _missing(exc):
                 return FileNotFoundError(errno.ENOENT, f"{self.describe()}{key}: no such object")
             error = exc.response.get("Error", {})
-            return StorageError(f"{self.describe()}: {what} failed: {error.get('Code')} {error.get('Message', '')}".rstrip())
+            code = str(error.get("Code"))
+            hint = ("; check filesystem_options.access_key and secret_key (and the bucket's policy)"
+                    if code in ("403", "AccessDenied", "SignatureDoesNotMatch", "InvalidAccessKeyId") else "")
+            return StorageError(f"{self.describe()}: {what} failed: {code} {error.get('Message', '')}".rstrip() + hint)
         return StorageError(f"{self.describe()}: {what} failed: {exc}")
 
     # -- small objects -----------------------------------------------------------
@@ -291,6 +294,26 @@ class S3Store:
             except Exception:
                 pass
             raise
+
+    def unfinished_uploads(self, older_than: float) -> list[tuple[str, str, str]]:
+        """(key, upload id, started) of multipart uploads under our prefix
+        begun more than ``older_than`` seconds ago and never completed (a
+        writer killed mid-file): the bucket keeps, and bills, their parts."""
+        from datetime import datetime, timezone
+        found, marker = [], {}
+        now = datetime.now(timezone.utc)
+        while True:
+            page = self._call("LIST uploads", self.client.list_multipart_uploads, Prefix=self.prefix, **marker)
+            for up in page.get("Uploads", []):
+                started = up["Initiated"]
+                if (now - started).total_seconds() >= older_than:
+                    found.append((up["Key"][len(self.prefix):], up["UploadId"], started.isoformat()))
+            if not page.get("IsTruncated"):
+                return found
+            marker = {"KeyMarker": page["NextKeyMarker"], "UploadIdMarker": page["NextUploadIdMarker"]}
+
+    def abort_upload(self, key: str, upload_id: str) -> None:
+        self._call("abort upload", self.client.abort_multipart_upload, Key=self._k(key), UploadId=upload_id)
 
     def _verify(self, key: str, size: int, digest: str, etag: str) -> None:
         head = self._call("HEAD", self.client.head_object, Key=self._k(key))
