@@ -398,15 +398,11 @@ class Follower:
     def catch_up_by_rebuild(self, head: dict[str, Any]) -> None:
         """Too far behind, or a new journal: rebuild the index from the
         bucket (as reindex does), then follow from the head read before it."""
-        from .recovery import rebuild
-
         log.info("follower: rebuilding the index from the bucket (journal %s..%s)", head.get("oldest"), head["serial"])
         with ArchiveLock(self.archive.private / "sync.lock", wait="rebuild the index"):
             # built beside the live file and renamed over it: readers never see a gap
-            rebuild(self.archive, old=self.archive.index_path)
+            rebuild_at_head(self.archive, old=self.archive.index_path, head=head)
         self.index.follow()
-        with self.index.write() as db:
-            _set_position(db, head["epoch"], int(head["serial"]))
 
     def apply(self, entry: dict[str, Any]) -> None:
         """One journal entry, in one transaction with our new place in it."""
@@ -440,6 +436,24 @@ class Follower:
                 self.on_record(aid, record, raw)
         log.info("follower: journal entry %d applied (%d works changed, %d removed)", entry["serial"],
                  len(records), len(entry.get("removed", [])))
+
+
+def rebuild_at_head(archive: Archive, old: Path | None, head: dict[str, Any] | None = None) -> Any:
+    """Rebuild a follower's index from the bucket (the caller holds the
+    local lock) and mark it as current up to the journal head read before
+    the rebuild began, so the follower goes on from there, not again."""
+    from .recovery import rebuild
+
+    head = head if head is not None else read_head(archive.store)
+    report = rebuild(archive, old=old)
+    if head:
+        index = Index(archive.index_path)
+        try:
+            with index.write() as db:
+                _set_position(db, head["epoch"], int(head["serial"]))
+        finally:
+            index.close()
+    return report
 
 
 def _set_position(db: sqlite3.Connection, epoch: int, serial: int) -> None:
