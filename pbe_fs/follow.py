@@ -66,23 +66,14 @@ def entry_key(serial: int) -> str:
 
 # -- what the index holds, as digests -----------------------------------------------
 def fingerprints(db: sqlite3.Connection, artwork_id: int | None = None) -> dict[int, str]:
-    """A digest per work of every index row about it: equal digests, equal
-    views. One pass over the tables (tens of ms for 20,000 works)."""
-    where, args = ("WHERE {col} = ?", (artwork_id,)) if artwork_id is not None else ("", ())
-    parts: dict[int, list[str]] = {}
-    queries = (("id", "SELECT * FROM artworks {w}"),
-               ("artwork_id", "SELECT * FROM files {w} ORDER BY artwork_id, path"),
-               ("artwork_id", "SELECT * FROM history {w} ORDER BY artwork_id, idx"),
-               ("artwork_id", "SELECT * FROM tags {w} ORDER BY artwork_id, position"),
-               ("artwork_id", "SELECT * FROM ugoira_frames {w} ORDER BY artwork_id, idx"))
-    for col, sql in queries:
-        for row in db.execute(sql.format(w=where.format(col=col)), args):
-            parts.setdefault(row[0], []).append(repr(tuple(row)))
-    names = {r[0]: repr(tuple(r)) for r in db.execute(
-        "SELECT w.id, a.name, a.account FROM artworks w JOIN artists a ON a.id = w.artist_id"
-        + (" WHERE w.id = ?" if artwork_id is not None else ""), args)}
-    return {aid: hashlib.sha256("\n".join(rows + [names.get(aid, "")]).encode()).hexdigest()[:24]
-            for aid, rows in parts.items() if aid in names}
+    """A digest per work of its index row, its artist and how many history
+    events it has: every commit that changes a work changes one of these (a
+    new state, number, title, total size, or an event: changed, gone,
+    restored, restrict...). One pass: about 0.3 s for 37,000 works."""
+    where, args = ("WHERE w.id = ?", (artwork_id,)) if artwork_id is not None else ("", ())
+    rows = db.execute("SELECT w.*, a.name, a.account, (SELECT count(*) FROM history h WHERE h.artwork_id = w.id)"
+                      f" FROM artworks w JOIN artists a ON a.id = w.artist_id {where}", args)
+    return {row[0]: hashlib.blake2b(repr(tuple(row)).encode(), digest_size=12).hexdigest() for row in rows}
 
 
 def _state(db: sqlite3.Connection) -> dict[str, dict[str, Any]]:
@@ -130,6 +121,7 @@ class WriterLock(ArchiveLock):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._published: dict[str, Any] = {}
+        self._generation: tuple[int, int] | None = None  # the index (inode, generation) last published
 
     def __enter__(self) -> WriterLock:
         super().__enter__()
@@ -215,8 +207,11 @@ class WriterLock(ArchiveLock):
 
     def _loop(self) -> None:
         renewed = time.monotonic()
-        while not self._stop.wait(PUBLISH_SECONDS):
+        pause = PUBLISH_SECONDS
+        while not self._stop.wait(pause):
+            start = time.monotonic()
             self._publish_safely()
+            pause = max(PUBLISH_SECONDS, 4 * (time.monotonic() - start))  # a big archive: at most a fifth of a core
             if time.monotonic() - renewed > LEASE_SECONDS / 3:
                 try:
                     self._renew()
@@ -262,13 +257,18 @@ class WriterLock(ArchiveLock):
         if db is None:
             return False
         try:
+            generation = (os.stat(self.archive.index_path).st_ino,
+                          db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
+            if generation == self._generation:
+                return False
             state = _state(db)
-        except sqlite3.Error:  # no index yet, or one being replaced
+        except (sqlite3.Error, OSError, TypeError):  # no index yet, or one being replaced
             return False
         finally:
             db.close()
         change = _diff(self._published, state)
         if not change:
+            self._generation = generation
             return False
         serial = int(self._published["serial"]) + 1
         epoch = self._published["epoch"]
@@ -283,6 +283,7 @@ class WriterLock(ArchiveLock):
             except (FileNotFoundError, PbeError):
                 pass
         self._published = {"epoch": epoch, "serial": serial, "oldest": oldest, **state}
+        self._generation = generation
         tmp = self._memory.with_suffix(".tmp")
         tmp.write_text(json.dumps(self._published))
         os.replace(tmp, self._memory)

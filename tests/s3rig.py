@@ -121,6 +121,7 @@ class Proxy:
         self.upstream = (host, int(port))
         self.down = 0
         self.up = 0
+        self.replies = 0
         self.delay = 0.0
         self.cut_after: int | None = None
         self.stall = False
@@ -168,6 +169,7 @@ class Proxy:
                         return
                 else:
                     self.down += len(chunk)
+                    self.replies += chunk.count(b"HTTP/1.1 ")  # a reply's status line (bodies rarely hold one)
                 dst.sendall(chunk)
         except OSError:
             pass
