@@ -19,7 +19,6 @@ from . import config as config_mod
 from .archive import Archive
 from .config import AI_POLICIES, NSFW_POLICIES
 from .errors import PbeError
-from .index import Index
 from .progress import human_bytes
 
 log = logging.getLogger("pbe_fs")
@@ -243,10 +242,6 @@ def _need_index(cfg: config_mod.Config) -> None:
     archive.store.check()
     open_index(archive).close()
     if archive.index_path.exists():
-        return
-    if getattr(archive.store, "follow", False):  # an empty bucket: the follower waits for its writer
-        open_index(archive).close()
-        Index(archive.index_path).close()
         return
     if archive.store.kind == "s3":
         raise PbeError(f"no index of {archive.describe()} at {archive.index_path} yet: run `pbe-fs sync`, or "

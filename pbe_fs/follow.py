@@ -407,7 +407,6 @@ class Follower:
 
     def apply(self, entry: dict[str, Any]) -> None:
         """One journal entry, in one transaction with our new place in it."""
-        from .archive import check_record  # noqa: F401 (records are checked by read_artwork)
         records = []
         for aid in entry.get("changed", []):
             try:

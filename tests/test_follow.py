@@ -18,19 +18,10 @@ import pytest
 from tests.conftest import Mount, Server, pbe
 from tests.fakepixiv import FakePixiv, Work
 from tests.s3rig import SeaweedS3
-from tests.test_s3 import PREFIX, s3_config
+from tests.test_s3 import PREFIX, s3_config, weed  # noqa: F401 (weed: the module's SeaweedFS)
 
 BOUND = 10.0  # seconds from the writer's commit to the follower showing it
 ARTIST = (7100, "Follow Artist", "follow_artist")
-
-
-@pytest.fixture(scope="module")
-def weed(tmp_path_factory):
-    server = SeaweedS3(tmp_path_factory.mktemp("s3"))
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def machines(tmp_path: Path, fake: FakePixiv, endpoint: str, bucket: str) -> tuple[Path, Path]:
@@ -40,6 +31,15 @@ def machines(tmp_path: Path, fake: FakePixiv, endpoint: str, bucket: str) -> tup
     writer = s3_config(tmp_path / "writer", fake, endpoint, bucket, sync={"sizes": ["original"]})
     follower = s3_config(tmp_path / "follower", None, endpoint, bucket, filesystem_options={"follow": True})
     return writer, follower
+
+
+def two_writers(tmp_path: Path, fake: FakePixiv, endpoint: str, bucket: str) -> tuple[Path, Path]:
+    """Two machines that may both sync the bucket."""
+    configs = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        configs.append(s3_config(tmp_path / name, fake, endpoint, bucket, sync={"sizes": ["original"]}))
+    return configs[0], configs[1]
 
 
 def listed(url: str, folder: str) -> set[str]:
@@ -146,10 +146,7 @@ def test_reindex_while_serving_is_seen_without_a_restart(weed, tmp_path) -> None
     """`pbe-fs reindex` replaces the index file; a running server reads the new one."""
     bucket = weed.bucket("follow-reindex")
     with small_pixiv(2) as fake:
-        (tmp_path / "a").mkdir()
-        (tmp_path / "b").mkdir()
-        first = s3_config(tmp_path / "a", fake, weed.endpoint, bucket, sync={"sizes": ["original"]})
-        second = s3_config(tmp_path / "b", fake, weed.endpoint, bucket, sync={"sizes": ["original"]})
+        first, second = two_writers(tmp_path, fake, weed.endpoint, bucket)
         pbe(first, "sync", "--no-progress", check=True)
         pbe(second, "reindex", check=True)
         server = Server(second)
@@ -169,10 +166,7 @@ def test_reindex_while_serving_is_seen_without_a_restart(weed, tmp_path) -> None
 def test_a_second_writer_is_refused_until_the_lease_is_broken(weed, tmp_path) -> None:
     bucket = weed.bucket("follow-lease")
     with small_pixiv(1) as fake:
-        (tmp_path / "a").mkdir()
-        (tmp_path / "b").mkdir()
-        first = s3_config(tmp_path / "a", fake, weed.endpoint, bucket, sync={"sizes": ["original"]})
-        second = s3_config(tmp_path / "b", fake, weed.endpoint, bucket, sync={"sizes": ["original"]})
+        first, second = two_writers(tmp_path, fake, weed.endpoint, bucket)
         pbe(first, "sync", "--no-progress", check=True)
         assert not weed.keys(bucket, f"{PREFIX}/journal/lease.json")  # released at the end
         # a writer that died holding the lease: its object stays behind
