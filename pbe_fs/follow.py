@@ -235,8 +235,12 @@ class WriterLock(ArchiveLock):
         head = read_head(self.store) or {}
         try:
             mine = json.loads(self._memory.read_text())
-            if head and (mine.get("epoch"), mine.get("serial")) == (head.get("epoch"), head.get("serial")):
-                return mine
+            if head and mine.get("epoch") == head.get("epoch"):
+                if mine.get("serial") == head.get("serial"):
+                    return mine
+                if mine.get("serial") == head.get("serial", 0) + 1:  # killed after its entry, before the head
+                    self._put_head(mine)
+                    return mine
         except (OSError, ValueError):
             pass
         db = _read_db(self.archive.index_path)
@@ -250,6 +254,16 @@ class WriterLock(ArchiveLock):
                 db.close()
         epoch = head.get("epoch") or int.from_bytes(os.urandom(6), "big")
         return {"epoch": epoch, "serial": int(head.get("serial", 0)), "oldest": int(head.get("oldest", 1)), **state}
+
+    def _remember(self, published: dict[str, Any]) -> None:
+        tmp = self._memory.with_suffix(".tmp")
+        tmp.write_text(json.dumps(published))
+        os.replace(tmp, self._memory)
+
+    def _put_head(self, published: dict[str, Any]) -> None:
+        self.store.write_bytes(HEAD, json.dumps({"epoch": published["epoch"], "serial": published["serial"],
+                                                 "oldest": published["oldest"], "at": _now(), "writer": self.owner},
+                                                sort_keys=True).encode())
 
     def publish(self) -> bool:
         """Put what the index committed since the last entry; True if anything."""
@@ -275,18 +289,15 @@ class WriterLock(ArchiveLock):
         oldest = max(int(self._published.get("oldest", 1)), serial - KEEP + 1)
         self.store.write_bytes(entry_key(serial), json.dumps(
             {"epoch": epoch, "serial": serial, "at": _now(), **change}, sort_keys=True).encode())
-        self.store.write_bytes(HEAD, json.dumps({"epoch": epoch, "serial": serial, "oldest": oldest, "at": _now(),
-                                                 "writer": self.owner}, sort_keys=True).encode())
+        published = {"epoch": epoch, "serial": serial, "oldest": oldest, **state}
+        self._remember(published)  # before the head: a kill in between is mended by _baseline
+        self._put_head(published)
         for old in range(int(self._published.get("oldest", 1)), oldest):
             try:
                 self.store.delete(entry_key(old))
             except (FileNotFoundError, PbeError):
                 pass
-        self._published = {"epoch": epoch, "serial": serial, "oldest": oldest, **state}
-        self._generation = generation
-        tmp = self._memory.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self._published))
-        os.replace(tmp, self._memory)
+        self._published, self._generation = published, generation
         log.debug("published journal entry %d: %d works changed, %d removed", serial, len(change["changed"]),
                   len(change["removed"]))
         return True

@@ -92,6 +92,10 @@ def test_follower_shows_new_gone_restored_and_deleted_works_within_the_bound(wee
             fake.works[96000001].state = "live"
             pbe(writer, "sync", "--full", "--no-progress", check=True)
             within(lambda: not any(n.startswith("96000001 ") for n in listed(server.url, "gone")))
+            # changed on pixiv: the new title reaches the follower's folder names
+            fake.works[96000000].title = "renamed"
+            pbe(writer, "sync", "--full", "--no-progress", check=True)
+            within(lambda: any(n.endswith("96000000 renamed") for n in listed(server.url, "by-ingress")))
             # deleted from the archive on the writer
             pbe(writer, "delete", "96000002", check=True)
             within(lambda: "96000002" not in listed(server.url, "by-id"))
@@ -140,6 +144,33 @@ def test_follower_restarted_after_many_changes_catches_up(weed, tmp_path) -> Non
         finally:
             assert server.stop() == 0
         assert "rebuilding" not in server.log.read_text()  # caught up from the journal, not by a rebuild
+
+
+def test_a_follower_too_far_behind_rebuilds_and_goes_on_from_the_head(weed, tmp_path) -> None:
+    """Entries it needs were pruned (or the journal is another one): a
+    rebuild from the bucket, then the journal's head is its place."""
+    from pbe_fs.archive import Archive
+    from pbe_fs.config import load
+    from pbe_fs.follow import Follower, read_head
+
+    bucket = weed.bucket("follow-behind")
+    with small_pixiv(3) as fake:
+        writer, follower = machines(tmp_path, fake, weed.endpoint, bucket)
+        pbe(writer, "sync", "--no-progress", check=True)
+        pbe(writer, "delete", "96000001", check=True)
+        archive = Archive.open(load(follower))
+        head = read_head(archive.store)
+        follow = Follower(archive)
+        try:
+            with follow.index.write() as db:  # a place before the oldest entry kept
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('follow_epoch', ?), ('follow_serial', ?)",
+                           (head["epoch"], head["oldest"] - 5))
+            follow.poll()
+            assert follow.index.archived_ids() == {96000000, 96000002}
+            assert follow._position() == (head["epoch"], head["serial"])
+            assert follow.poll() == 0  # nothing new: one 304
+        finally:
+            follow.stop()
 
 
 def test_reindex_while_serving_is_seen_without_a_restart(weed, tmp_path) -> None:
@@ -393,3 +424,49 @@ def test_doctor_names_the_bucket_problem_and_clears_unfinished_uploads(guarded, 
     assert not found.ok and "96000500_p0.png" in found.message and "--repair" in found.message
     assert check_uploads(archive, repair=True, older_than=0).ok
     assert not guarded.client.list_multipart_uploads(Bucket=bucket, Prefix=PREFIX).get("Uploads")
+
+
+def test_a_writer_killed_before_it_published_publishes_on_its_next_run(weed, tmp_path) -> None:
+    """kill -9 of the writer just after a commit: the next sync publishes what
+    the killed one had not, and the running follower shows every work."""
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    bucket = weed.bucket("follow-killed")
+    with small_pixiv(2) as fake:
+        writer, follower = machines(tmp_path, fake, weed.endpoint, bucket)
+        pbe(writer, "sync", "--no-progress", check=True)
+        server = Server(follower)
+        try:
+            within(lambda: len(listed(server.url, "by-id")) == 2)
+            for n in range(6):
+                fake.add(Work(96000600 + n, f"late {n}", ARTIST))
+            fake.image_latency = 0.3
+            proc = subprocess.Popen([sys.executable, "-m", "pbe_fs.cli", "-c", str(writer), "sync", "--no-progress"],
+                                    env={**os.environ, "PYTHONPATH": str(ROOT)}, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            index = writer.parent / "state/.pbe/index.sqlite3"
+
+            def committed() -> int:
+                db = sqlite3.connect(f"file:{index}?mode=ro", uri=True)
+                try:
+                    return db.execute("SELECT count(*) FROM artworks").fetchone()[0]
+                finally:
+                    db.close()
+            start = time.monotonic()
+            while committed() < 3 and time.monotonic() - start < 60:
+                time.sleep(0.02)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            killed_with = committed()
+            assert 3 <= killed_with < 8
+            fake.image_latency = 0
+            pbe(writer, "sync", "--no-progress", "--break-lock", check=True)  # its own lease: taken over anyway
+            within(lambda: listed(server.url, "by-id") == {str(w) for w in fake.works})
+        finally:
+            assert server.stop() == 0
+        assert "follower: rebuilding" not in server.log.read_text()
