@@ -470,3 +470,64 @@ def test_a_writer_killed_before_it_published_publishes_on_its_next_run(weed, tmp
         finally:
             assert server.stop() == 0
         assert "follower: rebuilding" not in server.log.read_text()
+
+
+def test_the_lease_is_renewed_while_its_writer_works_and_taken_by_one_machine_only(weed, tmp_path, monkeypatch) -> None:
+    """Two machines' locks on one bucket, in this process: the holder's
+    heartbeat keeps the other out past the lease's time; conditional writes
+    let only one of two simultaneous takers win."""
+    from pbe_fs import follow
+    from pbe_fs.archive import Archive
+    from pbe_fs.config import load
+    from pbe_fs.errors import LockedError
+
+    monkeypatch.setattr(follow, "LEASE_SECONDS", 1.5)  # renewed every 0.5 s
+    bucket = weed.bucket("follow-heartbeat")
+    with small_pixiv(1) as fake:
+        first, second = two_writers(tmp_path, fake, weed.endpoint, bucket)
+        one, two = Archive.open(load(first)), Archive.open(load(second))
+        one.ensure()
+        two.ensure()
+        with one.lock():
+            time.sleep(3.5)  # more than twice the lease: only the heartbeat keeps it
+            with pytest.raises(LockedError) as refused:
+                two.lock().__enter__()
+            assert follow.machine() in str(refused.value)
+        with two.lock():  # released: the other machine takes it at once
+            pass
+        # two takers at the same moment: the bucket lets one create the lease
+        assert one.store.write_if("journal/race.json", b"1", None) is True
+        assert two.store.write_if("journal/race.json", b"2", None) is False
+
+
+def test_pbe_fs_run_on_a_follower_serves_and_keeps_up_without_syncing(weed, tmp_path) -> None:
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    from tests.test_daemon import get_json, wait
+
+    bucket = weed.bucket("follow-daemon")
+    with small_pixiv(2) as fake:
+        writer, _ = machines(tmp_path, fake, weed.endpoint, bucket)
+        follower = s3_config(tmp_path / "follower", None, weed.endpoint, bucket, webdav={"port": 0},
+                             filesystem_options={"follow": True})
+        pbe(writer, "sync", "--no-progress", check=True)
+        log = tmp_path / "run.log"
+        proc = subprocess.Popen([sys.executable, "-m", "pbe_fs.cli", "-c", str(follower), "run"],
+                                env={**os.environ, "PYTHONPATH": str(ROOT)}, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+        try:
+            assert wait(lambda: "serving WebDAV at" in log.read_text()), log.read_text()
+            url = re.search(r"serving WebDAV at (http://[\d.:]+)/", log.read_text()).group(1)
+            assert get_json(url + "/_pbe/status")["artworks"] == 2
+            fake.add(Work(96000700, "seen by the daemon", ARTIST))
+            pbe(writer, "sync", "--no-progress", check=True)
+            within(lambda: get_json(url + "/_pbe/status")["artworks"] == 3)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0, log.read_text()
+        text = log.read_text()
+        assert "Traceback" not in text and "sync" not in text.replace("syncs", ""), text
