@@ -33,6 +33,13 @@ def machines(tmp_path: Path, fake: FakePixiv, endpoint: str, bucket: str) -> tup
     return writer, follower
 
 
+def synced(weed: SeaweedS3, tmp_path: Path, name: str, fake: FakePixiv) -> tuple[Path, Path]:
+    """A bucket the writer has synced once, and a follower's config for it."""
+    writer, follower = machines(tmp_path, fake, weed.endpoint, weed.bucket(name))
+    pbe(writer, "sync", "--no-progress", check=True)
+    return writer, follower
+
+
 def two_writers(tmp_path: Path, fake: FakePixiv, endpoint: str, bucket: str) -> tuple[Path, Path]:
     """Two machines that may both sync the bucket."""
     configs = []
@@ -68,11 +75,9 @@ def small_pixiv(count: int) -> FakePixiv:
 
 
 def test_follower_shows_new_gone_restored_and_deleted_works_within_the_bound(weed, tmp_path) -> None:
-    bucket = weed.bucket("follow-live")
     with small_pixiv(3) as fake:
-        writer, follower = machines(tmp_path, fake, weed.endpoint, bucket)
-        pbe(writer, "sync", "--no-progress", check=True)
-        assert weed.keys(bucket, f"{PREFIX}/journal/head.json")  # the writer published its first commits
+        writer, follower = synced(weed, tmp_path, "follow-live", fake)
+        assert weed.keys("follow-live", f"{PREFIX}/journal/head.json")  # the writer published its first commits
         server = Server(follower)
         mount = Mount(follower, tmp_path / "mnt")
         try:
@@ -121,10 +126,8 @@ def test_follower_shows_new_gone_restored_and_deleted_works_within_the_bound(wee
 
 
 def test_follower_restarted_after_many_changes_catches_up(weed, tmp_path) -> None:
-    bucket = weed.bucket("follow-later")
     with small_pixiv(2) as fake:
-        writer, follower = machines(tmp_path, fake, weed.endpoint, bucket)
-        pbe(writer, "sync", "--no-progress", check=True)
+        writer, follower = synced(weed, tmp_path, "follow-later", fake)
         server = Server(follower)
         try:
             within(lambda: len(listed(server.url, "by-id")) == 2)
@@ -135,7 +138,7 @@ def test_follower_restarted_after_many_changes_catches_up(weed, tmp_path) -> Non
             fake.add(Work(96000200 + n, f"while away {n}", ARTIST))
             pbe(writer, "sync", "--no-progress", check=True)
         pbe(writer, "delete", "96000000", check=True)
-        head = json.loads(weed.get(bucket, f"{PREFIX}/journal/head.json"))
+        head = json.loads(weed.get("follow-later", f"{PREFIX}/journal/head.json"))
         assert head["serial"] >= 7
         server = Server(follower)
         try:
@@ -153,10 +156,8 @@ def test_a_follower_too_far_behind_rebuilds_and_goes_on_from_the_head(weed, tmp_
     from pbe_fs.config import load
     from pbe_fs.follow import Follower, read_head
 
-    bucket = weed.bucket("follow-behind")
     with small_pixiv(3) as fake:
-        writer, follower = machines(tmp_path, fake, weed.endpoint, bucket)
-        pbe(writer, "sync", "--no-progress", check=True)
+        writer, follower = synced(weed, tmp_path, "follow-behind", fake)
         pbe(writer, "delete", "96000001", check=True)
         archive = Archive.open(load(follower))
         head = read_head(archive.store)
@@ -436,10 +437,8 @@ def test_a_writer_killed_before_it_published_publishes_on_its_next_run(weed, tmp
 
     from tests.conftest import ROOT
 
-    bucket = weed.bucket("follow-killed")
     with small_pixiv(2) as fake:
-        writer, follower = machines(tmp_path, fake, weed.endpoint, bucket)
-        pbe(writer, "sync", "--no-progress", check=True)
+        writer, follower = synced(weed, tmp_path, "follow-killed", fake)
         server = Server(follower)
         try:
             within(lambda: len(listed(server.url, "by-id")) == 2)
