@@ -325,7 +325,10 @@ def writer(store: Any) -> str:
             return f"the writer is {describe_holder(held)}"
     except (FileNotFoundError, ValueError, PbeError):
         pass
-    head = read_head(store) if hasattr(store, "read_tagged") else None
+    try:
+        head = read_head(store)
+    except PbeError:  # the bucket does not answer: say what we can
+        return "the writer cannot be asked now (the bucket does not answer)"
     return f"the last writer was {head.get('writer', '?')}" if head else "no machine has written it yet"
 
 
