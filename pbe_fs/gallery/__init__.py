@@ -309,10 +309,10 @@ class Gallery:
     def _artwork(self, tree: Tree, parts: tuple[str, ...], node: Any, visitor: Visitor, environ: dict[str, Any],
                  start_response: Respond) -> list[bytes]:
         aid = node.artwork
-        try:
-            record, raw = tree.archive.read_artwork(aid)
-        except (OSError, ValueError):
-            raise _Answer("503 Service Unavailable", f"artwork {aid} cannot be read from the archive right now") from None
+        found = tree.record(aid)
+        if found is None:
+            raise _Answer("503 Service Unavailable", f"artwork {aid} cannot be read from the archive right now")
+        record, raw = found
         meta = json.loads(meta_render.meta_json(record, raw))
         info = tree.artwork_info(aid)
         files = sorted(record.get("files", []), key=lambda f: (f["page"], f["path"]))
@@ -641,7 +641,10 @@ class Gallery:
         return base + (name,)
 
     def _image(self, tree: Tree, aid: int, number: str, quality: str | None) -> tuple[str, ...]:
-        record, _ = tree.archive.read_artwork(aid)
+        found = tree.record(aid)
+        if found is None:
+            raise _Answer("404 Not Found", "no such artwork")
+        record = found[0]
         quality = quality or self.display.artwork.image
         if quality not in QUALITIES or not number.isdigit():
             raise _Answer("404 Not Found", "no such image")
