@@ -289,7 +289,8 @@ class Gallery:
             sync = "never synced"
         refresh = pages.post_form("/_pbe/ui/refresh", "refresh now", self.keys.csrf(visitor), {"r": "/"})
         head = (f'<section class="summary"><p class="stats">{status.get("artworks", 0)} works archived, '
-                f'{len(status.get("gone") or [])} gone from pixiv · <span class="sync">{sync}</span></p>'
+                f'{len(status.get("gone") or [])} gone from pixiv · <span class="sync">{sync}</span> · '
+                '<a class="opds" href="/opds/" type="application/atom+xml;profile=opds-catalog">OPDS catalog</a></p>'
                 f'<p class="viewcounts">{" · ".join(counts)}</p>{refresh}</section>')
         works = self._folder_works(tree, ("by-ingress",), visitor)
         return self._page(start_response, "pbe-fs", head + self._grid(tree, works, visitor, ordered=True), tree, visitor,

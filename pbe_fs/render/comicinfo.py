@@ -63,7 +63,8 @@ def plain_caption(caption: str) -> str:
     return html.unescape("".join(parser.out)).strip()
 
 
-def _clean(text: str) -> str:
+def xml_safe(text: str) -> str:
+    """text without the code points XML 1.0 cannot hold (U+FFFD in their place)."""
     return _NOT_XML.sub("\ufffd", text)
 
 
@@ -112,7 +113,7 @@ def comicinfo(raw: dict[str, Any], pages: list[PageInfo]) -> bytes:
                 lines.append(f'    <Page Image="{i}"{kind} ImageSize="{page.size}"{dims} />')
             lines.append("  </Pages>")
         elif name in values:
-            lines.append(f"  <{name}>{escape(_clean(values[name]))}</{name}>")
+            lines.append(f"  <{name}>{escape(xml_safe(values[name]))}</{name}>")
     lines.append("</ComicInfo>")
     return ("\n".join(lines) + "\n").encode("utf-8")
 
