@@ -12,7 +12,7 @@ import time
 import xml.etree.ElementTree as ET
 from datetime import datetime
 from pathlib import Path
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import quote, urlsplit
 
 import pytest
 
@@ -278,3 +278,35 @@ def test_a_deleted_work_leaves_the_feeds(catalog) -> None:
             time.sleep(0.2)
     finally:
         client.close()
+
+
+def test_a_real_opds_reader_browses_and_downloads_a_cbz(catalog, tmp_path: Path) -> None:
+    """shelfline (an OPDS client from PyPI) with its own catalog client,
+    Atom parser and downloader: root, by artist, one artist, a work's CBZ."""
+    import asyncio
+    import zipfile
+
+    from shelfline.config import AppConfig, CatalogConfig
+    from shelfline.services import CatalogWorkflow
+
+    _, server = catalog
+
+    async def browse() -> tuple[Path, str]:
+        workflow = CatalogWorkflow(AppConfig(library_path=tmp_path / "books"), tmp_path / "shelfline.db")
+        try:
+            pbe_fs = CatalogConfig("pbe-fs", server.url + "/opds/")
+            root = await workflow.fetch_catalog(pbe_fs)
+            artists = await workflow.fetch_catalog(pbe_fs, next(e for e in root.entries
+                                                                 if e.title == "by artist").navigation_url)
+            works = await workflow.fetch_catalog(pbe_fs, next(e for e in artists.entries
+                                                              if e.title.endswith("[5003]")).navigation_url)
+            manga = next(e for e in works.entries if e.identifier == "urn:pixiv:artwork:93012350")
+            assert manga.authors == ["AC/DC"] and manga.cover_image_url and manga.thumbnail_url
+            return await workflow.download_acquisition(pbe_fs, manga), manga.acquisition_links[0].href
+        finally:
+            await workflow.aclose()
+
+    book, href = asyncio.run(browse())
+    assert book.suffix == ".cbz" and book.read_bytes() == http_request(server.url, "GET", urlsplit(href).path)[2]
+    with zipfile.ZipFile(book) as zf:
+        assert zf.namelist()[0] == "ComicInfo.xml" and len(zf.namelist()) == 13
