@@ -117,8 +117,10 @@ class ArtworkFolder:
             shas = [f["sha256"] for f in files]
             entries[f"{aid}.zip"] = self._generated(self._zip(files), ("zip", shas))
             entries[f"{aid}.pdf"] = self._generated(self._pdf(files), ("pdf", shas))
-            book, xml = self._cbz(files)  # its ComicInfo.xml follows the metadata: not immutable
-            entries[f"{aid}.cbz"] = self._generated(book, ("cbz", shas, xml), immutable=False)
+            # its ComicInfo.xml follows the metadata, but only a sync changes that: the mount
+            # invalidates a CBZ then (fuse.invalidate), so readers keep the page cache meanwhile
+            book, xml = self._cbz(files)
+            entries[f"{aid}.cbz"] = self._generated(book, ("cbz", shas, xml))
         return entries
 
 

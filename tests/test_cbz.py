@@ -9,6 +9,7 @@ import re
 import shutil
 import sqlite3
 import subprocess
+import time
 import xml.etree.ElementTree as ET
 import zipfile
 from pathlib import Path
@@ -235,3 +236,24 @@ def test_no_folder_jpg_when_only_originals_are_archived(tmp_path: Path, fake: Fa
         assert f"{MANGA}.cbz" in names and "folder.jpg" not in names
     finally:
         tree.close()
+
+
+@needs_fuse
+def test_a_new_title_reaches_the_mounted_cbz(mounted: Mount, synced) -> None:
+    """The CBZ keeps the page cache, so the mount must drop it when a sync
+    changes the metadata: the next open sees the new ComicInfo.xml, whole."""
+    config, fake = synced
+    aid = 93013003
+    book = mounted.path("by-id", str(aid), f"{aid}.cbz")
+    assert comicinfo_of(book.read_bytes())[0]["Title"] == "filler 3"
+    fake.works[aid].title = "a much longer title than before, so the size changes"
+    pbe(config, "sync", "--full", "--no-progress", check=True)
+    deadline = time.monotonic() + 15
+    while True:
+        data = book.read_bytes()
+        if comicinfo_of(data)[0]["Title"] != "filler 3":
+            break
+        assert time.monotonic() < deadline, "the mount kept the old CBZ"
+        time.sleep(0.2)
+    assert comicinfo_of(data)[0]["Title"] == "a much longer title than before, so the size changes"
+    assert len(data) == book.stat().st_size
