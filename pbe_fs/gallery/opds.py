@@ -14,10 +14,10 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Callable
 from urllib.parse import parse_qsl, urlencode
-from xml.sax.saxutils import escape, quoteattr
+from xml.sax.saxutils import quoteattr
 
 from ..artwork import top_quality
-from ..multistatus import content_type
+from ..multistatus import content_type, quote_segment
 from ..render.comicinfo import xml_safe
 from ..render.meta import PAGE_URL
 from ..tree import Tree
@@ -29,12 +29,14 @@ OPENSEARCH = "application/opensearchdescription+xml"
 PER_PAGE = 50
 _ACQUIRE = "http://opds-spec.org/acquisition"
 _REDUCED = ("large", "medium", "square_medium")
+_IMAGES = (("http://opds-spec.org/image", "large"), ("http://opds-spec.org/image/thumbnail", "square_medium"))
 Respond = Callable[..., Any]
 Work = tuple[tuple[str, ...], int]  # (artwork folder path, id)
 
 
 def _x(text: object) -> str:
-    return escape(xml_safe(str(text)))
+    """Text fit for XML content and double-quoted attributes."""
+    return xml_safe(str(text)).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
 
 
 def _attr(text: object) -> str:
@@ -169,29 +171,31 @@ class Opds:
         return self._feed(tree, rest, title, ACQUISITION, page, len(works), query, entries)
 
     def _entry(self, tree: Tree, path: tuple[str, ...], aid: int) -> str:
+        """One work's entry. Hrefs come from ``link``, percent-encoded: only
+        titles, names, tags and dates need escaping."""
         info = tree.artwork_info(aid)
         entry = self.gallery.catalog.get(aid)
-        date = str(info["create_date"]) or _when(tree.get(()).mtime)
-        tags = list(info["tags"])  # type: ignore[call-overload]
-        out = [f"<entry><title>{_x(info['title'] or aid)}</title><id>urn:pixiv:artwork:{aid}</id>",
-               f"<updated>{_x(date)}</updated><published>{_x(date)}</published>",
-               f"<author><name>{_x(info['artist_name'])}</name>"
-               f"<uri>https://www.pixiv.net/users/{info['artist_id']}</uri></author>"]
-        out += [f"<category term={_attr(t)} label={_attr(t)}/>" for t in tags]
+        date = _x(info["create_date"] or _when(tree.get(()).mtime))
+        artist = _x(info["artist_name"])
         pages = entry.pages if entry else 1
-        out.append(f'<content type="text">{_x(info["artist_name"])} · {pages} page{"s" if pages != 1 else ""} · '
-                   f'{_x(date[:10])}{" · gone from pixiv" if info["gone"] else ""}</content>')
-        for rel, quality in (("http://opds-spec.org/image", "large"), ("http://opds-spec.org/image/thumbnail",
-                                                                       "square_medium")):
+        out = [f'<entry><title>{_x(info["title"] or aid)}</title><id>urn:pixiv:artwork:{aid}</id>'
+               f"<updated>{date}</updated><published>{date}</published><author><name>{artist}</name>"
+               f'<uri>https://www.pixiv.net/users/{info["artist_id"]}</uri></author>']
+        out += [f'<category term="{t}" label="{t}"/>' for t in map(_x, info["tags"])]  # type: ignore[call-overload]
+        out.append(f'<content type="text">{artist} · {pages} page{"s" if pages != 1 else ""} · {date[:10]}'
+                   f'{" · gone from pixiv" if info["gone"] else ""}</content>')
+        folder = link(path)  # the work's files are below it: their hrefs extend it
+
+        def href(target: tuple[str, ...]) -> str:
+            return folder + "/".join(map(quote_segment, target[len(path):]))
+        for rel, quality in _IMAGES:
             image = self.gallery.catalog.thumbnail(path, aid, quality)
             if image:
-                out.append(f"<link rel={_attr(rel)} href={_attr(link(image, False))} "
-                           f"type={_attr(content_type(image[-1]))}/>")
+                out.append(f'<link rel="{rel}" href="{href(image)}" type="{content_type(image[-1])}"/>')
         for target in self._downloads(tree, path, aid):
-            out.append(f"<link rel={_attr(_ACQUIRE)} href={_attr(link(target, False))} "
-                       f"type={_attr(content_type(target[-1]))}/>")
-        out.append(f'<link rel="alternate" href={_attr(link(path))} type="text/html"/>'
-                   f'<link rel="related" href={_attr(PAGE_URL.format(aid))} type="text/html"/></entry>')
+            out.append(f'<link rel="{_ACQUIRE}" href="{href(target)}" type="{content_type(target[-1])}"/>')
+        out.append(f'<link rel="alternate" href="{folder}" type="text/html"/>'
+                   f'<link rel="related" href="{PAGE_URL.format(aid)}" type="text/html"/></entry>')
         return "".join(out)
 
     def _downloads(self, tree: Tree, path: tuple[str, ...], aid: int) -> list[tuple[str, ...]]:
