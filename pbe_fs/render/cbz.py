@@ -10,10 +10,9 @@ answers any offset, and takes no disk.
 
 from __future__ import annotations
 
+import posixpath
 import zlib
-from dataclasses import replace
 from datetime import datetime
-from pathlib import PurePosixPath
 
 from ..storage import Store
 from . import zip as zip_render
@@ -25,11 +24,12 @@ COMICINFO = "ComicInfo.xml"
 def page_names(names: list[str]) -> list[str]:
     """Zero-padded names in page order, each keeping its file's extension."""
     width = max(3, len(str(len(names))))
-    return [f"{i + 1:0{width}d}{PurePosixPath(name).suffix.lower()}" for i, name in enumerate(names)]
+    return [f"{i + 1:0{width}d}{posixpath.splitext(name)[1].lower()}" for i, name in enumerate(names)]
 
 
 def layout(pages: list[zip_render.Member], comicinfo_xml: bytes, when: datetime, store: Store | None = None) -> Segments:
     """The CBZ of ``pages`` (in reading order) with ``comicinfo_xml``."""
     info = zip_render.Member(COMICINFO, "", len(comicinfo_xml), zlib.crc32(comicinfo_xml), data=comicinfo_xml)
-    renamed = [replace(m, name=name) for m, name in zip(pages, page_names([m.name for m in pages]))]
+    renamed = [zip_render.Member(name, m.key, m.size, m.crc32, m.version)
+               for m, name in zip(pages, page_names([m.name for m in pages]))]
     return zip_render.layout([info] + renamed, when, store)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import html
 import re
 from dataclasses import dataclass
-from html.parser import HTMLParser
 from typing import Any
 from xml.sax.saxutils import escape
 
@@ -42,25 +41,16 @@ class PageInfo:
     size: int
 
 
-class _Text(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.out: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in ("br", "p"):
-            self.out.append("\n")
-
-    def handle_data(self, data: str) -> None:
-        self.out.append(data)
+_BREAK = re.compile(r"<br\s*/?>|</?p\b[^>]*>", re.I)
+_TAG = re.compile(r"<[^>]*>")
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def plain_caption(caption: str) -> str:
     """pixiv's caption HTML as plain text: line breaks kept, tags dropped."""
-    parser = _Text()
-    parser.feed(caption or "")
-    parser.close()
-    return html.unescape("".join(parser.out)).strip()
+    if "<" not in caption and "&" not in caption:
+        return caption.strip()
+    return html.unescape(_TAG.sub("", _BREAK.sub("\n", caption))).strip()
 
 
 def xml_safe(text: str) -> str:
@@ -84,7 +74,7 @@ def fields(raw: dict[str, Any], page_count: int) -> dict[str, str]:
     if summary:
         out["Summary"] = summary
     date = f["create_date"]  # pixiv gives it in JST: its calendar date is the JST date
-    if re.match(r"\d{4}-\d{2}-\d{2}", date):
+    if _DATE.match(date):
         out.update(Year=str(int(date[:4])), Month=str(int(date[5:7])), Day=str(int(date[8:10])))
     if f["artist_name"]:
         out.update(Writer=f["artist_name"], Penciller=f["artist_name"])
