@@ -225,6 +225,8 @@ def test_cbz_and_folder_jpg_over_webdav(server, mounted) -> None:
     status, headers, cover = http_request(server.url, "GET", f"/by-id/{MANGA}/folder.jpg")
     assert status == 200 and headers["content-type"] == "image/jpeg"
     assert cover == mounted.path("by-id", str(MANGA), "folder.jpg").read_bytes()
+    status, _, page = http_request(server.url, "GET", f"/by-id/{MANGA}/")  # the browser view's downloads
+    assert status == 200 and f'href="{path}"'.encode() in page
 
 
 def test_no_folder_jpg_when_only_originals_are_archived(tmp_path: Path, fake: FakePixiv) -> None:

@@ -343,7 +343,8 @@ class Gallery:
             if role in roles and not (role == "original" and record.get("ugoira")):
                 base = parts if role == top else parts + (role,)
                 downloads.append(f'<li>{role}: <a href="{link(base + (f"{aid}.zip",), False)}">zip</a> · '
-                                 f'<a href="{link(base + (f"{aid}.pdf",), False)}">pdf</a></li>')
+                                 f'<a href="{link(base + (f"{aid}.pdf",), False)}">pdf</a> · '
+                                 f'<a href="{link(base + (f"{aid}.cbz",), False)}">cbz</a></li>')
         for name in (f"{aid}_ugoira.zip", f"{aid}.gif", f"{aid}.webp", "meta.json", "pixiv.url"):
             if name in listing:
                 downloads.append(f'<li><a href="{link(parts + (name,), False)}">{esc(name)}</a></li>')
