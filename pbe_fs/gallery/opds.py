@@ -81,8 +81,9 @@ class Opds:
         if tree.place(rest + ("-",)) == "artwork":
             works = self.gallery._remember(tree, ("opds", rest), lambda: self._newest_first(
                 [(rest + (n,), c.artwork) for n, c in tree.list(rest) or [] if c.is_artwork_root]))
+            title = VIEW_LABELS.get(rest[0], rest[0]) if len(rest) == 1 else rest[-1]
             return self._send(start_response, environ, ACQUISITION,
-                              self._acquisition(tree, rest, rest[-1], works, page, {}))
+                              self._acquisition(tree, rest, title, works, page, {}))
         return self._send(start_response, environ, NAVIGATION, self._navigation(tree, rest, page))
 
     # -- responses ----------------------------------------------------------------------------
