@@ -346,8 +346,8 @@ class Operations(pyfuse3.Operations):
         folders: list[int] = []
         for path, inode in list(self._inode_of.items()):
             place = self.tree.place(path)
-            if place == "view" or (place == "inside" and path[-1] == "meta.json"):
-                folders.append(inode)  # meta.json's size tells the work's state, which a sync may change
+            if place == "view" or (place == "inside" and (path[-1] == "meta.json" or path[-1].endswith(".cbz"))):
+                folders.append(inode)  # meta.json tells the work's state, a CBZ its metadata: a sync may change
             elif place == "artwork" and self.tree.get(path) is None:
                 parent = self._inode_of.get(path[:-1])
                 if parent is not None:

@@ -45,6 +45,7 @@ from .artwork import Node
 from .render.segments import Reader
 from .errors import PbeError
 from .gallery import Gallery, gallery_post
+from .gallery.opds import Opds
 from .tree import Tree, TreeError, is_noise
 
 log = logging.getLogger("pbe_fs.webdav")
@@ -292,6 +293,7 @@ class Provider(DAVProvider):
         self.tree = tree
         self.refresh = refresh
         self.gallery = Gallery(tree, access, refresh)
+        self.opds = Opds(self.gallery)
 
     def is_readonly(self) -> bool:
         return False  # DELETE of artwork folders; everything else is refused below
@@ -312,6 +314,9 @@ class Provider(DAVProvider):
         parts = split(path)
         if parts is None:
             return _answer(start_response, "400 Bad Request", "bad path\n")
+        feed = self.opds.handle(parts, environ, start_response)  # comic and e-book readers' catalog
+        if feed is not None:
+            return feed
         page = self.gallery.handle(parts, environ, start_response)  # browsers' pages and forms
         if page is not None:
             return page

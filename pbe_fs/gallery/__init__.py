@@ -292,7 +292,8 @@ class Gallery:
             sync = "never synced"
         refresh = pages.post_form("/_pbe/ui/refresh", "refresh now", self.keys.csrf(visitor), {"r": "/"})
         head = (f'<section class="summary"><p class="stats">{status.get("artworks", 0)} works archived, '
-                f'{len(status.get("gone") or [])} gone from pixiv · <span class="sync">{sync}</span></p>'
+                f'{len(status.get("gone") or [])} gone from pixiv · <span class="sync">{sync}</span> · '
+                '<a class="opds" href="/opds/" type="application/atom+xml;profile=opds-catalog">OPDS catalog</a></p>'
                 f'<p class="viewcounts">{" · ".join(counts)}</p>{refresh}</section>')
         works = self._folder_works(tree, ("by-ingress",), visitor)
         return self._page(start_response, "pbe-fs", head + self._grid(tree, works, visitor, ordered=True), tree, visitor,
@@ -345,7 +346,8 @@ class Gallery:
             if role in roles and not (role == "original" and record.get("ugoira")):
                 base = parts if role == top else parts + (role,)
                 downloads.append(f'<li>{role}: <a href="{link(base + (f"{aid}.zip",), False)}">zip</a> · '
-                                 f'<a href="{link(base + (f"{aid}.pdf",), False)}">pdf</a></li>')
+                                 f'<a href="{link(base + (f"{aid}.pdf",), False)}">pdf</a> · '
+                                 f'<a href="{link(base + (f"{aid}.cbz",), False)}">cbz</a></li>')
         for name in (f"{aid}_ugoira.zip", f"{aid}.gif", f"{aid}.webp", "meta.json", "pixiv.url"):
             if name in listing:
                 downloads.append(f'<li><a href="{link(parts + (name,), False)}">{esc(name)}</a></li>')
