@@ -198,7 +198,7 @@ class Gallery:
             body += pages.folder_list([(n, link(parts + (n,), c.is_dir), c.is_dir) for n, c in entries])
         return self._page(start_response, title, body, tree, visitor, environ, parts)
 
-    def _remember(self, tree: Tree, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
+    def remember(self, tree: Tree, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
         """make(), kept until the index changes (a grid of 20,000 works is
         sorted once per generation, not once per page view)."""
         tree.refresh()
@@ -219,7 +219,7 @@ class Gallery:
         def make() -> list[tuple[tuple[str, ...], int]]:
             works = [(parts + (n,), c.artwork) for n, c in tree.list(parts) or [] if c.is_artwork_root]
             return self._ordered(works, visitor)
-        return self._remember(tree, ("folder", parts, visitor.order), make)
+        return self.remember(tree, ("folder", parts, visitor.order), make)
 
     def _ordered(self, works: list[tuple[tuple[str, ...], int]], visitor: Visitor) -> list[tuple[tuple[str, ...], int]]:
         key, newest_first = ORDERS.get(visitor.order, ORDERS["default"])
@@ -242,7 +242,7 @@ class Gallery:
         # a card's HTML is made once per generation and quality, in two halves around the end of
         # its link, where the search a work was found by goes (link encoding and escaping are most
         # of a grid's cost)
-        made = self._remember(tree, ("cards",), dict)
+        made = self.remember(tree, ("cards",), dict)
         if len(made) > 100_000:
             made.clear()
         found_by = esc("?" + urlencode(query)) if query else ""
@@ -276,7 +276,7 @@ class Gallery:
     def _home(self, tree: Tree, visitor: Visitor, environ: dict[str, Any], start_response: Respond) -> list[bytes]:
         status = self._status(tree)
         counts = []
-        sizes = self._remember(tree, ("counts",), lambda: {v: len(tree.list((v,)) or []) for v in tree.views()})
+        sizes = self.remember(tree, ("counts",), lambda: {v: len(tree.list((v,)) or []) for v in tree.views()})
         for view in tree.views():
             n = sizes[view]
             unit = {"by-date": "years", "by-artist": "artists", "by-tag": "tags", "changes": "months"}.get(view, "works")
@@ -304,7 +304,7 @@ class Gallery:
         """The works the visitor is stepping through, in the order shown."""
         q = visitor.query.get("q", "")
         if q:
-            return self._found(tree, q, visitor), {"q": q}
+            return self.found(tree, q, visitor.order), {"q": q}
         return self._folder_works(tree, parts[:-1], visitor), None
 
     def _artwork(self, tree: Tree, parts: tuple[str, ...], node: Any, visitor: Visitor, environ: dict[str, Any],
@@ -404,7 +404,7 @@ class Gallery:
         return self._page(start_response, title, body, tree, visitor, environ, parts)
 
     # -- search -----------------------------------------------------------------------------------
-    def _found(self, tree: Tree, q: str, visitor: Visitor) -> "_ByIdWorks":
+    def found(self, tree: Tree, q: str, order: str) -> "_ByIdWorks":
         """Search results this visitor may see (NSFW works only where the
         listing views would show them, AI-generated ones unless hidden), in
         the visitor's order."""
@@ -412,17 +412,17 @@ class Gallery:
             allowed = self.catalog.entries() if tree.policy == "enabled" else self.catalog.safe()
             hidden = self.catalog.ai() if tree.ai_policy == "hidden" else frozenset()
             ids = [aid for aid in self.search.find(q) if aid in allowed and aid not in hidden]
-            key, newest_first = ORDERS.get(visitor.order, ORDERS["default"])
+            key, newest_first = ORDERS.get(order, ORDERS["default"])
             return _ByIdWorks(self.catalog.sort(ids, key, newest_first))
         # kept for the generation: the next page and the artwork pages reached from a search ask again
-        return self._remember(tree, ("found", q, visitor.order), make)
+        return self.remember(tree, ("found", q, order), make)
 
     def _search(self, tree: Tree, visitor: Visitor, environ: dict[str, Any], start_response: Respond) -> list[bytes]:
         q = visitor.query.get("q", "").strip()[:200]
         if not q:
             body = "<h1>Search</h1><p>Search titles, tags (and their translations), artist names and captions.</p>"
         else:
-            found = self._found(tree, q, visitor)
+            found = self.found(tree, q, visitor.order)
             body = f"<h1>Search: {esc(q)}</h1>" + self._grid(tree, found, visitor, {"q": q}, ordered=True)
         return self._page(start_response, f"search {q}", body, tree, visitor, environ, query=q)
 

@@ -71,7 +71,7 @@ class Opds:
             return self._send(start_response, environ, OPENSEARCH, self._opensearch(environ))
         if rest == ("search",):
             q = query.get("q", "").strip()[:200]
-            works = self._newest_first(self.gallery._found(tree, q)) if q else []
+            works = self.gallery.found(tree, q, "default") if q else []
             body = self._acquisition(tree, rest, f"search: {q}", works, page, {"q": q})
             return self._send(start_response, environ, ACQUISITION, body)
         node = tree.get(rest)
@@ -79,7 +79,7 @@ class Opds:
             return self._send(start_response, environ, "text/plain; charset=utf-8",
                               b"no such catalog here\n", "404 Not Found")
         if tree.place(rest + ("-",)) == "artwork":
-            works = self.gallery._remember(tree, ("opds", rest), lambda: self._newest_first(
+            works = self.gallery.remember(tree, ("opds", rest), lambda: self._newest_first(
                 [(rest + (n,), c.artwork) for n, c in tree.list(rest) or [] if c.is_artwork_root]))
             title = VIEW_LABELS.get(rest[0], rest[0]) if len(rest) == 1 else rest[-1]
             return self._send(start_response, environ, ACQUISITION,
@@ -106,8 +106,8 @@ class Opds:
 
     # -- feeds ----------------------------------------------------------------------------------
     def _newest_first(self, works: list[Work]) -> list[Work]:
-        entries = self.gallery.catalog.entries()
-        return sorted(works, key=lambda w: entries[w[1]].seq if w[1] in entries else 0, reverse=True)
+        path_of = {aid: path for path, aid in works}
+        return [(path_of[aid], aid) for aid in self.gallery.catalog.sort(list(path_of), "seq", True)]
 
     def _feed(self, tree: Tree, rest: tuple[str, ...], title: str, kind: str, page: int, total: int,
               query: dict[str, str], entries: list[str]) -> bytes:
@@ -160,7 +160,7 @@ class Opds:
 
     def _acquisition(self, tree: Tree, rest: tuple[str, ...], title: str, works: list[Work], page: int,
                      query: dict[str, str]) -> bytes:
-        made = self.gallery._remember(tree, ("opds-entries",), dict)  # an entry's XML, once per generation
+        made = self.gallery.remember(tree, ("opds-entries",), dict)  # an entry's XML, once per generation
         if len(made) > 20_000:
             made.clear()
         entries = []
