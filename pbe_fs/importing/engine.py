@@ -1,0 +1,373 @@
+"""The import engine: check, number and commit what a source holds.
+
+For each work a source yields, in the source's order:
+
+1. **Place** its files in ``.pbe/incoming/<id>`` (a copy, a hard link, or a
+   download from the old app's server), and check each as a sync checks a
+   download: it decodes (zips open), its size, CRC-32 and SHA-256 are
+   recorded. A damaged file is kept and marked (``damaged`` in its file
+   entry): it may be the only copy, and the next ``sync --full`` fetches a
+   fresh one while pixiv still has the work. Placing runs on a few threads;
+   commits stay in order on the caller's.
+2. **Commit** it through the sync's own commit path (``commit.commit_work``)
+   with the next ingress number, a history starting with ``imported``, and
+   the source's own metadata beside ``pixiv.json`` when it had to be
+   converted. Only then, with ``--move``, are its source files removed.
+
+Works already archived are skipped, or completed with the files they lack.
+The archive lock is held throughout; a kill at any moment leaves nothing
+half-visible, and the same command again finishes the job (a work published
+but not yet indexed is adopted from its record).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import threading
+import urllib.error
+import urllib.request
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ..archive import RECORD_FORMAT, Archive, DamagedFile, Digest, StoredFile, digest_file, dumps, probe
+from ..commit import commit_work, index_work
+from ..config import Config
+from ..errors import PbeError, RecordError, disk_full
+from ..index import Index
+from ..ledger import Ledger
+from ..progress import Progress
+from ..recovery import open_index
+from .found import FoundFile, FoundWork
+from .mark import walk_mark
+
+log = logging.getLogger("pbe_fs.import")
+
+MODES = ("copy", "link", "move")
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+@dataclass
+class ImportResult:
+    imported: int = 0
+    skipped: int = 0  # already archived (nothing to add), or kept out
+    completed: int = 0  # already archived, given files it lacked
+    kept_out: int = 0
+    damaged: int = 0  # files that do not decode
+    partial: int = 0  # works whose record is incomplete
+    files: int = 0
+    bytes: int = 0
+    failed: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        line = (f"{self.imported} imported, {self.skipped} skipped, {self.damaged} damaged, {self.partial} partial"
+                f" ({self.files} files, {self.bytes} bytes)")
+        if self.completed:
+            line += f"; {self.completed} archived works completed"
+        if self.kept_out:
+            line += f"; {self.kept_out} kept out (--include-kept-out imports them)"
+        if self.failed:
+            line += f"; {len(self.failed)} failed"
+        return line
+
+
+@dataclass
+class _Placed:
+    """A work's files, placed and checked in its incoming folder."""
+
+    work: FoundWork
+    folder: Path
+    stored: list[StoredFile] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)  # what --move removes once committed
+    damaged: list[str] = field(default_factory=list)
+    error: str = ""
+
+
+class Importer:
+    """One import run of one source into the configured archive."""
+
+    def __init__(self, config: Config, source: str, root: Path, works: Callable[[], Iterator[FoundWork]], *,
+                 mode: str = "copy", include_kept_out: bool = False, progress: Progress | None = None,
+                 threads: int = 4) -> None:
+        self.config = config
+        self.source = source  # old-app | gallery-dl
+        self.root = root
+        self.works = works
+        self.mode = mode
+        self.include_kept_out = include_kept_out
+        self.archive = Archive.open(config)
+        self.progress = progress or Progress(enabled=False, desc="import")
+        self.result = ImportResult()
+        self.threads = threads
+        self.index: Index | None = None
+        self._cross_device = False
+        self._lock = threading.Lock()
+
+    # -- what would happen ------------------------------------------------------------
+    def plan(self) -> dict[str, list[int]]:
+        """Which works would be imported, completed or skipped: reads, never writes."""
+        plan: dict[str, list[int]] = {"import": [], "complete": [], "skip": [], "kept out": []}
+        for work in self.works():
+            plan[self._classify(work)[0]].append(work.id)
+        return plan
+
+    def _classify(self, work: FoundWork) -> tuple[str, dict[str, Any] | None]:
+        """("import" | "complete" | "skip" | "kept out", the work's record or tombstone)."""
+        if self.archive.has_artwork(work.id):
+            try:
+                record, _ = self.archive.read_artwork(work.id)
+            except RecordError:
+                return "skip", None  # its own problem, for doctor; never overwritten by an import
+            have = {f["path"] for f in record["files"]}
+            return ("complete" if any(f.path not in have for f in work.files) else "skip"), record
+        tombstone = self.archive.read_side("deleted", work.id)
+        if tombstone.get("keep_out") and not self.include_kept_out:
+            return "kept out", tombstone
+        return "import", tombstone or None
+
+    # -- the run ---------------------------------------------------------------------
+    def run(self) -> ImportResult:
+        self.archive.store.check()
+        self.archive.ensure()
+        with self.archive.lock():
+            self.index = open_index(self.archive, locked=True)
+            ledger = Ledger(self.archive.store)
+            try:
+                self._run(ledger)
+            except OSError as exc:
+                full = disk_full(exc, self.archive.root)
+                if full is None:
+                    raise
+                raise full from None
+            finally:
+                ledger.close()
+                self.progress.close()
+                self.index.close()
+                self.archive.empty_trash()
+        return self.result
+
+    def _run(self, ledger: Ledger) -> None:
+        works = sorted(self.works(), key=lambda w: w.order)
+        self.progress.add_works(len(works))
+        todo: list[tuple[FoundWork, str, dict[str, Any] | None]] = []
+        for work in works:
+            self._adopt(work.id)
+            kind, known = self._classify(work)
+            if kind in ("skip", "kept out"):
+                self.result.skipped += 1
+                self.result.kept_out += kind == "kept out"
+                self.progress.work_done()
+                continue
+            todo.append((work, kind, known))
+        if not todo:
+            return
+        # From the first commit on, the next sync must look at every bookmark.
+        walk_mark(self.archive).touch()
+        with ThreadPoolExecutor(self.threads, thread_name_prefix="import") as pool:
+            window: deque[tuple[Future[_Placed], str, dict[str, Any] | None]] = deque()
+            pending = iter(todo)
+            while True:
+                while len(window) < self.threads * 2:
+                    item = next(pending, None)
+                    if item is None:
+                        break
+                    work, kind, known = item
+                    window.append((pool.submit(self._place, work, kind, known), kind, known))
+                if not window:
+                    break
+                future, kind, known = window.popleft()
+                placed = future.result()
+                if placed.error:
+                    self.result.failed.append(f"{placed.work.id}: {placed.error}")
+                    log.error("%d: %s", placed.work.id, placed.error)
+                    self.archive.discard(placed.folder)
+                elif kind == "complete":
+                    self._complete(placed, ledger)
+                else:
+                    self._commit(placed, known, ledger)
+                if not placed.error and self.mode == "move":
+                    _remove_sources(placed.sources)
+                self.progress.work_done()
+
+    def _adopt(self, aid: int) -> None:
+        """A work a killed import published but did not index: index it from
+        its record, so it keeps the number it was given."""
+        assert self.index is not None
+        if self.index.artwork(aid) is None and self.archive.has_artwork(aid):
+            try:
+                record, raw = self.archive.read_artwork(aid)
+            except RecordError:
+                return
+            index_work(self.index, record, raw)
+            log.info("%d was in the archive but not in the index: indexed it from its record", aid)
+
+    # -- step 1: place and check (threads) ---------------------------------------------
+    def _place(self, work: FoundWork, kind: str, known: dict[str, Any] | None) -> _Placed:
+        folder = self.archive.incoming_dir(work.id)
+        placed = _Placed(work, folder)
+        try:
+            self.archive.discard(folder)  # what a killed run left: placed again, never trusted
+            folder.mkdir(parents=True)
+            have = {f["path"] for f in known["files"]} if kind == "complete" and known else set()
+            for found in work.files:
+                if found.path in have:
+                    continue
+                stored = self._place_file(work.id, found, folder / found.path)
+                if stored is None:
+                    continue
+                if kind == "complete" and "damaged" in stored.to_json():
+                    continue
+                placed.stored.append(stored)
+                placed.sources.append(found.source)
+        except OSError as exc:
+            full = disk_full(exc, self.archive.root)
+            if full is not None:
+                raise full from None
+            placed.error = f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
+        except PbeError as exc:
+            placed.error = str(exc)
+        return placed
+
+    def _place_file(self, aid: int, found: FoundFile, dest: Path) -> StoredFile | None:
+        """Put one source file at ``dest`` and check it; None when the source
+        turns out not to have it (the old app's server answers 404)."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if found.source.startswith(("http://", "https://")):
+            if not _download(found.source, dest):
+                return None
+        else:
+            self._put(Path(found.source), dest)
+        digest = digest_file(dest)
+        with self._lock:
+            self.result.files += 1
+            self.result.bytes += digest.size
+        self.progress.file_done(digest.size)
+        if found.kind == "media":
+            return _stored(found, digest, (0, 0, Path(found.path).suffix.lstrip(".").upper(), ""))
+        try:
+            return _stored(found, digest, probe(dest, found.kind))
+        except DamagedFile as exc:
+            log.warning("%d: %s is damaged (%s); kept, and marked so", aid, found.source, exc)
+            return _Damaged(_stored(found, digest, (0, 0, "", "")), str(exc))
+
+    def _put(self, src: Path, dest: Path) -> None:
+        if self.mode in ("link", "move") and not self._cross_device:
+            try:
+                os.link(src, dest)
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+                    raise
+                with self._lock:
+                    if not self._cross_device:
+                        self._cross_device = True
+                        log.warning("%s and the archive cannot share files (%s): copying instead", self.root,
+                                    exc.strerror)
+        shutil.copyfile(src, dest)
+
+    # -- step 2: commit (in order) -------------------------------------------------------
+    def _commit(self, placed: _Placed, tombstone: dict[str, Any] | None, ledger: Ledger) -> None:
+        work, at = placed.work, now()
+        if not placed.stored:
+            self.result.failed.append(f"{work.id}: no file of it found")
+            log.error("%d: none of its files is in %s: not imported", work.id, self.root)
+            self.archive.discard(placed.folder)
+            return
+        files = [f.to_json() for f in placed.stored]
+        damaged = [f["path"] for f in files if f.get("damaged")]
+        partial = list(work.partial)
+        if any(f.role == "imported_media" for f in placed.stored):
+            partial.append("animation imported as converted media, without its frames")
+        history = list((tombstone or {}).get("history") or [])
+        history.append({"at": at, "event": "imported", "source": self.source, "from": str(self.root)})
+        record: dict[str, Any] = {
+            "format": RECORD_FORMAT, "id": work.id,
+            "seq": tombstone["seq"] if tombstone and isinstance(tombstone.get("seq"), int) else self._next_seq(),
+            "restrict": work.restrict, "bookmarked": work.bookmarked, "archived_at": at, "gone": None,
+            "ugoira": work.ugoira, "files": sorted(files, key=lambda f: f["path"]), "history": history,
+        }
+        if partial:
+            record["partial"] = partial
+        if work.original is not None:
+            (placed.folder / f"import.{self.source}.json").write_bytes(dumps(work.original))
+        assert self.index is not None
+        commit_work(self.archive, self.index, ledger, placed.folder, record, work.raw)
+        self.result.imported += 1
+        self.result.damaged += len(damaged)
+        self.result.partial += bool(partial)
+        log.debug("imported %d as %d (%d files)", work.id, record["seq"], len(files))
+
+    def _next_seq(self) -> int:
+        """The next ingress number. Not reserved: the commit's index write
+        moves it on, and a kill before that leaves it for the next run."""
+        assert self.index is not None
+        return int(self.index.db.execute("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()[0])
+
+    def _complete(self, placed: _Placed, ledger: Ledger) -> None:
+        """Add to an archived work the files the import has and it lacks."""
+        aid = placed.work.id
+        if not placed.stored:
+            self.result.skipped += 1
+            self.archive.discard(placed.folder)
+            return
+        record, raw = self.archive.read_artwork(aid)
+        for stored in placed.stored:
+            self.archive.put_file(aid, placed.folder / stored.path, stored)
+        self.archive.discard(placed.folder)
+        by_path = {f["path"]: f for f in record["files"]}
+        by_path.update({f.path: f.to_json() for f in placed.stored})
+        record["files"] = [by_path[p] for p in sorted(by_path)]
+        record["history"].append({"at": now(), "event": "imported", "source": self.source, "from": str(self.root),
+                                  "files": sorted(f.path for f in placed.stored)})
+        self.archive.update_record(aid, record)
+        assert self.index is not None
+        index_work(self.index, record, raw)
+        self.result.completed += 1
+        log.info("%d was archived already: added %d files from %s", aid, len(placed.stored), self.root)
+
+
+class _Damaged(StoredFile):
+    """A file that does not decode, recorded as found with why."""
+
+    def __init__(self, found: StoredFile, why: str) -> None:
+        super().__init__(**found.__dict__)
+        self.damaged = why
+
+    def to_json(self) -> dict[str, Any]:
+        return {**super().to_json(), "damaged": self.damaged}
+
+
+def _stored(found: FoundFile, digest: Digest, image: tuple[int, int, str, str]) -> StoredFile:
+    return StoredFile(found.path, found.role, found.page, digest.size, digest.crc32, digest.sha256, *image, url=found.url)
+
+
+def _download(url: str, dest: Path) -> bool:
+    """GET one file of the old app's server; False when it has none (404)."""
+    try:
+        with urllib.request.urlopen(url, timeout=60) as answer, open(dest, "wb") as out:
+            shutil.copyfileobj(answer, out, 1 << 20)
+    except urllib.error.HTTPError as exc:
+        dest.unlink(missing_ok=True)
+        if exc.code == 404:
+            return False
+        raise PbeError(f"{url}: HTTP {exc.code}") from None
+    except (urllib.error.URLError, TimeoutError) as exc:
+        dest.unlink(missing_ok=True)
+        raise PbeError(f"{url}: {getattr(exc, 'reason', exc)}") from None
+    return True
+
+
+def _remove_sources(sources: list[str]) -> None:
+    for source in sources:
+        if not source.startswith(("http://", "https://")):
+            Path(source).unlink(missing_ok=True)

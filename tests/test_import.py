@@ -1,0 +1,151 @@
+"""`pbe-fs import`: an old app's folder and a gallery-dl folder become
+ordinary works, byte-exact, numbered, with history; the next sync downloads
+none of what was imported and shows what pixiv has since lost in gone/."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import ROOT, pbe, write_config
+from tests.fakepixiv import FakePixiv, Work
+from tests.fakepixiv.data import default_works
+
+GONE = 93012345  # deleted on pixiv after the old app saved it
+DAMAGED_LIVE = 93012348  # its original is truncated in the old app's folder; pixiv still has it
+DAMAGED_GONE = 93012345  # its large image is garbled too: the only copy, kept and marked
+MISSING = (93012350, 3)  # manga: page 3's original never made it to the old app's folder
+QUALITIES = ("original", "large", "medium", "square_medium")
+
+
+def old_app_folder(fake: FakePixiv, folder: Path, ids: list[int] | None = None) -> dict[str, bytes]:
+    """The old app's folder as it left it: artworks.json (oldest bookmark
+    first; no ugoira, no private works) and data/<id>/<id>_p<N>_<quality>.<ext>.
+    Returns every image file's bytes by path relative to data/."""
+    if ids is None:
+        ids = [wid for _, wid in fake.bookmarks["public"] if fake.works[wid].type != "ugoira"]
+    artworks, files = {}, {}
+    for wid in ids:
+        raw = fake.work_json(wid)
+        artworks[str(wid)] = raw
+        for page in range(fake.works[wid].pages):
+            for quality, url in fake.works[wid].urls(fake.url, page).items():
+                name = f"{wid}/{wid}_p{page}_{quality}.{url.rsplit('.', 1)[-1]}"
+                files[name] = fake.file_bytes(url)
+    if MISSING[0] in ids:
+        files.pop(f"{MISSING[0]}/{MISSING[0]}_p{MISSING[1]}_original.jpg")
+    if DAMAGED_LIVE in ids:
+        name = f"{DAMAGED_LIVE}/{DAMAGED_LIVE}_p0_original.png"
+        files[name] = files[name][: len(files[name]) // 2]
+    if DAMAGED_GONE in ids:
+        name = f"{DAMAGED_GONE}/{DAMAGED_GONE}_p0_large.jpg"
+        files[name] = files[name][:20] + bytes(200) + files[name][220:]
+    (folder / "data").mkdir(parents=True)
+    for name, data in files.items():
+        (folder / "data" / name).parent.mkdir(exist_ok=True)
+        (folder / "data" / name).write_bytes(data)
+    (folder / "artworks.json").write_text(json.dumps(artworks, ensure_ascii=False))
+    (folder / "config.json").write_text(json.dumps({"filesystem": "local", "filesystem_options": {"path": "./data"}}))
+    return files
+
+
+def tree_digest(folder: Path) -> dict[str, tuple[str, int]]:
+    """Every file below ``folder``: SHA-256 and mtime, to prove nothing there changed."""
+    return {str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def record(data: Path, wid: int) -> dict:
+    return json.loads((data / f"artworks/{wid}/pbe.json").read_text())
+
+
+def summary(proc: subprocess.CompletedProcess[str]) -> str:
+    return next(line for line in proc.stderr.splitlines() if "import done" in line)
+
+
+def archived_source_files(data: Path, wid: int, source: dict[str, bytes]) -> None:
+    """Each of the work's files in the archive is its source file, byte for byte."""
+    rec = record(data, wid)
+    for f in rec["files"]:
+        quality = f["role"]
+        ext = f["path"].rsplit(".", 1)[-1]
+        got = (data / f"artworks/{wid}" / f["path"]).read_bytes()
+        assert got == source[f"{wid}/{wid}_p{f['page']}_{quality}.{ext}"], (wid, f["path"])
+        assert len(got) == f["size"] and hashlib.sha256(got).hexdigest() == f["sha256"]
+
+
+def test_old_app_import_then_sync(fake: FakePixiv, tmp_path: Path) -> None:
+    old = tmp_path / "old"
+    source = old_app_folder(fake, old)
+    raws = json.loads((old / "artworks.json").read_text())
+    order = [int(k) for k in raws]
+    before = tree_digest(old)
+    config = write_config(tmp_path, fake)
+    data = tmp_path / "data"
+    fake.works[GONE].state = "deleted"
+
+    dry = pbe(config, "import", "old-app", str(old), "--dry-run", check=True)
+    assert f"{len(order)} would be imported" in dry.stderr and not (data / "artworks").exists()
+
+    proc = pbe(config, "import", "old-app", str(old), "--no-progress", check=True)
+    assert f"{len(order)} imported, 0 skipped, 2 damaged, 0 partial" in summary(proc)
+    assert "sync" in proc.stderr and "every bookmark" in proc.stderr
+    assert tree_digest(old) == before  # nothing at the source changed
+    for n, wid in enumerate(order, 1):
+        rec = record(data, wid)
+        assert rec["seq"] == n, wid  # the old app's order
+        assert rec["history"][0]["event"] == "imported" and rec["history"][0]["source"] == "old-app"
+        assert json.loads((data / f"artworks/{wid}/pixiv.json").read_text()) == raws[str(wid)]  # as found
+        archived_source_files(data, wid, source)
+    damaged = {(wid, f["path"]) for wid in order for f in record(data, wid)["files"] if f.get("damaged")}
+    assert damaged == {(DAMAGED_LIVE, f"{DAMAGED_LIVE}_p0.png"), (GONE, f"large/{GONE}_p0_master1200.jpg")}
+    assert f"{MISSING[0]}_p{MISSING[1]}.jpg" not in {f["path"] for f in record(data, MISSING[0])["files"]}
+    # Ordinary works at once: every view, and the index a reindex builds agrees.
+    status = json.loads(pbe(config, "status", "--json", check=True).stdout)
+    assert status["artworks"] == len(order), status
+
+    again = pbe(config, "import", "old-app", str(old), "--no-progress", check=True)
+    assert f"0 imported, {len(order)} skipped" in summary(again)
+
+    fake.reset_counts()
+    pbe(config, "sync", "--no-progress", check=True)  # not --full: the import's mark makes it walk everything
+    fetched = set(fake.paths)
+    for wid in order:
+        rec = record(data, wid)
+        urls = {f["url"] for f in rec["files"]}
+        wanted = set()
+        if wid == DAMAGED_LIVE:
+            wanted = {fake.works[wid].urls(fake.url, 0)["original"]}
+        if wid == MISSING[0]:
+            wanted = {fake.works[wid].urls(fake.url, MISSING[1])["original"]}
+        got = {u for u in urls if u.removeprefix(fake.url) in fetched}
+        assert got == {u for u in wanted}, (wid, got)
+        if wid != GONE:  # pixiv's copy now, complete and checked
+            assert not any(f.get("damaged") for f in rec["files"])
+            for f in rec["files"]:
+                assert (data / f"artworks/{wid}" / f["path"]).read_bytes() == fake.file_bytes(f["url"])
+    gone = record(data, GONE)
+    assert gone["gone"] and any(f.get("damaged") for f in gone["files"])  # the only copy, kept as it was
+    assert {f["path"] for f in gone["files"]} == {f"{GONE}_p0.jpg", f"large/{GONE}_p0_master1200.jpg",
+                                                   f"medium/{GONE}_p0_master1200.jpg",
+                                                   f"square_medium/{GONE}_p0_square1200.jpg"}
+    # what the old app skipped (ugoira, private bookmarks) was fetched
+    skipped = {wid for _, wid in fake.bookmarks["private"]} | {w for w, _ in [(93012346, 0), (93012347, 0)]}
+    assert all((data / f"artworks/{wid}/pbe.json").exists() for wid in skipped)
+    assert not (data / ".pbe/walk-after-import").exists()
+    fake.reset_counts()
+    pbe(config, "sync", "--no-progress", check=True)
+    assert fake.calls["bookmarks"] == 2  # incremental again: one page of each list
+    db = sqlite3.connect(data / ".pbe/index.sqlite3")
+    assert [r[0] for r in db.execute("SELECT mode FROM sync_runs ORDER BY id")] == ["full", "incremental"]
+    db.close()
+    listing = pbe(config, "status", "--json", check=True)
+    assert json.loads(listing.stdout)["gone"], listing.stdout
