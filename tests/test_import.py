@@ -149,3 +149,42 @@ def test_old_app_import_then_sync(fake: FakePixiv, tmp_path: Path) -> None:
     db.close()
     listing = pbe(config, "status", "--json", check=True)
     assert json.loads(listing.stdout)["gone"], listing.stdout
+
+
+def test_kill_nine_then_the_same_command_finishes_byte_exact(tmp_path: Path) -> None:
+    works = default_works() + [(Work(95000000 + n, f"many {n}", (7000 + n % 9, f"a{n % 9}", f"a{n % 9}")), "public")
+                               for n in range(300)]
+    with FakePixiv(works) as fake:
+        old = tmp_path / "old"
+        source = old_app_folder(fake, old)
+        order = [int(k) for k in json.loads((old / "artworks.json").read_text())]
+        config = write_config(tmp_path, fake)
+        data = tmp_path / "data"
+        cmd = [sys.executable, "-m", "pbe_fs.cli", "-c", str(config), "import", "old-app", str(old), "--no-progress"]
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        rng = random.Random(15)
+        kills = 0
+        for attempt in range(12):
+            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(0.4 + rng.random() * 1.2)
+            if proc.poll() is not None:
+                break
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            kills += 1
+            # nothing half-visible: every folder under artworks/ is a whole work
+            for folder in (data / "artworks").iterdir() if (data / "artworks").exists() else []:
+                rec = json.loads((folder / "pbe.json").read_text())
+                assert {f["path"] for f in rec["files"]} <= {str(p.relative_to(folder)) for p in folder.rglob("*")}
+        assert kills >= 2, "the import finished before it could be interrupted: slow it down"
+        pbe(config, "import", "old-app", str(old), "--no-progress", check=True)
+        again = pbe(config, "import", "old-app", str(old), "--no-progress", check=True)
+        assert f"0 imported, {len(order)} skipped" in summary(again)  # a second run imports nothing
+        seqs = [record(data, wid)["seq"] for wid in order]
+        assert seqs == list(range(1, len(order) + 1))  # every number once, in the old app's order, no gaps
+        for wid in order:
+            archived_source_files(data, wid, source)
+        assert not any((data / ".pbe/incoming").iterdir())
+        db = sqlite3.connect(data / ".pbe/index.sqlite3")
+        assert db.execute("SELECT count(*) FROM artworks").fetchone()[0] == len(order)
+        db.close()
