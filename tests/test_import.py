@@ -188,3 +188,89 @@ def test_kill_nine_then_the_same_command_finishes_byte_exact(tmp_path: Path) -> 
         db = sqlite3.connect(data / ".pbe/index.sqlite3")
         assert db.execute("SELECT count(*) FROM artworks").fetchone()[0] == len(order)
         db.close()
+
+
+def gallery_dl(fake: FakePixiv, base: Path, *args: str) -> Path:
+    """Download the stand-in's public bookmarks with the real gallery-dl
+    (tests/gallerydl_run.py points it at the stand-in); return its folder."""
+    config = base.parent / f"{base.name}.gallery-dl.json"
+    config.write_text(json.dumps({"extractor": {"base-directory": str(base), "pixiv": {"refresh-token": "good-refresh"}},
+                                  "cache": {"file": None}}))
+    proc = subprocess.run([sys.executable, "-m", "tests.gallerydl_run", fake.url, "--config-ignore", "-c", str(config),
+                           *args, f"https://www.pixiv.net/en/users/{fake.user_id}/bookmarks/artworks"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return base / "pixiv" / "bookmarks" / f"{fake.user_id} me_acct"
+
+
+def downloaded(folder: Path) -> dict[int, dict[str, bytes]]:
+    """gallery-dl's files by work id and name (sidecars left out)."""
+    works: dict[int, dict[str, bytes]] = {}
+    for p in folder.rglob("*_p*"):
+        if p.is_file() and not p.name.endswith(".json"):
+            works.setdefault(int(p.name.split("_")[0]), {})[p.name] = p.read_bytes()
+    return works
+
+
+def test_gallery_dl_with_sidecars(fake: FakePixiv, tmp_path: Path) -> None:
+    folder = gallery_dl(fake, tmp_path / "gdl", "--write-metadata")
+    files = downloaded(folder)
+    before = tree_digest(tmp_path / "gdl")
+    fake.works[GONE].state = "deleted"
+    config = write_config(tmp_path, fake)
+    data = tmp_path / "data"
+    proc = pbe(config, "import", "gallery-dl", str(tmp_path / "gdl"), "--no-progress", check=True)
+    assert f"{len(files)} imported, 0 skipped, 0 damaged, 0 partial" in summary(proc)
+    assert tree_digest(tmp_path / "gdl") == before
+    by_date = sorted(files, key=lambda wid: (fake.works[wid].created, wid))
+    assert [record(data, wid)["seq"] for wid in by_date] == list(range(1, len(files) + 1))
+    for wid, names in files.items():
+        rec = record(data, wid)
+        raw = json.loads((data / f"artworks/{wid}/pixiv.json").read_text())
+        assert raw["tags"] and all(isinstance(t, dict) and t["name"] for t in raw["tags"])  # pixiv's shape
+        assert raw["title"] == fake.works[wid].title and raw["user"]["id"] == fake.works[wid].artist[0]
+        kept = json.loads((data / f"artworks/{wid}/import.gallery-dl.json").read_text())
+        assert set(kept["sidecars"]) == set(names)  # gallery-dl's own metadata, kept as found
+        assert rec["history"][0]["source"] == "gallery-dl"
+        got = {Path(f["path"]).name: (data / f"artworks/{wid}" / f["path"]).read_bytes() for f in rec["files"]}
+        if fake.works[wid].type == "ugoira":
+            assert rec["ugoira"]["frames"] and [f["role"] for f in rec["files"]] == ["ugoira_zip"]
+            assert list(got.values()) == list(names.values())
+        else:
+            assert got == names  # byte-exact, under pixiv's own names
+    fake.reset_counts()
+    pbe(config, "sync", "--no-progress", check=True)
+    originals = {fake.works[wid].urls(fake.url, p)["original"].removeprefix(fake.url)
+                 for wid in files for p in range(fake.works[wid].pages)}
+    assert not originals & set(fake.paths)  # nothing imported was downloaded again
+    assert record(data, GONE)["gone"] and record(data, GONE)["files"][0]["path"] == f"{GONE}_p0.jpg"
+    live = [wid for wid in files if wid != GONE]
+    assert all(not record(data, wid).get("gone") for wid in live)
+
+
+def test_gallery_dl_without_sidecars(fake: FakePixiv, tmp_path: Path) -> None:
+    folder = gallery_dl(fake, tmp_path / "gdl")
+    files = downloaded(folder)
+    # users move things around: an artist's folder in gallery-dl's per-artist layout
+    artist = tmp_path / "gdl" / "pixiv" / "11223 artist_acct"
+    artist.mkdir(parents=True)
+    (folder / f"{GONE}_p0.jpg").rename(artist / f"{GONE}_p0.jpg")
+    fake.works[GONE].state = "deleted"
+    config = write_config(tmp_path, fake)
+    data = tmp_path / "data"
+    proc = pbe(config, "import", "gallery-dl", str(tmp_path / "gdl" / "pixiv"), "--no-progress", check=True)
+    ugoira = [wid for wid in files if fake.works[wid].type == "ugoira"]
+    assert f"{len(files)} imported, 0 skipped, 0 damaged, {1 + len(ugoira)} partial" in summary(proc)
+    gone = record(data, GONE)
+    assert gone["partial"] and json.loads((data / f"artworks/{GONE}/pixiv.json").read_text())["user"]["id"] == 11223
+    assert (data / f"artworks/{GONE}/{GONE}_p0.jpg").read_bytes() == files[GONE][f"{GONE}_p0.jpg"]
+    for wid in files:
+        if wid != GONE:  # pixiv still has it: its metadata came from pixiv, whole
+            assert json.loads((data / f"artworks/{wid}/pixiv.json").read_text()) == fake.work_json(wid)
+            assert ("partial" in record(data, wid)) == (wid in ugoira)
+    fake.reset_counts()
+    pbe(config, "sync", "--no-progress", check=True)
+    originals = {fake.works[wid].urls(fake.url, p)["original"].removeprefix(fake.url)
+                 for wid in files if wid not in ugoira for p in range(fake.works[wid].pages)}
+    assert not originals & set(fake.paths)
+    assert record(data, GONE)["gone"]

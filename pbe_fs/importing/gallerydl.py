@@ -7,9 +7,9 @@ users often rename, so every file below the given folder is looked at. Its
 gallery-dl's own shape: they are converted to pixiv's, and kept as
 ``import.gallery-dl.json``. Without them the metadata comes from pixiv when
 it still has the work, else from the names (id, page; the artist from a
-``<user id> <account>`` folder), and the record is marked partial. A
-download archive (an SQLite file with gallery-dl's ``archive`` table) gives
-the order the works came in.
+``<user id> <account>`` folder), and the record is marked partial. Works are
+numbered by creation date: gallery-dl walks bookmarks newest first and its
+download archive keeps no bookmark dates, so neither says the bookmark order.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import re
-import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -46,12 +45,11 @@ def scan(root: Path, client: Callable[[], Any] | None = None) -> Iterator[FoundW
             m = _NAME.match(name)
             if m:
                 groups.setdefault(int(m.group(1)), []).append((Path(folder) / name, int(m.group(2)), m.group(3).lower()))
-    order = _archive_order(root)
     pixiv = _Pixiv(client)
     for aid in sorted(groups):
         work = _work(aid, groups[aid], pixiv)
         if work is not None:
-            work.order = (0, order[aid]) if aid in order else (1, illust.fields(work.raw)["create_date"] or "~", aid)
+            work.order = (illust.fields(work.raw)["create_date"] or "~", aid)
             yield work
 
 
@@ -131,29 +129,6 @@ def from_names(aid: int, files: list[tuple[Path, int, str]]) -> dict[str, Any]:
     pages = max(page for _, page, _ in files) + 1
     return {"id": aid, "title": "", "type": "illust", "caption": "", "user": user, "tags": [], "create_date": "",
             "page_count": pages, "image_urls": {}, "meta_single_page": {}, "meta_pages": []}
-
-
-def _archive_order(root: Path) -> dict[int, int]:
-    """Work id -> position in gallery-dl's download archive, when one is found
-    below ``root`` (an SQLite file with an ``archive`` table)."""
-    order: dict[int, int] = {}
-    for folder, _, names in os.walk(root):
-        for name in names:
-            if not name.endswith((".sqlite3", ".sqlite", ".db")):
-                continue
-            try:
-                db = sqlite3.connect(f"file:{os.path.join(folder, name)}?mode=ro", uri=True)
-                try:
-                    rows = db.execute("SELECT entry FROM archive ORDER BY rowid").fetchall()
-                finally:
-                    db.close()
-            except sqlite3.DatabaseError:
-                continue
-            for (entry,) in rows:
-                m = re.match(r"pixiv(?:f_\d+_)?(\d+)", str(entry))
-                if m:
-                    order.setdefault(int(m.group(1)), len(order))
-    return order
 
 
 class _Pixiv:
