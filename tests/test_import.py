@@ -274,3 +274,31 @@ def test_gallery_dl_without_sidecars(fake: FakePixiv, tmp_path: Path) -> None:
                  for wid in files if wid not in ugoira for p in range(fake.works[wid].pages)}
     assert not originals & set(fake.paths)
     assert record(data, GONE)["gone"]
+
+
+def test_link_move_and_kept_out(fake: FakePixiv, tmp_path: Path) -> None:
+    ids = [93012348, 93012349, 93012350, 93012353]
+    config = write_config(tmp_path, fake)
+    data = tmp_path / "data"
+    pbe(config, "sync", "--no-progress", check=True)
+    seqs = {wid: record(data, wid)["seq"] for wid in ids}
+    pbe(config, "delete", "--keep-out", "93012353", check=True)  # the user wants this one out
+    for wid in ids[:3]:
+        pbe(config, "delete", str(wid), check=True)
+    old = tmp_path / "old"
+    old_app_folder(fake, old, ids)
+    linked = pbe(config, "import", "old-app", str(old), "--link", "--no-progress", check=True)
+    assert "3 imported, 1 skipped" in summary(linked) and "1 kept out" in summary(linked)
+    assert not (data / "artworks/93012353").exists()
+    f = record(data, 93012349)["files"][0]
+    src = old / "data" / "93012349" / "93012349_p0_original.gif"
+    assert os.stat(data / "artworks/93012349" / f["path"]).st_ino == os.stat(src).st_ino  # one file, two names
+    assert {wid: record(data, wid)["seq"] for wid in ids[:3]} == {wid: seqs[wid] for wid in ids[:3]}  # numbers kept
+    moved_from = tmp_path / "old2"
+    old_app_folder(fake, moved_from, [93012353])
+    moved = pbe(config, "import", "old-app", str(moved_from), "--move", "--include-kept-out", "--no-progress", check=True)
+    assert "1 imported" in summary(moved)
+    assert not list((moved_from / "data").rglob("*.jpg"))  # moved, now that the work is committed
+    rec = record(data, 93012353)
+    assert [h["event"] for h in rec["history"]][-1] == "imported" and "kept_out" in [h["event"] for h in rec["history"]]
+    assert rec["seq"] == seqs[93012353]
