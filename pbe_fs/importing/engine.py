@@ -27,6 +27,7 @@ import logging
 import os
 import shutil
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections import deque
@@ -38,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from ..archive import RECORD_FORMAT, Archive, DamagedFile, Digest, StoredFile, digest_file, dumps, probe
-from ..commit import commit_work, index_work
+from ..commit import commit_works, index_work
 from ..config import Config
 from ..errors import PbeError, RecordError, disk_full
 from ..index import Index
@@ -51,6 +52,9 @@ from .mark import walk_mark
 log = logging.getLogger("pbe_fs.import")
 
 MODES = ("copy", "link", "move")
+# Works committed together (one flush to disk, one index transaction): a
+# batch is shown at most this many works or seconds after its first is ready.
+BATCH, BATCH_SECONDS = 200, 1.0
 
 
 def now() -> str:
@@ -112,6 +116,9 @@ class Importer:
         self.index: Index | None = None
         self._cross_device = False
         self._lock = threading.Lock()
+        self._batch: list[tuple[_Placed, dict[str, Any]]] = []
+        self._batch_started = 0.0
+        self._seq: int | None = None  # the next ingress number, read once the last killed run's works are adopted
 
     # -- what would happen ------------------------------------------------------------
     def plan(self) -> dict[str, list[int]]:
@@ -193,11 +200,14 @@ class Importer:
                     self.archive.discard(placed.folder)
                 elif kind == "complete":
                     self._complete(placed, ledger)
+                    if self.mode == "move":
+                        _remove_sources(placed.sources)
                 else:
-                    self._commit(placed, known, ledger)
-                if not placed.error and self.mode == "move":
-                    _remove_sources(placed.sources)
+                    self._commit(placed, known)
+                if len(self._batch) >= BATCH or (self._batch and time.monotonic() - self._batch_started > BATCH_SECONDS):
+                    self._flush(ledger)
                 self.progress.work_done()
+            self._flush(ledger)
 
     def _adopt(self, aid: int) -> None:
         """A work a killed import published but did not index: index it from
@@ -219,6 +229,8 @@ class Importer:
             self.archive.discard(folder)  # what a killed run left: placed again, never trusted
             folder.mkdir(parents=True)
             have = {f["path"] for f in known["files"]} if kind == "complete" and known else set()
+            for sub in sorted({f.path.rpartition("/")[0] for f in work.files} - {""}):
+                (folder / sub).mkdir(parents=True, exist_ok=True)
             for found in work.files:
                 if found.path in have:
                     continue
@@ -241,7 +253,6 @@ class Importer:
     def _place_file(self, aid: int, found: FoundFile, dest: Path) -> StoredFile | None:
         """Put one source file at ``dest`` and check it; None when the source
         turns out not to have it (the old app's server answers 404)."""
-        dest.parent.mkdir(parents=True, exist_ok=True)
         if found.source.startswith(("http://", "https://")):
             if not _download(found.source, dest):
                 return None
@@ -276,7 +287,8 @@ class Importer:
         shutil.copyfile(src, dest)
 
     # -- step 2: commit (in order) -------------------------------------------------------
-    def _commit(self, placed: _Placed, tombstone: dict[str, Any] | None, ledger: Ledger) -> None:
+    def _commit(self, placed: _Placed, tombstone: dict[str, Any] | None) -> None:
+        """Make the work's record; the batch it joins is committed soon."""
         work, at = placed.work, now()
         if not placed.stored:
             self.result.failed.append(f"{work.id}: no file of it found")
@@ -300,18 +312,34 @@ class Importer:
             record["partial"] = partial
         if work.original is not None:
             (placed.folder / f"import.{self.source}.json").write_bytes(dumps(work.original))
-        assert self.index is not None
-        commit_work(self.archive, self.index, ledger, placed.folder, record, work.raw)
-        self.result.imported += 1
+        if not self._batch:
+            self._batch_started = time.monotonic()
+        self._batch.append((placed, record))
         self.result.damaged += len(damaged)
         self.result.partial += bool(partial)
-        log.debug("imported %d as %d (%d files)", work.id, record["seq"], len(files))
+
+    def _flush(self, ledger: Ledger) -> None:
+        """Commit the batch through the sync's commit path; then, with
+        --move, remove what the source held of it."""
+        if not self._batch:
+            return
+        assert self.index is not None
+        commit_works(self.archive, self.index, ledger, [(p.folder, r, p.work.raw) for p, r in self._batch])
+        for placed, record in self._batch:
+            log.debug("imported %d as %d (%d files)", placed.work.id, record["seq"], len(record["files"]))
+            if self.mode == "move":
+                _remove_sources(placed.sources)
+        self.result.imported += len(self._batch)
+        self._batch = []
 
     def _next_seq(self) -> int:
         """The next ingress number. Not reserved: the commit's index write
         moves it on, and a kill before that leaves it for the next run."""
         assert self.index is not None
-        return int(self.index.db.execute("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()[0])
+        if self._seq is None:
+            self._seq = int(self.index.db.execute("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()[0])
+        self._seq += 1
+        return self._seq - 1
 
     def _complete(self, placed: _Placed, ledger: Ledger) -> None:
         """Add to an archived work the files the import has and it lacks."""
