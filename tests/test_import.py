@@ -302,3 +302,56 @@ def test_link_move_and_kept_out(fake: FakePixiv, tmp_path: Path) -> None:
     rec = record(data, 93012353)
     assert [h["event"] for h in rec["history"]][-1] == "imported" and "kept_out" in [h["event"] for h in rec["history"]]
     assert rec["seq"] == seqs[93012353]
+
+
+def test_imported_works_appear_in_a_running_server(fake: FakePixiv, tmp_path: Path) -> None:
+    from tests.conftest import Server, http_request
+
+    config = write_config(tmp_path, fake, sync={"sizes": ["original"]})
+    old = tmp_path / "old"
+    old_app_folder(fake, old, [GONE, 93012353])
+    fake.works[GONE].state = "deleted"  # pixiv has lost it: the sync never saw it, the old app kept it
+    pbe(config, "sync", "--no-progress", check=True)
+    server = Server(config)
+    try:
+        assert http_request(server.url, "GET", f"/by-id/{GONE}/")[0] == 404
+        pbe(config, "import", "old-app", str(old), "--no-progress", check=True)
+        deadline = time.monotonic() + 10
+        while http_request(server.url, "GET", f"/by-id/{GONE}/")[0] != 200:
+            assert time.monotonic() < deadline, "the imported work never appeared"
+            time.sleep(0.2)
+        status, _, body = http_request(server.url, "GET", f"/by-id/{GONE}/{GONE}_p0.jpg")
+        assert status == 200 and body == (old / "data" / str(GONE) / f"{GONE}_p0_original.jpg").read_bytes()
+    finally:
+        assert server.stop() == 0
+
+
+def test_into_a_bucket(fake: FakePixiv, tmp_path: Path) -> None:
+    from tests.s3rig import SeaweedS3
+    from tests.test_s3 import PREFIX, s3_config
+
+    ids = [GONE, 93012350, 93012353]
+    old = tmp_path / "old"
+    source = old_app_folder(fake, old, ids)
+    fake.works[GONE].state = "deleted"
+    weed = SeaweedS3(tmp_path / "s3")
+    try:
+        bucket = weed.bucket("imported")
+        config = s3_config(tmp_path, fake, weed.endpoint, bucket)
+        proc = pbe(config, "import", "old-app", str(old), "--link", "--no-progress", check=True)
+        assert "3 imported" in summary(proc)
+        for wid in ids:
+            rec = json.loads(weed.get(bucket, f"{PREFIX}/artworks/{wid}/pbe.json"))
+            for f in rec["files"]:
+                got = weed.get(bucket, f"{PREFIX}/artworks/{wid}/{f['path']}")
+                ext = f["path"].rsplit(".", 1)[-1]
+                assert got == source[f"{wid}/{wid}_p{f['page']}_{f['role']}.{ext}"]
+        imported = {f["url"].removeprefix(fake.url) for wid in ids
+                    for f in json.loads(weed.get(bucket, f"{PREFIX}/artworks/{wid}/pbe.json"))["files"]
+                    if not f.get("damaged")}
+        fake.reset_counts()
+        pbe(config, "sync", "--no-progress", check=True)
+        assert not imported & set(fake.paths)
+        assert json.loads(weed.get(bucket, f"{PREFIX}/artworks/{GONE}/pbe.json"))["gone"]
+    finally:
+        weed.stop()
