@@ -355,3 +355,43 @@ def test_into_a_bucket(fake: FakePixiv, tmp_path: Path) -> None:
         assert json.loads(weed.get(bucket, f"{PREFIX}/artworks/{GONE}/pbe.json"))["gone"]
     finally:
         weed.stop()
+
+
+def test_remote_old_app_completes_archived_works(fake: FakePixiv, tmp_path: Path) -> None:
+    """The old app's images on its HTTP server; works a sync archived in one
+    size only are given the other sizes the old app has."""
+    import functools
+    import http.server
+    import threading
+
+    ids = [93012348, 93012349, 93012350]
+    old = tmp_path / "old"
+    source = old_app_folder(fake, old, ids)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(old / "data"))
+    handler.log_message = lambda *a: None  # type: ignore[attr-defined]
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        (old / "config.json").write_text(json.dumps({"filesystem": "remote", "filesystem_options": {
+            "server": f"http://127.0.0.1:{httpd.server_address[1]}"}}))
+        config = write_config(tmp_path, fake, sync={"sizes": ["original"]})
+        data = tmp_path / "data"
+        pbe(config, "sync", "--no-progress", check=True)
+        before = {wid: record(data, wid) for wid in ids}
+        proc = pbe(config, "import", "old-app", str(old), "--no-progress", check=True)
+        assert "0 imported" in summary(proc) and "3 archived works completed" in summary(proc)
+        for wid in ids:
+            rec = record(data, wid)
+            assert rec["seq"] == before[wid]["seq"]
+            added = {f["path"] for f in rec["files"]} - {f["path"] for f in before[wid]["files"]}
+            assert added and all(p.split("/")[0] in QUALITIES[1:] for p in added)
+            assert rec["history"][-1]["event"] == "imported" and sorted(rec["history"][-1]["files"]) == sorted(added)
+            for f in rec["files"]:
+                if f["path"] in added:
+                    ext = f["path"].rsplit(".", 1)[-1]
+                    assert (data / f"artworks/{wid}" / f["path"]).read_bytes() == \
+                        source[f"{wid}/{wid}_p{f['page']}_{f['role']}.{ext}"]
+        # the damaged original of 93012348 was not let in over the archived good one
+        assert not any(f.get("damaged") for f in record(data, 93012348)["files"])
+    finally:
+        httpd.shutdown()

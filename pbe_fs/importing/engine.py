@@ -146,7 +146,7 @@ class Importer:
     def run(self) -> ImportResult:
         self.archive.store.check()
         self.archive.ensure()
-        with self.archive.lock():
+        with self.archive.lock(wait="import a collection"):
             self.index = open_index(self.archive, locked=True)
             ledger = Ledger(self.archive.store)
             try:
