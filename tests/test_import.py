@@ -395,3 +395,20 @@ def test_remote_old_app_completes_archived_works(fake: FakePixiv, tmp_path: Path
         assert not any(f.get("damaged") for f in record(data, 93012348)["files"])
     finally:
         httpd.shutdown()
+
+
+def test_bad_input_is_one_line_and_changes_nothing(fake: FakePixiv, tmp_path: Path) -> None:
+    config = write_config(tmp_path, fake)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "artworks.json").write_text('{"1": ')
+    for args, words in [(["old-app", str(tmp_path / "nope")], "is not a folder"),
+                        (["old-app", str(tmp_path / "empty")], "artworks.json is missing"),
+                        (["old-app", str(tmp_path / "broken")], "not readable JSON"),
+                        (["gallery-dl", str(tmp_path / "data")], "inside the archive")]:
+        proc = pbe(config, "import", *args, "--no-progress")
+        assert proc.returncode == 2 and words in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "data" / "artworks").exists() or not any((tmp_path / "data" / "artworks").iterdir())
+    proc = pbe(config, "import", "gallery-dl", str(tmp_path / "empty"), "--no-progress", check=True)
+    assert "found no work" in proc.stderr

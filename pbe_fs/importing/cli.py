@@ -43,6 +43,8 @@ def run_import(cfg: Config, args: argparse.Namespace, client: Callable[[], Any])
                  len(plan["import"]), len(plan["complete"]), len(plan["skip"]), len(plan["kept out"]))
         return 0
     result = importer.run()
+    if not result.found:
+        log.warning("found no work in %s: is it %s's folder?", root, "the old app" if args.source == "old-app" else "gallery-dl")
     log.info("import done: %s", result.describe())
     if result.imported or result.completed:
         log.info("the next `pbe-fs sync` walks every bookmark (as --full does) to learn which of them pixiv still has")

@@ -63,6 +63,7 @@ def now() -> str:
 
 @dataclass
 class ImportResult:
+    found: int = 0
     imported: int = 0
     skipped: int = 0  # already archived (nothing to add), or kept out
     completed: int = 0  # already archived, given files it lacked
@@ -165,6 +166,7 @@ class Importer:
 
     def _run(self, ledger: Ledger) -> None:
         works = sorted(self.works(), key=lambda w: w.order)
+        self.result.found = len(works)
         self.progress.add_works(len(works))
         todo: list[tuple[FoundWork, str, dict[str, Any] | None]] = []
         for work in works:
