@@ -38,7 +38,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..archive import RECORD_FORMAT, Archive, DamagedFile, Digest, StoredFile, digest_file, dumps, probe
+from ..archive import (RECORD_FORMAT, Archive, DamagedFile, Digest, StoredFile, artwork_ids, digest_file, dumps,
+                       probe)
 from ..commit import commit_works, index_work
 from ..config import Config
 from ..errors import PbeError, RecordError, disk_full
@@ -119,26 +120,34 @@ class Importer:
         self._lock = threading.Lock()
         self._batch: list[tuple[_Placed, dict[str, Any]]] = []
         self._batch_started = 0.0
+        self._archived: set[int] = set()
+        self._tombstones: dict[int, dict[str, Any]] = {}
         self._seq: int | None = None  # the next ingress number, read once the last killed run's works are adopted
 
     # -- what would happen ------------------------------------------------------------
     def plan(self) -> dict[str, list[int]]:
         """Which works would be imported, completed or skipped: reads, never writes."""
         plan: dict[str, list[int]] = {"import": [], "complete": [], "skip": [], "kept out": []}
+        self._know_archive()
         for work in self.works():
             plan[self._classify(work)[0]].append(work.id)
         return plan
 
+    def _know_archive(self) -> None:
+        """What the archive holds, read once rather than asked per work."""
+        self._archived = set(artwork_ids(self.archive.store))
+        self._tombstones = {int(t["id"]): t for t in self.archive.side_records("deleted")}
+
     def _classify(self, work: FoundWork) -> tuple[str, dict[str, Any] | None]:
         """("import" | "complete" | "skip" | "kept out", the work's record or tombstone)."""
-        if self.archive.has_artwork(work.id):
+        if work.id in self._archived:
             try:
                 record, _ = self.archive.read_artwork(work.id)
             except RecordError:
                 return "skip", None  # its own problem, for doctor; never overwritten by an import
             have = {f["path"] for f in record["files"]}
             return ("complete" if any(f.path not in have for f in work.files) else "skip"), record
-        tombstone = self.archive.read_side("deleted", work.id)
+        tombstone = self._tombstones.get(work.id) or {}
         if tombstone.get("keep_out") and not self.include_kept_out:
             return "kept out", tombstone
         return "import", tombstone or None
@@ -169,8 +178,12 @@ class Importer:
         self.result.found = len(works)
         self.progress.add_works(len(works))
         todo: list[tuple[FoundWork, str, dict[str, Any] | None]] = []
+        self._know_archive()
+        assert self.index is not None
+        indexed = self.index.archived_ids()
         for work in works:
-            self._adopt(work.id)
+            if work.id in self._archived and work.id not in indexed:
+                self._adopt(work.id)
             kind, known = self._classify(work)
             if kind in ("skip", "kept out"):
                 self.result.skipped += 1
@@ -215,13 +228,12 @@ class Importer:
         """A work a killed import published but did not index: index it from
         its record, so it keeps the number it was given."""
         assert self.index is not None
-        if self.index.artwork(aid) is None and self.archive.has_artwork(aid):
-            try:
-                record, raw = self.archive.read_artwork(aid)
-            except RecordError:
-                return
-            index_work(self.index, record, raw)
-            log.info("%d was in the archive but not in the index: indexed it from its record", aid)
+        try:
+            record, raw = self.archive.read_artwork(aid)
+        except RecordError:
+            return
+        index_work(self.index, record, raw)
+        log.info("%d was in the archive but not in the index: indexed it from its record", aid)
 
     # -- step 1: place and check (threads) ---------------------------------------------
     def _place(self, work: FoundWork, kind: str, known: dict[str, Any] | None) -> _Placed:
