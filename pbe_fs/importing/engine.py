@@ -209,6 +209,10 @@ class Importer:
                     break
                 future, kind, known = window.popleft()
                 placed = future.result()
+                for stored in placed.stored:  # counted here: the bar is not for threads to share
+                    self.result.files += 1
+                    self.result.bytes += stored.size
+                    self.progress.file_done(stored.size)
                 if placed.error:
                     self.result.failed.append(f"{placed.work.id}: {placed.error}")
                     log.error("%d: %s", placed.work.id, placed.error)
@@ -273,10 +277,6 @@ class Importer:
         else:
             self._put(Path(found.source), dest)
         digest = digest_file(dest)
-        with self._lock:
-            self.result.files += 1
-            self.result.bytes += digest.size
-        self.progress.file_done(digest.size)
         if found.kind == "media":
             return _stored(found, digest, (0, 0, Path(found.path).suffix.lstrip(".").upper(), ""))
         try:
@@ -358,11 +358,15 @@ class Importer:
     def _complete(self, placed: _Placed, ledger: Ledger) -> None:
         """Add to an archived work the files the import has and it lacks."""
         aid = placed.work.id
+        try:
+            record, raw = self.archive.read_artwork(aid)
+        except RecordError as exc:  # changed under us: left for doctor, never guessed over
+            placed.stored = []
+            log.error("%s: not completed", exc)
         if not placed.stored:
             self.result.skipped += 1
             self.archive.discard(placed.folder)
             return
-        record, raw = self.archive.read_artwork(aid)
         for stored in placed.stored:
             self.archive.put_file(aid, placed.folder / stored.path, stored)
         self.archive.discard(placed.folder)
