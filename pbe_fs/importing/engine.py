@@ -7,7 +7,7 @@ For each work a source yields, in the source's order:
    download: it decodes (zips open), its size, CRC-32 and SHA-256 are
    recorded. A damaged file is kept and marked (``damaged`` in its file
    entry): it may be the only copy, and the next ``sync --full`` fetches a
-   fresh one while pixiv still has the work. Placing runs on a few threads;
+   fresh one while pixiv still has the work. Placing runs in a few worker processes;
    commits stay in order on the caller's.
 2. **Commit** it through the sync's own commit path (``commit.commit_work``)
    with the next ingress number, a history starting with ``imported``, and
@@ -26,13 +26,14 @@ import errno
 import logging
 import os
 import shutil
-import threading
+import multiprocessing
 import time
 import urllib.error
 import urllib.request
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -47,6 +48,7 @@ from ..index import Index
 from ..ledger import Ledger
 from ..progress import Progress
 from ..recovery import open_index
+from ..storage.local import discard
 from .found import FoundFile, FoundWork
 from .mark import walk_mark
 
@@ -88,14 +90,27 @@ class ImportResult:
 
 
 @dataclass
+class _PlaceJob:
+    """What a placing process needs to know about one work (picklable)."""
+
+    id: int
+    folder: Path
+    trash: Path
+    files: list[FoundFile]
+    have: set[str]  # paths the archived work already has (a completion)
+    link: bool  # hard-link first (--link, --move)
+
+
+@dataclass
 class _Placed:
     """A work's files, placed and checked in its incoming folder."""
 
-    work: FoundWork
+    id: int
     folder: Path
     stored: list[StoredFile] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)  # what --move removes once committed
-    damaged: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # damaged files: logged by the parent
+    copied: str = ""  # why hard links could not be made, when they could not
     error: str = ""
 
 
@@ -104,7 +119,7 @@ class Importer:
 
     def __init__(self, config: Config, source: str, root: Path, works: Callable[[], Iterator[FoundWork]], *,
                  mode: str = "copy", include_kept_out: bool = False, progress: Progress | None = None,
-                 threads: int = 4) -> None:
+                 workers: int = 0) -> None:
         self.config = config
         self.source = source  # old-app | gallery-dl
         self.root = root
@@ -114,11 +129,10 @@ class Importer:
         self.archive = Archive.open(config)
         self.progress = progress or Progress(enabled=False, desc="import")
         self.result = ImportResult()
-        self.threads = threads
+        self.workers = workers or min(4, os.cpu_count() or 1)
         self.index: Index | None = None
         self._cross_device = False
-        self._lock = threading.Lock()
-        self._batch: list[tuple[_Placed, dict[str, Any]]] = []
+        self._batch: list[tuple[FoundWork, _Placed, dict[str, Any]]] = []
         self._batch_started = 0.0
         self._archived: set[int] = set()
         self._tombstones: dict[int, dict[str, Any]] = {}
@@ -161,6 +175,9 @@ class Importer:
             ledger = Ledger(self.archive.store)
             try:
                 self._run(ledger)
+            except BrokenProcessPool:
+                raise PbeError("a worker process of the import died (out of memory?): nothing half-imported is "
+                               "visible; run the same command again") from None
             except OSError as exc:
                 full = disk_full(exc, self.archive.root)
                 if full is None:
@@ -195,34 +212,43 @@ class Importer:
             return
         # From the first commit on, the next sync must look at every bookmark.
         walk_mark(self.archive).touch()
-        with ThreadPoolExecutor(self.threads, thread_name_prefix="import") as pool:
-            window: deque[tuple[Future[_Placed], str, dict[str, Any] | None]] = deque()
+        link = self.mode in ("link", "move")
+        with ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
+            window: deque[tuple[Future[_Placed], FoundWork, str, dict[str, Any] | None]] = deque()
             pending = iter(todo)
             while True:
-                while len(window) < self.threads * 2:
+                while len(window) < self.workers * 4:
                     item = next(pending, None)
                     if item is None:
                         break
                     work, kind, known = item
-                    window.append((pool.submit(self._place, work, kind, known), kind, known))
+                    have = {f["path"] for f in known["files"]} if kind == "complete" and known else set()
+                    job = _PlaceJob(work.id, self.archive.incoming_dir(work.id), self.archive.trash, work.files, have,
+                                    link and not self._cross_device)
+                    window.append((pool.submit(_place, job), work, kind, known))
                 if not window:
                     break
-                future, kind, known = window.popleft()
+                future, work, kind, known = window.popleft()
                 placed = future.result()
-                for stored in placed.stored:  # counted here: the bar is not for threads to share
+                for warning in placed.warnings:
+                    log.warning("%s", warning)
+                if placed.copied and not self._cross_device:
+                    self._cross_device = True
+                    log.warning("%s and the archive cannot share files (%s): copying instead", self.root, placed.copied)
+                for stored in placed.stored:  # counted here: one place counts, whatever the workers
                     self.result.files += 1
                     self.result.bytes += stored.size
                     self.progress.file_done(stored.size)
                 if placed.error:
-                    self.result.failed.append(f"{placed.work.id}: {placed.error}")
-                    log.error("%d: %s", placed.work.id, placed.error)
+                    self.result.failed.append(f"{work.id}: {placed.error}")
+                    log.error("%d: %s", work.id, placed.error)
                     self.archive.discard(placed.folder)
                 elif kind == "complete":
-                    self._complete(placed, ledger)
+                    self._complete(work, placed, ledger)
                     if self.mode == "move":
                         _remove_sources(placed.sources)
                 else:
-                    self._commit(placed, known)
+                    self._commit(work, placed, known)
                 if len(self._batch) >= BATCH or (self._batch and time.monotonic() - self._batch_started > BATCH_SECONDS):
                     self._flush(ledger)
                 self.progress.work_done()
@@ -239,71 +265,10 @@ class Importer:
         index_work(self.index, record, raw)
         log.info("%d was in the archive but not in the index: indexed it from its record", aid)
 
-    # -- step 1: place and check (threads) ---------------------------------------------
-    def _place(self, work: FoundWork, kind: str, known: dict[str, Any] | None) -> _Placed:
-        folder = self.archive.incoming_dir(work.id)
-        placed = _Placed(work, folder)
-        try:
-            self.archive.discard(folder)  # what a killed run left: placed again, never trusted
-            folder.mkdir(parents=True)
-            have = {f["path"] for f in known["files"]} if kind == "complete" and known else set()
-            for sub in sorted({f.path.rpartition("/")[0] for f in work.files} - {""}):
-                (folder / sub).mkdir(parents=True, exist_ok=True)
-            for found in work.files:
-                if found.path in have:
-                    continue
-                stored = self._place_file(work.id, found, folder / found.path)
-                if stored is None:
-                    continue
-                if kind == "complete" and "damaged" in stored.to_json():
-                    continue
-                placed.stored.append(stored)
-                placed.sources.append(found.source)
-        except OSError as exc:
-            full = disk_full(exc, self.archive.root)
-            if full is not None:
-                raise full from None
-            placed.error = f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
-        except PbeError as exc:
-            placed.error = str(exc)
-        return placed
-
-    def _place_file(self, aid: int, found: FoundFile, dest: Path) -> StoredFile | None:
-        """Put one source file at ``dest`` and check it; None when the source
-        turns out not to have it (the old app's server answers 404)."""
-        if found.source.startswith(("http://", "https://")):
-            if not _download(found.source, dest):
-                return None
-        else:
-            self._put(Path(found.source), dest)
-        digest = digest_file(dest)
-        if found.kind == "media":
-            return _stored(found, digest, (0, 0, Path(found.path).suffix.lstrip(".").upper(), ""))
-        try:
-            return _stored(found, digest, probe(dest, found.kind))
-        except DamagedFile as exc:
-            log.warning("%d: %s is damaged (%s); kept, and marked so", aid, found.source, exc)
-            return _Damaged(_stored(found, digest, (0, 0, "", "")), str(exc))
-
-    def _put(self, src: Path, dest: Path) -> None:
-        if self.mode in ("link", "move") and not self._cross_device:
-            try:
-                os.link(src, dest)
-                return
-            except OSError as exc:
-                if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
-                    raise
-                with self._lock:
-                    if not self._cross_device:
-                        self._cross_device = True
-                        log.warning("%s and the archive cannot share files (%s): copying instead", self.root,
-                                    exc.strerror)
-        shutil.copyfile(src, dest)
-
     # -- step 2: commit (in order) -------------------------------------------------------
-    def _commit(self, placed: _Placed, tombstone: dict[str, Any] | None) -> None:
+    def _commit(self, work: FoundWork, placed: _Placed, tombstone: dict[str, Any] | None) -> None:
         """Make the work's record; the batch it joins is committed soon."""
-        work, at = placed.work, now()
+        at = now()
         if not placed.stored:
             self.result.failed.append(f"{work.id}: no file of it found")
             log.error("%d: none of its files is in %s: not imported", work.id, self.root)
@@ -328,7 +293,7 @@ class Importer:
             (placed.folder / f"import.{self.source}.json").write_bytes(dumps(work.original))
         if not self._batch:
             self._batch_started = time.monotonic()
-        self._batch.append((placed, record))
+        self._batch.append((work, placed, record))
         self.result.damaged += len(damaged)
         self.result.partial += bool(partial)
 
@@ -338,9 +303,9 @@ class Importer:
         if not self._batch:
             return
         assert self.index is not None
-        commit_works(self.archive, self.index, ledger, [(p.folder, r, p.work.raw) for p, r in self._batch])
-        for placed, record in self._batch:
-            log.debug("imported %d as %d (%d files)", placed.work.id, record["seq"], len(record["files"]))
+        commit_works(self.archive, self.index, ledger, [(p.folder, r, w.raw) for w, p, r in self._batch])
+        for work, placed, record in self._batch:
+            log.debug("imported %d as %d (%d files)", work.id, record["seq"], len(record["files"]))
             if self.mode == "move":
                 _remove_sources(placed.sources)
         self.result.imported += len(self._batch)
@@ -355,9 +320,9 @@ class Importer:
         self._seq += 1
         return self._seq - 1
 
-    def _complete(self, placed: _Placed, ledger: Ledger) -> None:
+    def _complete(self, work: FoundWork, placed: _Placed, ledger: Ledger) -> None:
         """Add to an archived work the files the import has and it lacks."""
-        aid = placed.work.id
+        aid = work.id
         try:
             record, raw = self.archive.read_artwork(aid)
         except RecordError as exc:  # changed under us: left for doctor, never guessed over
@@ -391,6 +356,61 @@ class _Damaged(StoredFile):
 
     def to_json(self) -> dict[str, Any]:
         return {**super().to_json(), "damaged": self.damaged}
+
+
+# -- step 1: place and check (worker processes) ---------------------------------------
+# Processes, not threads: linking, hashing and decoding thousands of small
+# files from several threads spends more time handing the GIL around than
+# doing the work.
+def _place(job: _PlaceJob) -> _Placed:
+    placed = _Placed(job.id, job.folder)
+    try:
+        discard(job.folder, job.trash)  # what a killed run left: placed again, never trusted
+        job.folder.mkdir(parents=True)
+        for sub in sorted({f.path.rpartition("/")[0] for f in job.files} - {""}):
+            (job.folder / sub).mkdir(parents=True, exist_ok=True)
+        for found in job.files:
+            if found.path in job.have:
+                continue
+            stored = _place_file(job, placed, found, job.folder / found.path)
+            if stored is None or (job.have and isinstance(stored, _Damaged)):
+                continue  # a damaged file never replaces nothing in an archived work: pixiv may have it
+            placed.stored.append(stored)
+            placed.sources.append(found.source)
+    except OSError as exc:
+        full = disk_full(exc, job.folder)
+        if full is not None:
+            raise full from None
+        placed.error = f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
+    except PbeError as exc:
+        placed.error = str(exc)
+    return placed
+
+
+def _place_file(job: _PlaceJob, placed: _Placed, found: FoundFile, dest: Path) -> StoredFile | None:
+    """Put one source file at ``dest`` and check it; None when the source
+    turns out not to have it (the old app's server answers 404)."""
+    if found.source.startswith(("http://", "https://")):
+        if not _download(found.source, dest):
+            return None
+    elif job.link and not placed.copied:
+        try:
+            os.link(found.source, dest)
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+                raise
+            placed.copied = exc.strerror or str(exc)
+            shutil.copyfile(found.source, dest)
+    else:
+        shutil.copyfile(found.source, dest)
+    digest = digest_file(dest)
+    if found.kind == "media":
+        return _stored(found, digest, (0, 0, Path(found.path).suffix.lstrip(".").upper(), ""))
+    try:
+        return _stored(found, digest, probe(dest, found.kind))
+    except DamagedFile as exc:
+        placed.warnings.append(f"{job.id}: {found.source} is damaged ({exc}); kept, and marked so")
+        return _Damaged(_stored(found, digest, (0, 0, "", "")), str(exc))
 
 
 def _stored(found: FoundFile, digest: Digest, image: tuple[int, int, str, str]) -> StoredFile:
