@@ -324,7 +324,7 @@ class Provider(DAVProvider):
             node = tree.get(parts)
             if node is not None:
                 start_response = self.gallery.file_headers(start_response, node.immutable)
-            if node is not None and node.blob:
+            if node is not None and node.blob and method == "GET":  # HEAD: the exact length, from us
                 url = tree.archive.store.url(node.blob, PRESIGNED_SECONDS)
                 if url:  # filesystem_options.proxy false: the client fetches from the bucket itself
                     return _answer(start_response, "302 Found", "", extra=[("Location", url), ("Cache-Control", "no-store")])
@@ -406,6 +406,8 @@ class Provider(DAVProvider):
                 reader.close()
             return _answer(start_response, "200 OK", data, "application/json")
         if rest == ("refresh",) and method == "POST":
+            if self.tree.follower is not None:
+                return _answer(start_response, "409 Conflict", f"this machine follows the bucket; {self.tree.writer()}\n")
             if self.refresh is None:
                 return _answer(start_response, "501 Not Implemented", "no sync configured\n")
             message = self.refresh()

@@ -19,6 +19,8 @@ log = logging.getLogger("pbe_fs.import")
 
 
 def run_import(cfg: Config, args: argparse.Namespace, client: Callable[[], Any]) -> int:
+    if cfg.settings.filesystem == "s3" and cfg.settings.filesystem_options.follow:
+        raise PbeError("this machine follows the bucket (filesystem_options.follow): import on the machine that syncs it")
     root = Path(args.path).expanduser().resolve()
     if not root.is_dir():
         raise SourceError(f"{args.path} is not a folder")
