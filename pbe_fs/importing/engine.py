@@ -35,7 +35,6 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +48,7 @@ from ..ledger import Ledger
 from ..progress import Progress
 from ..recovery import open_index
 from ..storage.local import discard
+from ..sync import now
 from .found import FoundFile, FoundWork
 from .mark import walk_mark
 
@@ -58,10 +58,6 @@ MODES = ("copy", "link", "move")
 # Works committed together (one flush to disk, one index transaction): a
 # batch is shown at most this many works or seconds after its first is ready.
 BATCH, BATCH_SECONDS = 200, 1.0
-
-
-def now() -> str:
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
 
 
 @dataclass
