@@ -205,8 +205,9 @@ _DATED = re.compile(r"\.\d{4}-\d{2}-\d{2}\.[^./]+$")
 
 
 def _is_kept(path: str) -> bool:
-    """An earlier pixiv.json or an image the artist replaced (dated names)."""
-    return _is_version(path) or bool(_DATED.search(path))
+    """An earlier pixiv.json, an image the artist replaced (dated names), or
+    the metadata an import found in its source (import.<source>.json)."""
+    return _is_version(path) or bool(_DATED.search(path)) or (path.startswith("import.") and path.endswith(".json"))
 
 
 def _load_json(store: Store, key: str) -> Any:

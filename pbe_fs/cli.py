@@ -145,6 +145,13 @@ def cmd_sync(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from .importing.cli import run_import
+
+    cfg = _load(args)
+    return run_import(cfg, args, lambda: _client(cfg))
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from .keepout import kept_out
     from .running import local_time, read_state
@@ -416,6 +423,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--break-lock", action="store_true",
                    help="s3: remove the bucket's writer lease first (its holder died; never while it runs)")
     p.set_defaults(func=cmd_sync)
+
+    p = sub.add_parser("import", help="bring in an existing collection (the old app's folder, a gallery-dl folder)")
+    p.add_argument("source", choices=["old-app", "gallery-dl"], help="what made the folder")
+    p.add_argument("path", help="the old app's folder, or gallery-dl's base folder (or any folder below it)")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--link", action="store_true", help="hard-link the files instead of copying them (same file system)")
+    how.add_argument("--move", action="store_true", help="move the files: each work's are removed once it is committed")
+    p.add_argument("--dry-run", action="store_true", help="say what would be imported, skipped or completed; change nothing")
+    p.add_argument("--include-kept-out", action="store_true",
+                   help="import works deleted with `delete --keep-out` too (they are skipped otherwise)")
+    p.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
+    p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("status", help="what is archived, last sync, gone and lost works")
     p.add_argument("--json", action="store_true", help="machine-readable output")

@@ -38,11 +38,13 @@ from pathlib import Path
 from typing import Any
 
 from . import artwork, illust, metadata
-from .archive import (RECORD_FORMAT, Archive, DamagedFile, Digest, StoredFile, artwork_key, digest_file, move_into, probe,
-                      write_json)
+from .archive import (RECORD_FORMAT, Archive, DamagedFile, Digest, StoredFile, artwork_key, digest_file, move_into,
+                      probe)
+from .commit import commit_work, index_work
 from .config import Config
 from .errors import DiskFull, PbeError, RecordError, disk_full
 from .illust import FileSpec
+from .importing.mark import walk_mark
 from .index import Index
 from .ledger import Ledger
 from .pixiv import NotFound, PixivClient
@@ -163,6 +165,10 @@ class Syncer:
         self.archive.ensure()
         self.temp.mkdir(parents=True, exist_ok=True)
         with self.archive.lock():
+            imported = walk_mark(self.archive)
+            if imported.exists() and not self.full:  # works came in by import: every bookmark must be looked at once
+                log.info("the first sync after an import walks every bookmark, as `sync --full` does")
+                self.full = True
             self.index = open_index(self.archive, locked=True)
             run_id = self._start_run()
             status, message = "failed", ""
@@ -184,6 +190,8 @@ class Syncer:
                         raise
                     raise full from None
                 status = "partial" if self.result.failed else "ok"
+                if self._walk_complete and not self.result.failed:
+                    imported.unlink(missing_ok=True)
             except PbeError as exc:
                 message = str(exc)
                 raise
@@ -362,9 +370,7 @@ class Syncer:
                 self.ledger.append({"id": aid, **event})
 
     def _index_artwork(self, record: dict[str, Any], raw: dict[str, Any]) -> None:
-        with self.index.write() as db:  # type: ignore[union-attr]
-            Index.put_artwork(db, record, raw)
-            db.execute("DELETE FROM pending WHERE id = ?", (record["id"],))
+        index_work(self.index, record, raw)  # type: ignore[arg-type]
 
     def _mark_gone(self, aid: int, reason: str) -> None:
         def change(record: dict[str, Any]) -> bool:
@@ -531,8 +537,8 @@ class Syncer:
                 self._problem(str(exc))
                 continue
             specs = []
-            for f in record["files"]:
-                problem = self.archive.file_problem(aid, f, deep=deep)
+            for f in record["files"]:  # a file damaged when it was imported is there only until pixiv's comes
+                problem = f.get("damaged") or self.archive.file_problem(aid, f, deep=deep)
                 if problem:
                     log.warning("%d: %s is %s", aid, f["path"], problem if problem == "missing" else f"damaged ({problem})")
                     specs.append(_refetch(f))
@@ -749,16 +755,10 @@ class Syncer:
             "files": [files[p].to_json() for p in sorted(files)],
             "history": json.loads(row["history"]),
         }
-        write_json(job.folder / "pixiv.json", raw)
-        write_json(job.folder / "pbe.json", record)
         remote = self.archive.store.blocking
         if remote:  # render from the local copies now, rather than download them again after the upload
             self._prepare(job.id, StagingStore(job.folder, artwork_key(job.id)), record, raw)
-        self.archive.publish(job.id)
-        self.ledger.archived(record)
-        self._index_artwork(record, raw)
-        self.archive.remove_side("lost", job.id)
-        self.archive.remove_side("deleted", job.id)
+        commit_work(self.archive, self.index, self.ledger, job.folder, record, raw)  # type: ignore[arg-type]
         self.result.new += 1
         log.debug("archived %d (%d files)", job.id, len(files))
         if self._pool is not None and not remote:

@@ -172,14 +172,16 @@ class LocalStore:
             raise OSError(errno.EIO, f"{src} is {src.stat().st_size} bytes, expected {size}")
         move_into(src, self.path(key))
 
-    def publish(self, src: Path, prefix: str, last: tuple[str, ...] = ()) -> None:
-        """Rename a complete folder into place in one step."""
+    def publish(self, src: Path, prefix: str, last: tuple[str, ...] = (), durable: bool = True) -> None:
+        """Rename a complete folder into place in one step. ``durable=False``:
+        the caller flushes the parent folder once for many (a batch)."""
         dst = self.path(prefix)
         dst.parent.mkdir(parents=True, exist_ok=True)
         if dst.exists():
             self.delete_tree(prefix)
         os.rename(src, dst)
-        fsync_dir(dst.parent)
+        if durable:
+            fsync_dir(dst.parent)
 
     def open(self, key: str, size: int, version: str = "") -> LocalHandle:
         return LocalHandle(self.path(key), self._real)

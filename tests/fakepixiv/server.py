@@ -224,6 +224,12 @@ class _Handler(BaseHTTPRequestHandler):
             if work is None or work.state == "deleted":
                 return self._error(404, "Work has been deleted or the ID does not exist.")
             return self._json(200, {"illust": work.to_json(fake.url)}, truncate)
+        if path == "/v1/user/detail":  # gallery-dl names its bookmarks folder after the account
+            if query.get("user_id") != fake.user_id:
+                return self._error(404, "Not Found")
+            return self._json(200, {"user": {"id": int(fake.user_id), "name": "me", "account": "me_acct",
+                                             "profile_image_urls": {}, "comment": "", "is_followed": False},
+                                    "profile": {}, "profile_publicity": {}, "workspace": {}})
         if path == "/v1/ugoira/metadata":
             work = fake.works.get(int(query.get("illust_id", "0") or 0))
             if work is None or work.type != "ugoira" or work.state != "live":
