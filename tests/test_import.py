@@ -151,6 +151,20 @@ def test_old_app_import_then_sync(fake: FakePixiv, tmp_path: Path) -> None:
     assert json.loads(listing.stdout)["gone"], listing.stdout
 
 
+def left_in_session(sid: int) -> list[int]:
+    """Live processes of a session (zombies are not running anything)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[3]) == sid and fields[0] != "Z":
+                found.append(int(proc.name))
+    return found
+
+
 def test_kill_nine_then_the_same_command_finishes_byte_exact(tmp_path: Path) -> None:
     works = default_works() + [(Work(95000000 + n, f"many {n}", (7000 + n % 9, f"a{n % 9}", f"a{n % 9}")), "public")
                                for n in range(300)]
@@ -165,13 +179,19 @@ def test_kill_nine_then_the_same_command_finishes_byte_exact(tmp_path: Path) -> 
         rng = random.Random(15)
         kills = 0
         for attempt in range(12):
-            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                    start_new_session=True)
             time.sleep(0.4 + rng.random() * 1.2)
             if proc.poll() is not None:
                 break
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             kills += 1
+            # its worker processes (and their forkserver) end with it
+            deadline = time.monotonic() + 10
+            while left_in_session(proc.pid) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert not left_in_session(proc.pid), "an import killed with -9 left its workers running"
             # nothing half-visible: every folder under artworks/ is a whole work
             for folder in (data / "artworks").iterdir() if (data / "artworks").exists() else []:
                 rec = json.loads((folder / "pbe.json").read_text())

@@ -25,8 +25,9 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import shutil
 import multiprocessing
+import shutil
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -209,7 +210,8 @@ class Importer:
         # From the first commit on, the next sync must look at every bookmark.
         walk_mark(self.archive).touch()
         link = self.mode in ("link", "move")
-        with ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
+        with ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("forkserver"),
+                                 initializer=_follow_importer, initargs=(os.getpid(),)) as pool:
             window: deque[tuple[Future[_Placed], FoundWork, str, dict[str, Any] | None]] = deque()
             pending = iter(todo)
             while True:
@@ -358,6 +360,20 @@ class _Damaged(StoredFile):
 # Processes, not threads: linking, hashing and decoding thousands of small
 # files from several threads spends more time handing the GIL around than
 # doing the work.
+def _follow_importer(importer: int) -> None:
+    """Ends a worker once the import that started it is gone. After a
+    kill -9 of the import a worker would wait forever on its job queue (it
+    holds that pipe's other end itself), and keep the forkserver alive too."""
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            try:
+                os.kill(importer, 0)
+            except ProcessLookupError:
+                os._exit(1)
+    threading.Thread(target=watch, name="importer-watch", daemon=True).start()
+
+
 def _place(job: _PlaceJob) -> _Placed:
     placed = _Placed(job.id, job.folder)
     try:
