@@ -230,12 +230,12 @@ http {{ access_log off; server {{ listen 127.0.0.1:{port}; root {root}; autoinde
     return proc, f"http://127.0.0.1:{port}"
 
 
-def measure(works: int, repeat: int, tmp: Path) -> list[tuple[str, ...]]:
+def measure(works: int, repeat: int, tmp: Path, tags: int) -> list[tuple[str, ...]]:
     from tests.conftest import Server
     base = tmp / f"w{works}"
     base.mkdir()
     t = time.perf_counter()
-    cfg = build_archive(base, works)
+    cfg = build_archive(base, works, tags=tags)
     print(f"{works}: built in {time.perf_counter() - t:.0f} s", file=sys.stderr)
     rows: list[tuple[str, ...]] = []
     index_mb = (base / "data/.pbe/index.sqlite3").stat().st_size / 1e6
@@ -297,11 +297,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1000,10000,50000")
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--tags", type=int, default=6, help="tags per work (each is one more folder per work in by-tag)")
     args = parser.parse_args()
     rows: list[tuple[str, ...]] = []
     with tempfile.TemporaryDirectory(prefix="pbe-scale-bench-", dir="/var/tmp") as tmp:
         for works in (int(x) for x in args.sizes.split(",")):
-            rows += measure(works, args.runs, Path(tmp))
+            rows += measure(works, args.runs, Path(tmp), args.tags)
     print(f"medians of {args.runs} runs (min–max); baseline: a plain folder tree of the same shape, same run")
     print("| works | measure | pbe-fs | baseline | ratio |")
     print("|---:|---|---:|---:|---:|")

@@ -31,8 +31,8 @@ def walk(root: Path) -> int:
     return len(out.stdout.splitlines())
 
 
-def test_a_full_walk_of_5000_works_keeps_memory_bounded(tmp_path: Path) -> None:
-    works = 5000
+def test_a_full_walk_keeps_memory_bounded(tmp_path: Path) -> None:
+    works = 2000  # 5,000 take 10 minutes on a loaded 2-core machine, and grow the same per work
     config = build_archive(tmp_path, works, tags=1)  # one tag each: ~100 entries per work
     m = Mount(config, tmp_path / "mnt")
     try:
@@ -43,9 +43,9 @@ def test_a_full_walk_of_5000_works_keeps_memory_bounded(tmp_path: Path) -> None:
         assert entries > works * 80  # every view, every artwork folder, every file in them
         walk(m.path("by-ingress"))
         after_two = rss_mb(m.proc.pid)
-        # A table per path looked up costs ~0.4 KB per entry: 200+ MB here. What may
-        # grow is per work (the index's rows, a few listings), bounded by 4 KB each.
-        assert after_one - before < works * 4 / 1024, (before, after_one, entries)
+        # A table per path looked up costs ~0.4 KB per entry: 90 MB here. What may grow
+        # is the tree's listing cache (4,096 folders, ~10 KB each) and 4 KB per work.
+        assert after_one - before < 48 + works * 4 / 1024, (before, after_one, entries)
         assert after_two - after_one < 8, (after_one, after_two)  # walking again adds nothing
         assert "Traceback" not in m.stderr()
     finally:
