@@ -272,6 +272,7 @@ def measure(works: int, repeat: int, tmp: Path, tags: int) -> list[tuple[str, ..
              (f"{works:,}", "find, second", fmt(find_warm), fmt(find_plain), ratio(find_warm, find_plain)),
              (f"{works:,}", "mount RSS after walks", f"{rss_walk:.0f} / {rss_find:.0f} / {rss_after:.0f} MB", "", ""),
              (f"{works:,}", "index size", f"{index_mb:.1f} MB", "", "")]
+    print("\n".join(" | ".join(r) for r in rows), file=sys.stderr)  # kept if what follows fails
     server = Server(cfg)
     ngx, ngx_url = nginx(plain, base)
     try:
@@ -301,6 +302,7 @@ def main() -> None:
     args = parser.parse_args()
     rows: list[tuple[str, ...]] = []
     with tempfile.TemporaryDirectory(prefix="pbe-scale-bench-", dir="/var/tmp") as tmp:
+        os.chmod(tmp, 0o755)  # nginx's workers read the plain tree as nobody
         for works in (int(x) for x in args.sizes.split(",")):
             rows += measure(works, args.runs, Path(tmp), args.tags)
     print(f"medians of {args.runs} runs (min–max); baseline: a plain folder tree of the same shape, same run")
