@@ -57,6 +57,16 @@ _ART = 1 << 62
 _VIEW, _NUMBER, _ID, _SUB, _ENTRY = 58, 47, 15, 12, 0
 _NUMBER_MAX, _ID_MAX, _ENTRY_MAX = (1 << 11) - 1, (1 << 32) - 1, (1 << 12) - 1
 _INSIDE = (1 << _ID) - 1  # the quality and entry bits
+# the first entries of a changed work's folders, re-read: generated files (zip, pdf,
+# cbz, animations; ``ID.*`` sorts first) and anything whose place moved
+_STALE_ENTRIES = 24
+
+
+def _artwork_inode(view: str, number: int | None, artwork_id: int) -> int:
+    """An artwork folder's number; 0 when the fields cannot hold it."""
+    if number is None or number > _NUMBER_MAX or artwork_id > _ID_MAX or view not in VIEWS:
+        return 0
+    return _ART | VIEWS.index(view) << _VIEW | number << _NUMBER | artwork_id << _ID
 _ERRNO = {"notfound": errno.ENOENT, "readonly": errno.EROFS, "forbidden": errno.EACCES, "busy": errno.EBUSY}
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
@@ -135,11 +145,11 @@ class Operations(pyfuse3.Operations):
                     position = self.tree.position(parent, name)
                 if position is not None and position < _ENTRY_MAX:
                     return parent_inode | (position + 1)
-        elif node.is_artwork_root and node.artwork <= _ID_MAX:
+        elif node.is_artwork_root:
             path = parent + (name,)
-            number = self.tree.artwork_number(path, node)
-            if number is not None and number <= _NUMBER_MAX:
-                return (_ART | VIEWS.index(path[0]) << _VIEW | number << _NUMBER | node.artwork << _ID)
+            inode = _artwork_inode(path[0], self.tree.artwork_number(path, node), node.artwork)
+            if inode:
+                return inode
         return self._numbered(parent + (name,))
 
     def _encode(self, path: tuple[str, ...]) -> int:
@@ -424,11 +434,17 @@ class Operations(pyfuse3.Operations):
         if everything:
             unknown = set(VIEWS)
         entries = [(ROOT, os.fsencode(view)) for view in sorted(unknown)]
-        for path in stale:
+        # View and group folders, and what a changed work's folders held: the same
+        # number may now be a file with other bytes (a CBZ's metadata) or another name.
+        inodes = list(self._path_of)
+        for path, view, number, aid in stale:
             parent = self._inode_of.get(path[:-1])
             if parent is not None and path[0] not in unknown:  # else the kernel never saw it
                 entries.append((parent, os.fsencode(path[-1])))
-        folders = list(self._path_of)
+            folder = _artwork_inode(view, number, aid) if view else 0
+            if folder:
+                inodes += [folder | sub << _SUB | entry for sub in range(len(QUALITIES) + 1)
+                           for entry in range(_STALE_ENTRIES)]
 
         def tell_kernel() -> None:
             for parent, name in entries:
@@ -436,7 +452,7 @@ class Operations(pyfuse3.Operations):
                     pyfuse3.invalidate_entry(parent, name)
                 except OSError:
                     pass
-            for inode in folders:
+            for inode in inodes:
                 try:
                     pyfuse3.invalidate_inode(inode, attr_only=False)
                 except OSError:
