@@ -428,6 +428,9 @@ class Archive:
         """The archive's writer lock. ``wait``: block until it is free, after
         one log line saying what we wait to do; otherwise fail at once."""
         self.private.mkdir(parents=True, exist_ok=True)
+        if self.store.kind == "s3" and not getattr(self.store, "follow", False):
+            from .follow import WriterLock  # a bucket's writer also holds its lease and publishes
+            return WriterLock(self, self.private / "sync.lock", wait=wait)
         return ArchiveLock(self.private / "sync.lock", wait=wait)
 
 

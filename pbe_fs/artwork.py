@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import illust
-from .render import anim, meta
+from .render import anim, cbz, comicinfo, meta
 from .render import pdf as pdf_render
 from .render import zip as zip_render
 from .render.cache import Cache
@@ -96,6 +96,14 @@ class ArtworkFolder:
                                      self.key(f), f["size"], f["crc32"], f["sha256"]) for i, f in enumerate(files)]
         return zip_render.layout(members, self.when, self.store)
 
+    def _cbz(self, files: list[dict[str, Any]]) -> tuple[Segments, bytes]:
+        """The pages as a CBZ, and its ComicInfo.xml (which the etag follows)."""
+        members = [zip_render.Member(Path(f["path"]).name, self.key(f), f["size"], f["crc32"], f["sha256"])
+                   for f in files]
+        pages = [comicinfo.PageInfo(f.get("width") or 0, f.get("height") or 0, f["size"]) for f in files]
+        xml = comicinfo.comicinfo(self.raw, pages)
+        return cbz.layout(members, xml, self.when, self.store), xml
+
     def _pdf(self, files: list[dict[str, Any]]) -> Segments:
         pages = [pdf_render.Page(self.key(f), f["format"], f.get("mode", ""), f["size"], f["sha256"]) for f in files]
         return pdf_render.pdf(self.cache, self.store, pages)
@@ -109,6 +117,10 @@ class ArtworkFolder:
             shas = [f["sha256"] for f in files]
             entries[f"{aid}.zip"] = self._generated(self._zip(files), ("zip", shas))
             entries[f"{aid}.pdf"] = self._generated(self._pdf(files), ("pdf", shas))
+            # its ComicInfo.xml follows the metadata, but only a sync changes that: the mount
+            # invalidates a CBZ then (fuse.invalidate), so readers keep the page cache meanwhile
+            book, xml = self._cbz(files)
+            entries[f"{aid}.cbz"] = self._generated(book, ("cbz", shas, xml))
         return entries
 
 
@@ -129,6 +141,9 @@ class ArtworkFolder:
         # the work's state (gone, restrict, history) lives in it: it changes when a sync says so
         entries["meta.json"] = self._generated(BytesContent(meta_json), meta_json, immutable=False)
         entries["pixiv.url"] = self._generated(BytesContent(meta.internet_shortcut(aid)), aid)
+        cover = self.cover()
+        if cover is not None:
+            entries["folder.jpg"] = self._file(cover)
         if self.ugoira:
             entries.update(self._ugoira_entries())
         return entries
@@ -161,6 +176,17 @@ class ArtworkFolder:
             entries[f"{aid}.{fmt}"] = Node(False, self.mtime, size, aid, etag=Cache.key(fmt, key, delays),
                                            content=lambda make=make, size=size: FileContent(make(), size))
         return entries
+
+    def cover(self) -> dict[str, Any] | None:
+        """The first page at the smallest archived reduced size (a JPEG),
+        which file managers and media servers show as the folder's picture.
+        None when only originals are archived: they may be any format and
+        many megabytes."""
+        for role in reversed(QUALITIES[1:]):
+            first = self.by_role.get(role, [])[:1]
+            if first and first[0]["page"] == 0 and first[0].get("format", "JPEG") == "JPEG":
+                return first[0]
+        return None
 
     def subfolders(self) -> list[str]:
         return [role for role in QUALITIES if role != self.top and role in self.by_role]

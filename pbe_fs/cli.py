@@ -132,6 +132,13 @@ def cmd_sync(args: argparse.Namespace) -> int:
     from .sync import Syncer
 
     cfg = _load(args)
+    if cfg.settings.filesystem == "s3" and cfg.settings.filesystem_options.follow:
+        raise PbeError("this machine follows the bucket (filesystem_options.follow): another machine syncs it")
+    if args.break_lock:
+        from .follow import break_lease
+        held = break_lease(Archive.open(cfg)) if cfg.settings.filesystem == "s3" else None
+        if held:
+            log.warning("writer lease removed (it was held by %s)", held)
     progress = Progress(enabled=False if args.no_progress else None)
     result = Syncer(cfg, _client(cfg), full=args.full, progress=progress).run()
     log.info("sync done: %s", result.describe())
@@ -349,7 +356,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from .sync import Syncer
 
     cfg = _load(args)
-    findings = run_checks(cfg, _client)
+    findings = run_checks(cfg, _client, repair=args.repair)
     for finding in findings:
         print(finding.line())
     archive_checks = ("archive", "index", "records", "works", "files")
@@ -406,6 +413,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sync", help="fetch new bookmarks into the archive")
     p.add_argument("--full", action="store_true", help="walk every bookmark, re-fetch missing or damaged files, detect gone works")
     p.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
+    p.add_argument("--break-lock", action="store_true",
+                   help="s3: remove the bucket's writer lease first (its holder died; never while it runs)")
     p.set_defaults(func=cmd_sync)
 
     p = sub.add_parser("status", help="what is archived, last sync, gone and lost works")

@@ -108,6 +108,8 @@ class FilesystemOptions(_Section):
     access_key: str = ""  # s3: empty means the AWS environment/credential chain
     secret_key: str = ""
     proxy: bool = True  # s3: False answers a WebDAV GET of an archived file with a presigned redirect
+    timeout: float = Field(10.0, gt=0, le=600, description="s3: seconds a read waits on the bucket, retries included")
+    follow: bool = Field(False, description="s3: serve a bucket another machine syncs; never sync here")
 
     @field_validator("bucket")
     @classmethod

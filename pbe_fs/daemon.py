@@ -58,6 +58,8 @@ class Daemon:
         self.stop = threading.Event()
         self.wake = threading.Event()
         self.mountpoint = cfg.resolve(cfg.settings.mount.path) if cfg.settings.mount.path else None
+        # filesystem_options.follow: another machine syncs the bucket; we serve it and keep up
+        self.follows = cfg.settings.filesystem == "s3" and cfg.settings.filesystem_options.follow
         self.preflight()
         self.syncing = True  # the loop's sync runs (or is about to): refresh answers 409
         Archive.open(cfg).ensure()
@@ -83,7 +85,7 @@ class Daemon:
         s = self.cfg.settings
         self.cfg.tls()
         running.check_port(s.webdav.host, s.webdav.port)
-        if self.make_client is not None:
+        if self.make_client is not None and not self.follows:
             try:
                 self.make_client(self.cfg).authenticate()
             except AuthError:
@@ -248,7 +250,8 @@ class Daemon:
     def run(self) -> None:
         self._start_webdav()
         syncer = threading.Thread(target=self.sync_loop, name="sync", daemon=True)
-        syncer.start()
+        if not self.follows:
+            syncer.start()
         try:
             if self.mountpoint is not None:
                 self._run_mount(self.mountpoint)
@@ -264,7 +267,8 @@ class Daemon:
             self.wake.set()
             if self.server is not None:
                 self.server.stop()
-            syncer.join(timeout=8)
+            if syncer.is_alive():
+                syncer.join(timeout=8)
             running.remove_state(Archive.open(self.cfg).private)
             self.tree.close()
         log.info("stopped")

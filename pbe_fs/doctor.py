@@ -68,6 +68,7 @@ def check_archive(archive: Archive) -> list[Finding]:
 
 
 def _check_archive(archive: Archive) -> list[Finding]:
+    archive.store.check()  # a refused key or a missing bucket, said as it is (not "no archive yet")
     state, detail = index_mod.inspect(archive.index_path)
     if state == "missing" and next(archive.work_folders(), None) is None:
         return [Finding("archive", False, f"no archive at {archive.describe()} yet: run `pbe-fs sync`")]
@@ -179,6 +180,31 @@ def repair_records(archive: Archive) -> int:
     return fixed
 
 
+STALE_UPLOAD_SECONDS = 24 * 3600  # older than any upload of one file still under way
+
+
+def check_uploads(archive: Archive, repair: bool = False, older_than: float = STALE_UPLOAD_SECONDS) -> Finding | None:
+    """Multipart uploads a killed writer left in the bucket (their parts are
+    stored, and billed, until aborted); ``repair`` aborts them."""
+    store = archive.store
+    if store.kind != "s3":
+        return None
+    try:
+        stale = store.unfinished_uploads(older_than)  # type: ignore[attr-defined]
+        if stale and repair:
+            for key, upload_id, _ in stale:
+                store.abort_upload(key, upload_id)  # type: ignore[attr-defined]
+            return Finding("uploads", True, f"{len(stale)} unfinished uploads removed: "
+                                            + ", ".join(key for key, _, _ in stale[:3]))
+    except PbeError as exc:
+        return Finding("uploads", False, str(exc))
+    if stale:
+        shown = ", ".join(f"{key} (since {started[:19]})" for key, _, started in stale[:3])
+        return Finding("uploads", False, f"{len(stale)} unfinished uploads older than {older_than / 3600:g} h: {shown}; "
+                                         "`pbe-fs doctor --repair` removes them")
+    return Finding("uploads", True, "no unfinished uploads left behind")
+
+
 def check_disk(archive: Archive) -> Finding:
     """Free space against what the next sync needs: the pending works (at the
     archive's average size per work), plus a margin."""
@@ -231,8 +257,10 @@ def check_port(host: str, port: int, archive: Archive | None = None) -> Finding:
     return Finding("port", True, f"{host}:{port} is free for WebDAV")
 
 
-def run_checks(cfg: Config, make_client: Callable[[Config], object]) -> list[Finding]:
+def run_checks(cfg: Config, make_client: Callable[[Config], object], repair: bool = False) -> list[Finding]:
     archive = Archive.open(cfg)
     s = cfg.settings
-    return [check_config(cfg), check_token(cfg, make_client), *check_archive(archive),
+    found = check_archive(archive)
+    uploads = check_uploads(archive, repair) if all(f.ok for f in found) else None  # the bucket answers
+    return [check_config(cfg), check_token(cfg, make_client), *found, *([uploads] if uploads else []),
             check_disk(archive), check_fuse(), check_port(s.webdav.host, s.webdav.port, archive)]

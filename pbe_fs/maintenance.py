@@ -31,7 +31,11 @@ def reindex(archive: Archive) -> Report:
     with archive.lock():
         if index_mod.inspect(archive.index_path)[0] == "newer":
             open_index(archive, locked=True)  # refuses, in one line
-        return rebuild(archive, old=archive.index_path if archive.index_path.exists() else None)
+        old = archive.index_path if archive.index_path.exists() else None
+        if getattr(archive.store, "follow", False):  # a follower goes on from the journal's head
+            from .follow import rebuild_at_head
+            return rebuild_at_head(archive, old)
+        return rebuild(archive, old=old)
 
 
 def delete(archive: Archive, artwork_id: int, *, force: bool = False) -> None:

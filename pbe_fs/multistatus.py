@@ -24,7 +24,7 @@ PROPNAME = object()  # a propname request: which properties exist, no values
 
 _TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".gif": "image/gif",
           ".webp": "image/webp", ".zip": "application/zip", ".pdf": "application/pdf",
-          ".json": "application/json", ".url": "application/internet-shortcut"}
+          ".json": "application/json", ".url": "application/internet-shortcut", ".cbz": "application/vnd.comicbook+zip"}
 
 
 def content_type(name: str) -> str:

@@ -92,7 +92,11 @@ def _repair_index(archive: Archive) -> None:
     why = {"missing": "the index is missing",
            "damaged": f"the index is damaged ({detail})",
            "older": f"the index is format {detail}, this pbe-fs writes {index_mod.SCHEMA_VERSION}"}[state]
-    report = rebuild(archive, old=kept)
+    if getattr(archive.store, "follow", False):  # a follower goes on from the journal's head, not from scratch
+        from .follow import rebuild_at_head
+        report = rebuild_at_head(archive, old=kept)
+    else:
+        report = rebuild(archive, old=kept)
     log.warning("%s: rebuilt it from the archive's files (%s)%s", why, report.describe(),
                 f"; the old one is kept as {kept.name}" if kept else "")
 

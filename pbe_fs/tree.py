@@ -39,6 +39,7 @@ from .archive import Archive
 from .artwork import QUALITIES, ArtworkFolder, Node, top_quality
 from .config import AI_POLICIES, NSFW_POLICIES, Config
 from .errors import PbeError, RecordError
+from .localrecords import LocalRecords
 from .recovery import open_index, record_from_index
 from .render import meta
 from .render.cache import Cache
@@ -209,6 +210,11 @@ class Tree:
         # view folders by path, artwork folders by (id, *rest): one listing serves every view
         self._dirs: OrderedDict[tuple[str | int, ...], _Folder] = OrderedDict()
         self._max_dirs = cache_dirs
+        self.records = LocalRecords(config.cache_path / "records")
+        self.follower = None  # filesystem_options.follow: another machine writes, we keep up
+        if getattr(self.archive.store, "follow", False):
+            from .follow import Follower
+            self.follower = Follower(self.archive, on_record=self._keep_record).start()
         self.refresh(force=True)
 
     # -- generations -----------------------------------------------------------
@@ -381,6 +387,8 @@ class Tree:
             raise TreeError("notfound", f"no such folder: {'/'.join(path)}")
         if not node.is_artwork_root:
             raise TreeError("readonly", "only a whole artwork folder can be deleted")
+        if self.follower is not None:
+            raise TreeError("forbidden", f"read-only: this machine follows the bucket; {self.writer()}")
         work = self._works[node.artwork]
         if work.gone:
             raise TreeError("forbidden", f"{work.id} is gone from pixiv: this archive holds its only copy "
@@ -393,7 +401,14 @@ class Tree:
         self.refresh(force=True)
         return work.id
 
+    def writer(self) -> str:
+        """Who syncs a followed bucket, for refusals (403 delete, 409 refresh)."""
+        from .follow import writer
+        return writer(self.archive.store)
+
     def close(self) -> None:
+        if self.follower is not None:
+            self.follower.stop()
         self.index.close()
 
     # -- folder contents -------------------------------------------------------------
@@ -653,19 +668,39 @@ class Tree:
         work = self._works.get(aid)
         if work is None:
             return None
+        found = self.record(aid)
+        if found is None:
+            return None
+        record, raw = found
+        return ArtworkFolder(self.archive.store, record, raw, cache=self.cache,
+                             top=self._top_of({f["role"] for f in record.get("files", [])}),
+                             mtime=work.mtime).listing(rest)
+
+    def record(self, aid: int) -> tuple[dict, dict] | None:
+        """(record, raw) of an archived work, or None. On a bucket, from the
+        local copy that matches the index, so pages and listings need no
+        round trip (nor the bucket); when neither the copy nor the archive
+        can be read, what the index knows, since the work is still archived."""
         try:
-            record, raw = self.archive.read_artwork(aid)
-        except (OSError, ValueError, RecordError) as exc:
-            # The work is still archived (its files are): show what the index knows.
+            if not self.archive.store.blocking:
+                return self.archive.read_artwork(aid)
+            stamp = LocalRecords.stamp(self.index.db, aid)
+            found = self.records.get(aid, stamp)
+            if found is None:
+                found = self.archive.read_artwork(aid)
+                self.records.put(aid, stamp, *found)
+            return found
+        except (OSError, ValueError, PbeError) as exc:
             salvaged = record_from_index(self.index.db, aid, None)
             if salvaged is None:
                 log.warning("%d: archive folder unreadable: %s", aid, exc)
                 return None
-            record, raw = salvaged
-            try:
-                raw = self.archive.read_raw(aid)
-            except RecordError:
-                pass
-        return ArtworkFolder(self.archive.store, record, raw, cache=self.cache,
-                             top=self._top_of({f["role"] for f in record.get("files", [])}),
-                             mtime=work.mtime).listing(rest)
+            if isinstance(exc, RecordError):  # the record is bad, not the bucket: its raw may still read
+                try:
+                    return salvaged[0], self.archive.read_raw(aid)
+                except (OSError, PbeError):
+                    pass
+            return salvaged
+
+    def _keep_record(self, aid: int, record: dict, raw: dict) -> None:
+        self.records.put(aid, LocalRecords.stamp(self.index.db, aid), record, raw)

@@ -45,6 +45,7 @@ from .artwork import Node
 from .render.segments import Reader
 from .errors import PbeError
 from .gallery import Gallery, gallery_post
+from .gallery.opds import Opds
 from .tree import Tree, TreeError, is_noise
 
 log = logging.getLogger("pbe_fs.webdav")
@@ -292,6 +293,7 @@ class Provider(DAVProvider):
         self.tree = tree
         self.refresh = refresh
         self.gallery = Gallery(tree, access, refresh)
+        self.opds = Opds(self.gallery)
 
     def is_readonly(self) -> bool:
         return False  # DELETE of artwork folders; everything else is refused below
@@ -312,6 +314,9 @@ class Provider(DAVProvider):
         parts = split(path)
         if parts is None:
             return _answer(start_response, "400 Bad Request", "bad path\n")
+        feed = self.opds.handle(parts, environ, start_response)  # comic and e-book readers' catalog
+        if feed is not None:
+            return feed
         page = self.gallery.handle(parts, environ, start_response)  # browsers' pages and forms
         if page is not None:
             return page
@@ -324,7 +329,7 @@ class Provider(DAVProvider):
             node = tree.get(parts)
             if node is not None:
                 start_response = self.gallery.file_headers(start_response, node.immutable)
-            if node is not None and node.blob:
+            if node is not None and node.blob and method == "GET":  # HEAD: the exact length, from us
                 url = tree.archive.store.url(node.blob, PRESIGNED_SECONDS)
                 if url:  # filesystem_options.proxy false: the client fetches from the bucket itself
                     return _answer(start_response, "302 Found", "", extra=[("Location", url), ("Cache-Control", "no-store")])
@@ -406,6 +411,8 @@ class Provider(DAVProvider):
                 reader.close()
             return _answer(start_response, "200 OK", data, "application/json")
         if rest == ("refresh",) and method == "POST":
+            if self.tree.follower is not None:
+                return _answer(start_response, "409 Conflict", f"this machine follows the bucket; {self.tree.writer()}\n")
             if self.refresh is None:
                 return _answer(start_response, "501 Not Implemented", "no sync configured\n")
             message = self.refresh()

@@ -3,6 +3,7 @@ front of it that counts bytes, slows uploads down or cuts the line."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -39,9 +40,11 @@ def free_ports(count: int) -> list[int]:
 
 
 class SeaweedS3:
-    """`weed mini` on loopback: S3 at ``self.endpoint``, any key pair accepted."""
+    """`weed mini` on loopback: S3 at ``self.endpoint``, any key pair accepted,
+    or, with ``account`` (access key, secret key), only that one: requests
+    signed with another secret, or presigned URLs that expired, are refused."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, account: tuple[str, str] | None = None) -> None:
         beside = Path(sys.executable).parent / "weed"  # a venv's bin, activated or not
         weed = str(beside) if beside.exists() else shutil.which("weed")
         if weed is None:
@@ -51,12 +54,19 @@ class SeaweedS3:
         s3, master, filer, volume, admin = free_ports(5)
         self.endpoint = f"http://127.0.0.1:{s3}"
         self.log = folder / "weed.log"
+        self.account = account or ("test", "test")
+        extra = []
+        if account:
+            identities = {"identities": [{"name": "pbe", "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                                          "credentials": [{"accessKey": account[0], "secretKey": account[1]}]}]}
+            (folder / "s3.json").write_text(json.dumps(identities))
+            extra = [f"-s3.config={folder / 's3.json'}"]
         self.proc = subprocess.Popen(
-            [weed, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false",
+            [weed, "mini", *extra, f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false",
              "-webdav=false", f"-s3.port={s3}", f"-master.port={master}", f"-filer.port={filer}",
              f"-volume.port={volume}", f"-admin.port={admin}"],
             stdin=subprocess.DEVNULL, stdout=open(self.log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
-        self.client = client(self.endpoint)
+        self.client = client(self.endpoint, *self.account)
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -91,8 +101,8 @@ class SeaweedS3:
                 self.proc.wait(timeout=5)
 
 
-def client(endpoint: str) -> Any:
-    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="test", aws_secret_access_key="test",
+def client(endpoint: str, access: str = "test", secret: str = "test") -> Any:
+    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=access, aws_secret_access_key=secret,
                         region_name="us-east-1",
                         config=BotoConfig(s3={"addressing_style": "path"}, retries={"max_attempts": 2},
                                           request_checksum_calculation="when_required",
@@ -102,15 +112,19 @@ def client(endpoint: str) -> Any:
 class Proxy:
     """A loopback TCP proxy: ``down`` counts bytes the server sent, ``delay``
     slows every chunk the client sends, ``cut_after`` (bytes sent by the
-    client) drops all connections and refuses new ones until ``restore()``."""
+    client) drops all connections and refuses new ones until ``restore()``;
+    ``stall`` makes it a silent endpoint: connections are accepted and
+    nothing is ever answered, on new connections and on open ones."""
 
     def __init__(self, upstream: str) -> None:
         host, port = upstream.rsplit("//", 1)[1].split(":")
         self.upstream = (host, int(port))
         self.down = 0
         self.up = 0
+        self.replies = 0
         self.delay = 0.0
         self.cut_after: int | None = None
+        self.stall = False
         self._cut = False
         self._lock = threading.Lock()
         self._socks: list[socket.socket] = []
@@ -127,6 +141,10 @@ class Proxy:
             if self._cut:
                 conn.close()
                 continue
+            if self.stall:  # held open, never read from, never answered
+                with self._lock:
+                    self._socks.append(conn)
+                continue
             try:
                 up = socket.create_connection(self.upstream)
             except OSError:
@@ -140,6 +158,8 @@ class Proxy:
     def _pump(self, src: socket.socket, dst: socket.socket, client_side: bool) -> None:
         try:
             while chunk := src.recv(65536):
+                if self.stall:
+                    continue  # swallowed: the other side waits for ever
                 if client_side:
                     if self.delay:
                         time.sleep(self.delay)
@@ -149,6 +169,7 @@ class Proxy:
                         return
                 else:
                     self.down += len(chunk)
+                    self.replies += chunk.count(b"HTTP/1.1 ")  # a reply's status line (bodies rarely hold one)
                 dst.sendall(chunk)
         except OSError:
             pass

@@ -133,18 +133,19 @@ def test_artwork_folder_contents_and_originals(mounted: Mount, synced) -> None:
     folder = mounted.path("by-id", "93012350")
     names = sorted(os.listdir(folder))
     assert names == sorted([f"93012350_p{n}.jpg" for n in range(12)] + [
-        "93012350.zip", "93012350.pdf", "meta.json", "pixiv.url", "large", "medium", "square_medium"])
+        "93012350.zip", "93012350.pdf", "93012350.cbz", "meta.json", "pixiv.url", "folder.jpg", "large", "medium",
+        "square_medium"])
     archive = config.parent / "data/artworks/93012350"
     created = datetime.fromisoformat(fake.work_json(93012350)["create_date"]).timestamp()
     for name in names:
         st = os.stat(folder / name)
         assert st.st_mtime == created
-        if name.endswith(".jpg"):
+        if name.endswith(".jpg") and name != "folder.jpg":
             assert (folder / name).read_bytes() == (archive / name).read_bytes()
             assert st.st_size == (archive / name).stat().st_size
     assert os.stat(folder).st_nlink == 5 and os.stat(folder).st_mtime == created
     assert sorted(os.listdir(folder / "large")) == sorted(
-        [f"93012350_p{n}_master1200.jpg" for n in range(12)] + ["93012350.zip", "93012350.pdf"])
+        [f"93012350_p{n}_master1200.jpg" for n in range(12)] + ["93012350.zip", "93012350.pdf", "93012350.cbz"])
     assert (folder / "pixiv.url").read_bytes() == b"[InternetShortcut]\r\nURL=https://www.pixiv.net/artworks/93012350\r\n"
 
 
@@ -374,8 +375,8 @@ def test_top_quality_and_gone_updates(tmp_path: Path, fake: FakePixiv) -> None:
     try:
         folder = m.path("by-id", "93012350")
         assert sorted(os.listdir(folder)) == sorted(
-            [f"93012350_p{n}_master1200.jpg" for n in range(12)] + ["93012350.zip", "93012350.pdf", "meta.json",
-                                                                      "pixiv.url", "original"])
+            [f"93012350_p{n}_master1200.jpg" for n in range(12)] + ["93012350.zip", "93012350.pdf", "93012350.cbz",
+                                                                      "meta.json", "pixiv.url", "folder.jpg", "original"])
         assert len([n for n in os.listdir(folder / "original") if n.endswith(".jpg")]) == 12
         meta = folder / "meta.json"
         assert json.loads(meta.read_bytes())["state"] == "live"

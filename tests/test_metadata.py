@@ -198,14 +198,19 @@ def test_a_visitor_may_hide_ai_works_in_the_gallery(tmp_path: Path) -> None:
         pbe(config, "sync", "--no-progress", check=True)
         server = Server(config)
         try:
-            def home(cookie: str = "") -> str:
-                request = urllib.request.Request(server.url + "/", headers={"Cookie": cookie} if cookie else {})
+            def home(cookie: str = "", path: str = "/") -> str:
+                request = urllib.request.Request(server.url + path, headers={"Cookie": cookie} if cookie else {})
                 with urllib.request.urlopen(request, timeout=10) as answer:
                     return answer.read().decode()
             page = home()
             assert "98300001" in page and "98300002" in page and "/_pbe/ui/ai/hide" in page
             hidden = home("pbe_ai=hide")
             assert "98300001" in hidden and "98300002" not in hidden and "/_pbe/ui/ai/show" in hidden
+            # search answers follow the toggle too
+            found = home("", "/_pbe/ui/search?q=made")
+            assert "98300001/" in found and "98300002/" in found and "2 works" in found
+            found = home("pbe_ai=hide", "/_pbe/ui/search?q=made")
+            assert "98300001/" in found and "98300002/" not in found and "1 works" in found
             request = urllib.request.Request(server.url + "/_pbe/ui/ai/hide?r=/")
             opener = urllib.request.build_opener(type("NoRedirect", (urllib.request.HTTPRedirectHandler,),
                                                       {"redirect_request": lambda *a, **k: None}))

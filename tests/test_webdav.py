@@ -57,7 +57,7 @@ def test_propfind_matches_the_tree(server: Server, synced) -> None:
     config, _ = synced
     listing = propfind(server, "/by-id/93012350/")
     names = sorted(k.rstrip("/").rsplit("/", 1)[1] for k in listing if k.rstrip("/") != "/by-id/93012350")
-    assert "93012350.zip" in names and "meta.json" in names and "large" in names and len(names) == 19
+    assert "93012350.zip" in names and "meta.json" in names and "large" in names and len(names) == 21  # with ID.cbz and folder.jpg
     jpg = listing["/by-id/93012350/93012350_p0.jpg"]
     archived = config.parent / "data/artworks/93012350/93012350_p0.jpg"
     assert int(jpg["getcontentlength"]) == archived.stat().st_size

@@ -18,6 +18,7 @@ import logging
 import random
 import re
 import threading
+from collections.abc import Sequence
 from http.cookies import CookieError, SimpleCookie
 from importlib import resources
 from typing import Any, Callable
@@ -197,7 +198,7 @@ class Gallery:
             body += pages.folder_list([(n, link(parts + (n,), c.is_dir), c.is_dir) for n, c in entries])
         return self._page(start_response, title, body, tree, visitor, environ, parts)
 
-    def _remember(self, tree: Tree, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
+    def remember(self, tree: Tree, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
         """make(), kept until the index changes (a grid of 20,000 works is
         sorted once per generation, not once per page view)."""
         tree.refresh()
@@ -218,7 +219,7 @@ class Gallery:
         def make() -> list[tuple[tuple[str, ...], int]]:
             works = [(parts + (n,), c.artwork) for n, c in tree.list(parts) or [] if c.is_artwork_root]
             return self._ordered(works, visitor)
-        return self._remember(tree, ("folder", parts, visitor.order), make)
+        return self.remember(tree, ("folder", parts, visitor.order), make)
 
     def _ordered(self, works: list[tuple[tuple[str, ...], int]], visitor: Visitor) -> list[tuple[tuple[str, ...], int]]:
         key, newest_first = ORDERS.get(visitor.order, ORDERS["default"])
@@ -238,24 +239,26 @@ class Gallery:
         except ValueError:
             page = 1
         page = min(max(1, page), pages_total)
-        # a card's HTML is made once per generation, quality and search (link encoding and escaping
-        # are most of a grid's cost)
-        made = self._remember(tree, ("cards",), dict)
+        # a card's HTML is made once per generation and quality, in two halves around the end of
+        # its link, where the search a work was found by goes (link encoding and escaping are most
+        # of a grid's cost)
+        made = self.remember(tree, ("cards",), dict)
         if len(made) > 100_000:
             made.clear()
+        found_by = esc("?" + urlencode(query)) if query else ""
         cards = []
         for path, aid in works[(page - 1) * per_page: page * per_page]:
-            key = (path, visitor.image, query.get("q") if query else None)
-            html = made.get(key)
-            if html is None:
+            key = (path, visitor.image)
+            halves = made.get(key)
+            if halves is None:
                 info = tree.artwork_info(aid)
                 thumb = ""
                 if visitor.image != "none":
                     image = self.catalog.thumbnail(path, aid, visitor.image)
                     thumb = link(image, False) if image else ""
-                html = made[key] = pages.card(Card(link(path, True, query), str(info["title"] or aid),
-                                                   str(info["artist_name"]), thumb, bool(info["nsfw"])))
-            cards.append(html)
+                halves = made[key] = pages.card(Card(link(path, True), str(info["title"] or aid),
+                                                     str(info["artist_name"]), thumb, bool(info["nsfw"])))
+            cards.append(found_by.join(halves))
         keep = {k: v for k, v in visitor.query.items() if k in ("q",)}
         return (pages.settings_form(visitor, keep)
                 + pages.grid(cards, visitor.image != "none", len(works), page, pages_total, keep))
@@ -273,7 +276,7 @@ class Gallery:
     def _home(self, tree: Tree, visitor: Visitor, environ: dict[str, Any], start_response: Respond) -> list[bytes]:
         status = self._status(tree)
         counts = []
-        sizes = self._remember(tree, ("counts",), lambda: {v: len(tree.list((v,)) or []) for v in tree.views()})
+        sizes = self.remember(tree, ("counts",), lambda: {v: len(tree.list((v,)) or []) for v in tree.views()})
         for view in tree.views():
             n = sizes[view]
             unit = {"by-date": "years", "by-artist": "artists", "by-tag": "tags", "changes": "months"}.get(view, "works")
@@ -289,7 +292,8 @@ class Gallery:
             sync = "never synced"
         refresh = pages.post_form("/_pbe/ui/refresh", "refresh now", self.keys.csrf(visitor), {"r": "/"})
         head = (f'<section class="summary"><p class="stats">{status.get("artworks", 0)} works archived, '
-                f'{len(status.get("gone") or [])} gone from pixiv · <span class="sync">{sync}</span></p>'
+                f'{len(status.get("gone") or [])} gone from pixiv · <span class="sync">{sync}</span> · '
+                '<a class="opds" href="/opds/" type="application/atom+xml;profile=opds-catalog">OPDS catalog</a></p>'
                 f'<p class="viewcounts">{" · ".join(counts)}</p>{refresh}</section>')
         works = self._folder_works(tree, ("by-ingress",), visitor)
         return self._page(start_response, "pbe-fs", head + self._grid(tree, works, visitor, ordered=True), tree, visitor,
@@ -300,16 +304,16 @@ class Gallery:
         """The works the visitor is stepping through, in the order shown."""
         q = visitor.query.get("q", "")
         if q:
-            return self._ordered(self._found(tree, q), visitor), {"q": q}
+            return self.found(tree, q, visitor.order), {"q": q}
         return self._folder_works(tree, parts[:-1], visitor), None
 
     def _artwork(self, tree: Tree, parts: tuple[str, ...], node: Any, visitor: Visitor, environ: dict[str, Any],
                  start_response: Respond) -> list[bytes]:
         aid = node.artwork
-        try:
-            record, raw = tree.archive.read_artwork(aid)
-        except (OSError, ValueError):
-            raise _Answer("503 Service Unavailable", f"artwork {aid} cannot be read from the archive right now") from None
+        found = tree.record(aid)
+        if found is None:
+            raise _Answer("503 Service Unavailable", f"artwork {aid} cannot be read from the archive right now")
+        record, raw = found
         meta = json.loads(meta_render.meta_json(record, raw))
         info = tree.artwork_info(aid)
         files = sorted(record.get("files", []), key=lambda f: (f["page"], f["path"]))
@@ -342,7 +346,8 @@ class Gallery:
             if role in roles and not (role == "original" and record.get("ugoira")):
                 base = parts if role == top else parts + (role,)
                 downloads.append(f'<li>{role}: <a href="{link(base + (f"{aid}.zip",), False)}">zip</a> · '
-                                 f'<a href="{link(base + (f"{aid}.pdf",), False)}">pdf</a></li>')
+                                 f'<a href="{link(base + (f"{aid}.pdf",), False)}">pdf</a> · '
+                                 f'<a href="{link(base + (f"{aid}.cbz",), False)}">cbz</a></li>')
         for name in (f"{aid}_ugoira.zip", f"{aid}.gif", f"{aid}.webp", "meta.json", "pixiv.url"):
             if name in listing:
                 downloads.append(f'<li><a href="{link(parts + (name,), False)}">{esc(name)}</a></li>')
@@ -378,7 +383,7 @@ class Gallery:
                           for h in meta.get("history") or [])
         works, keep = self._context(tree, parts, visitor)
         neighbours = ""
-        ids = [w for _, w in works]
+        ids = works.ids if isinstance(works, _ByIdWorks) else [w for _, w in works]
         if aid in ids:
             i = ids.index(aid)
             prev = f'<a rel="prev" href="{link(works[i - 1][0], True, keep)}">← previous</a>' if i > 0 else "<span></span>"
@@ -399,21 +404,26 @@ class Gallery:
         return self._page(start_response, title, body, tree, visitor, environ, parts)
 
     # -- search -----------------------------------------------------------------------------------
-    def _found(self, tree: Tree, q: str) -> list[tuple[tuple[str, ...], int]]:
-        """Search results this visitor may see: NSFW works only where the
-        listing views would show them."""
-        entries = self.catalog.entries()
-        loose = tree.policy == "enabled"
-        return [(("by-id", str(aid)), aid) for aid in self.search.find(q)
-                if aid in entries and (loose or not entries[aid].nsfw)]
+    def found(self, tree: Tree, q: str, order: str) -> "_ByIdWorks":
+        """Search results this visitor may see (NSFW works only where the
+        listing views would show them, AI-generated ones unless hidden), in
+        the visitor's order."""
+        def make() -> _ByIdWorks:
+            allowed = self.catalog.entries() if tree.policy == "enabled" else self.catalog.safe()
+            hidden = self.catalog.ai() if tree.ai_policy == "hidden" else frozenset()
+            ids = [aid for aid in self.search.find(q) if aid in allowed and aid not in hidden]
+            key, newest_first = ORDERS.get(order, ORDERS["default"])
+            return _ByIdWorks(self.catalog.sort(ids, key, newest_first))
+        # kept for the generation: the next page and the artwork pages reached from a search ask again
+        return self.remember(tree, ("found", q, order), make)
 
     def _search(self, tree: Tree, visitor: Visitor, environ: dict[str, Any], start_response: Respond) -> list[bytes]:
         q = visitor.query.get("q", "").strip()[:200]
         if not q:
             body = "<h1>Search</h1><p>Search titles, tags (and their translations), artist names and captions.</p>"
         else:
-            found = self._found(tree, q)
-            body = f"<h1>Search: {esc(q)}</h1>" + self._grid(tree, found, visitor, {"q": q})
+            found = self.found(tree, q, visitor.order)
+            body = f"<h1>Search: {esc(q)}</h1>" + self._grid(tree, found, visitor, {"q": q}, ordered=True)
         return self._page(start_response, f"search {q}", body, tree, visitor, environ, query=q)
 
     # -- /_pbe/ui/ ----------------------------------------------------------------------------------
@@ -633,7 +643,10 @@ class Gallery:
         return base + (name,)
 
     def _image(self, tree: Tree, aid: int, number: str, quality: str | None) -> tuple[str, ...]:
-        record, _ = tree.archive.read_artwork(aid)
+        found = tree.record(aid)
+        if found is None:
+            raise _Answer("404 Not Found", "no such artwork")
+        record = found[0]
         quality = quality or self.display.artwork.image
         if quality not in QUALITIES or not number.isdigit():
             raise _Answer("404 Not Found", "no such image")
@@ -643,6 +656,23 @@ class Gallery:
         if chosen is None:
             raise _Answer("404 Not Found", f"{aid} has no page {number}")
         return self._in_quality(tree, aid, chosen["role"], chosen["path"].rsplit("/", 1)[-1])
+
+
+class _ByIdWorks(Sequence):
+    """Search results as the (folder path, id) pairs grids take, the paths
+    made only for the page shown: a search matching thousands of works
+    should not build thousands of tuples to show fifty."""
+
+    def __init__(self, ids: list[int]) -> None:
+        self.ids = ids
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [(("by-id", str(aid)), aid) for aid in self.ids[i]]
+        return ("by-id", str(self.ids[i])), self.ids[i]
 
 
 def _tree_path(url: str) -> tuple[str, ...]:

@@ -20,6 +20,7 @@ class Entry:
     type: str
     pages: int
     nsfw: bool
+    ai: bool
     first: dict[str, str] = field(default_factory=dict)  # role -> first page's file name
 
 
@@ -28,6 +29,10 @@ class Catalog:
         self.tree = tree
         self._generation = -2
         self._entries: dict[int, Entry] = {}
+        self._seq: dict[int, int] = {}
+        self._date: dict[int, tuple[str, int]] = {}
+        self._safe: frozenset[int] = frozenset()
+        self._ai: frozenset[int] = frozenset()
         self._lock = threading.Lock()
 
     def entries(self) -> dict[int, Entry]:
@@ -36,14 +41,25 @@ class Catalog:
             with self._lock:
                 generation = self.tree.generation
                 db = self.tree.index.db
-                entries = {r[0]: Entry(r[1], r[2], r[3], r[4], r[5] > 0) for r in db.execute(
-                    "SELECT id, seq, create_date, type, page_count, x_restrict FROM artworks")}
+                entries = {r[0]: Entry(r[1], r[2], r[3], r[4], r[5] > 0, r[6] == 2) for r in db.execute(
+                    "SELECT id, seq, create_date, type, page_count, x_restrict, ai_type FROM artworks")}
                 for aid, role, path in db.execute("SELECT artwork_id, role, path FROM files WHERE page = 0"):
                     entry = entries.get(aid)
                     if entry is not None and role not in entry.first:
                         entry.first[role] = PurePosixPath(path).name
+                # sort keys and the NSFW-free set, so sorting and filtering thousands of search
+                # results are C-level look-ups
+                self._seq = {aid: e.seq for aid, e in entries.items()}
+                self._date = {aid: (e.date, aid) for aid, e in entries.items()}
+                self._safe = frozenset(aid for aid, e in entries.items() if not e.nsfw)
+                self._ai = frozenset(aid for aid, e in entries.items() if e.ai)
                 self._entries, self._generation = entries, generation
         return self._entries
+
+    def safe(self) -> frozenset[int]:
+        """Ids of the works that are not NSFW."""
+        self.entries()
+        return self._safe
 
     def get(self, artwork_id: int) -> Entry | None:
         return self.entries().get(artwork_id)
@@ -61,8 +77,16 @@ class Catalog:
         top = top_quality(self.tree.top_quality, entry.first)
         return folder + ((entry.first[role],) if role == top else (role, entry.first[role]))
 
+    def ai(self) -> frozenset[int]:
+        """Ids of the AI-generated works."""
+        self.entries()
+        return self._ai
+
     def sort(self, ids: list[int], key: str, newest_first: bool) -> list[int]:
-        entries = self.entries()
-        if key == "seq":
-            return sorted(ids, key=lambda i: entries[i].seq if i in entries else 0, reverse=newest_first)
-        return sorted(ids, key=lambda i: (entries[i].date, i) if i in entries else ("", i), reverse=newest_first)
+        """ids by ingress number ("seq") or creation date; ids the index
+        does not know go last."""
+        self.entries()
+        keys = self._seq if key == "seq" else self._date
+        known = [i for i in ids if i in keys]
+        unknown = [i for i in ids if i not in keys] if len(known) != len(ids) else []
+        return sorted(known, key=keys.__getitem__, reverse=newest_first) + unknown

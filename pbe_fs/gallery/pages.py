@@ -125,11 +125,13 @@ def pager(page: int, pages: int, keep: dict[str, str]) -> str:
     return f'<p class="pager">{"".join(links)}</p>'
 
 
-def card(c: Card) -> str:
+def card(c: Card) -> tuple[str, str]:
+    """A grid card's HTML in two halves, split where its link ends: a
+    search puts ``?q=...`` there, so one card serves every search."""
     img = f'<img src="{esc(c.thumb)}" alt="" loading="lazy" width="360" height="360">' if c.thumb else ""
     cls = ' class="nsfw"' if c.nsfw else ""
-    return (f'<li{cls}><a href="{esc(c.href)}">{img}<span class="t">{esc(c.title)}</span></a>'
-            f'<span class="a">{esc(c.artist)}</span></li>')
+    return (f'<li{cls}><a href="{esc(c.href)}',
+            f'">{img}<span class="t">{esc(c.title)}</span></a><span class="a">{esc(c.artist)}</span></li>')
 
 
 def grid(cards: list[str], images: bool, total: int, page: int, pages: int, keep: dict[str, str]) -> str:

@@ -82,10 +82,9 @@ class Search:
                     db.execute("DELETE FROM docs WHERE id = ?", (aid,))
                 for aid in changed:
                     title, tag_text, artist, sig = wanted[aid]
-                    try:
-                        caption = _plain(self.tree.archive.read_artwork(aid)[1].get("caption", ""))
-                    except (OSError, ValueError):
-                        caption = ""
+                    # the tree's record: on a bucket the local copy, when there is one
+                    found = self.tree.record(aid)
+                    caption = _plain(str(found[1].get("caption") or "")) if found else ""
                     db.execute("INSERT INTO fts (rowid, title, tags, artist, caption) VALUES (?,?,?,?,?)",
                                (aid, title, tag_text, artist, caption))
                     db.execute("INSERT INTO docs VALUES (?, ?)", (aid, sig))

@@ -55,14 +55,22 @@ def _as_png(data: bytes) -> bytes:
         return out.getvalue()
 
 
+def _convert(inputs: list[bytes]) -> bytes:
+    # img2pdf's own writer: no random /ID (its pikepdf engine asks for a
+    # deterministic one only when pikepdf's version string sorts after
+    # "6.2.0", which "10.x" does not), no dates: the same pages, the same bytes.
+    return img2pdf.convert(inputs, nodate=True, engine=img2pdf.Engine.internal)
+
+
 def render(pages: list[Page], images: list[bytes]) -> bytes:
+    """A pure function of the archived bytes (and the renderers' versions)."""
     direct = [page.format == "JPEG" and page.mode in _DIRECT_MODES for page in pages]
     inputs = [data if ok else _as_png(data) for data, ok in zip(images, direct)]
     try:
-        return img2pdf.convert(inputs, nodate=True)
+        return _convert(inputs)
     except Exception:
         # A JPEG img2pdf still refuses (odd markers, progressive CMYK...): convert it too.
-        return img2pdf.convert([_as_png(d) if ok else i for i, d, ok in zip(inputs, images, direct)], nodate=True)
+        return _convert([_as_png(d) if ok else i for i, d, ok in zip(inputs, images, direct)])
 
 
 def skeletonize(pdf: bytes, pages: list[Page], images: list[bytes]) -> list[tuple[Page, int]]:
@@ -110,7 +118,7 @@ def _load_skeleton(path: Path, store: Store) -> Segments:
 def pdf(cache: Cache, store: Store, pages: list[Page]) -> Segments:
     """The PDF of these pages, generated once, then served from its skeleton
     (which names archived files by key, so it serves any copy of the archive)."""
-    key = Cache.key("pdf-v2", [(p.key, p.sha256) for p in pages])
+    key = Cache.key("pdf-v3", [(p.key, p.sha256) for p in pages])
 
     def make(tmp: Path) -> None:
         images = [read_all(store, p.key, p.size, p.sha256) for p in pages]

@@ -28,6 +28,7 @@ class Member:
     size: int
     crc32: int
     version: str = ""
+    data: bytes | None = None  # a generated member (ComicInfo.xml), held as it is
 
 
 def dos_time(when: datetime) -> tuple[int, int]:
@@ -51,7 +52,7 @@ def layout(members: list[Member], when: datetime, store: Store | None = None) ->
         version = 45 if big else 20
         header = struct.pack("<IHHHHHIIIHH", 0x04034B50, version, flags, 0, dtime, ddate, m.crc32,
                              _U32 if big else m.size, _U32 if big else m.size, len(name), len(local_extra))
-        parts += [header + name + local_extra, BlobPart(m.key, m.size, m.version)]
+        parts += [header + name + local_extra, m.data if m.data is not None else BlobPart(m.key, m.size, m.version)]
         z64 = []
         if big:
             z64 += [m.size, m.size]

@@ -24,6 +24,7 @@ import logging
 import re
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -44,6 +45,8 @@ _FIRST_AHEAD = 4  # ... and of a first read at offset 0 (a whole original, usual
 _RECENT = 3  # blocks kept in memory per open file, for the reads that asked for them
 _SKIP = 4  # cached blocks a stream reads through rather than start another GET after them
 _CLOSE_WAIT = 5.0  # seconds close() waits for a block in flight
+_SILENCE = 5.0  # seconds a bucket that timed out is not asked again
+_ATTEMPTS = 2  # tries of each call within filesystem_options.timeout
 _MD5_ETAG = re.compile(r'^"?([0-9a-f]{32})(-\d+)?"?$')
 
 
@@ -85,6 +88,9 @@ class S3Store:
         self.cache = cache
         self.proxy = proxy
         self.endpoint = endpoint
+        self.follow = False  # another machine writes this bucket: never take its lease
+        self.timeout = 10.0  # filesystem_options.timeout
+        self._silent_until = 0.0  # no calls before this (monotonic): the bucket just timed out
 
     @classmethod
     def from_config(cls, config: Config) -> S3Store:
@@ -98,18 +104,25 @@ class S3Store:
                                         aws_secret_access_key=opts.secret_key or None,
                                         region_name=opts.region or None)
         boto_config = BotoConfig(
-            retries={"mode": "standard", "max_attempts": 5},
+            # A bucket that accepts and never answers must not hold a reader
+            # longer than ``timeout`` in all: two tries of half of it each.
+            retries={"mode": "standard", "max_attempts": _ATTEMPTS},
             max_pool_connections=32,
-            connect_timeout=10, read_timeout=60,
+            connect_timeout=opts.timeout / _ATTEMPTS, read_timeout=opts.timeout / _ATTEMPTS,
+            # SigV4 for presigned URLs too (SigV2 is refused by newer AWS regions)
+            signature_version="s3v4",
             # We send Content-MD5 and check ETags ourselves; the newer default
             # (CRC trailers in aws-chunked bodies) is not spoken by every server.
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
             s3={"addressing_style": "path" if opts.endpoint_url else "auto"},
         )
-        client = session.client("s3", endpoint_url=opts.endpoint_url or None, config=boto_config)
+        client = session.client("s3", endpoint_url=opts.endpoint_url or None, config=boto_config,
+                                region_name=opts.region or ("us-east-1" if opts.endpoint_url else None))
         cache = ReadCache(config.cache_path / "blocks", int(config.settings.cache.read_max_gb * 1e9))
-        return cls(client, opts.bucket, opts.prefix, cache=cache, proxy=opts.proxy, endpoint=opts.endpoint_url)
+        store = cls(client, opts.bucket, opts.prefix, cache=cache, proxy=opts.proxy, endpoint=opts.endpoint_url)
+        store.follow, store.timeout = opts.follow, opts.timeout
+        return store
 
     def check(self) -> None:
         """Fail early, in one line, when the bucket cannot be reached or read."""
@@ -127,19 +140,37 @@ class S3Store:
 
     def _call(self, what: str, fn: Any, **kwargs: Any) -> Any:
         """One S3 call; failures become one line naming the bucket."""
-        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+        from botocore.exceptions import BotoCoreError, ClientError
+        self._check_silence(what)
         try:
             return fn(Bucket=self.bucket, **kwargs)
-        except NoCredentialsError:
-            raise StorageError(f"{self.describe()}: no credentials: set filesystem_options.access_key and secret_key, "
-                               "or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or another AWS credential source)") from None
-        except ClientError as exc:
+        except (BotoCoreError, ClientError) as exc:
+            raise self._failure(what, exc, kwargs.get("Key", "")) from None
+
+    def _check_silence(self, what: str) -> None:
+        """A bucket that just let a call time out is not asked again for a
+        while: each reader would wait the whole timeout for the same answer."""
+        if time.monotonic() < self._silent_until:
+            raise StorageError(f"{self.describe()}: {what} not tried: the bucket did not answer within "
+                               f"{self.timeout:g} s a moment ago")
+
+    def _failure(self, what: str, exc: Exception, key: str = "") -> Exception:
+        """The one-line error a failed call stands for."""
+        from botocore.exceptions import ClientError, ConnectionError, HTTPClientError, NoCredentialsError
+        if isinstance(exc, (ConnectionError, HTTPClientError)):  # timeouts, refused, reset: not answering
+            self._silent_until = time.monotonic() + min(self.timeout, _SILENCE)
+        if isinstance(exc, NoCredentialsError):
+            return StorageError(f"{self.describe()}: no credentials: set filesystem_options.access_key and secret_key, "
+                                "or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or another AWS credential source)")
+        if isinstance(exc, ClientError):
             if _missing(exc):
-                raise FileNotFoundError(errno.ENOENT, f"{self.describe()}{kwargs.get('Key', '')}: no such object") from None
+                return FileNotFoundError(errno.ENOENT, f"{self.describe()}{key}: no such object")
             error = exc.response.get("Error", {})
-            raise StorageError(f"{self.describe()}: {what} failed: {error.get('Code')} {error.get('Message', '')}".rstrip()) from None
-        except BotoCoreError as exc:
-            raise StorageError(f"{self.describe()}: {what} failed: {exc}") from None
+            code = str(error.get("Code"))
+            hint = ("; check filesystem_options.access_key and secret_key (and the bucket's policy)"
+                    if code in ("403", "AccessDenied", "SignatureDoesNotMatch", "InvalidAccessKeyId") else "")
+            return StorageError(f"{self.describe()}: {what} failed: {code} {error.get('Message', '')}".rstrip() + hint)
+        return StorageError(f"{self.describe()}: {what} failed: {exc}")
 
     # -- small objects -----------------------------------------------------------
     def read_bytes(self, key: str) -> bytes:
@@ -151,6 +182,46 @@ class S3Store:
         self._call("PUT", self.client.put_object, Key=self._k(key), Body=data,
                    ContentMD5=base64.b64encode(hashlib.md5(data).digest()).decode(),
                    Metadata={"sha256": hashlib.sha256(data).hexdigest()})
+
+    def read_tagged(self, key: str, etag: str = "") -> tuple[bytes | None, str]:
+        """(bytes, ETag) of a small object, or (None, etag) when it still has
+        ``etag``: a poll that finds nothing new costs one 304. A missing
+        object raises FileNotFoundError."""
+        from botocore.exceptions import BotoCoreError, ClientError
+        self._check_silence("GET")
+        try:
+            extra = {"IfNoneMatch": etag} if etag else {}
+            reply = self.client.get_object(Bucket=self.bucket, Key=self._k(key), **extra)
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code")) in ("304", "NotModified"):
+                return None, etag
+            raise self._failure("GET", exc, key) from None
+        except BotoCoreError as exc:
+            raise self._failure("GET", exc, key) from None
+        with reply["Body"] as body:
+            return body.read(), reply.get("ETag", "")
+
+    def write_if(self, key: str, data: bytes, etag: str | None) -> bool:
+        """Put ``data`` only if the object is still as seen: absent (``etag``
+        None) or with that ETag. False when someone else got there first.
+        Endpoints that ignore or refuse conditional writes get a plain PUT
+        (the race that leaves is described in docs/s3.md)."""
+        from botocore.exceptions import ClientError
+        extra = {"IfNoneMatch": "*"} if etag is None else {"IfMatch": etag}
+        self._check_silence("PUT")
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._k(key), Body=data, **extra)
+            return True
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code"))
+            if code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
+                return False
+            if code not in ("NotImplemented", "501", "InvalidArgument", "400"):
+                raise self._failure("PUT", exc, key) from None
+        except BotoCoreError as exc:
+            raise self._failure("PUT", exc, key) from None
+        self.write_bytes(key, data)
+        return True
 
     def stat(self, key: str) -> tuple[int, str] | None:
         """(size, recorded SHA-256) of an object, or None."""
@@ -223,6 +294,26 @@ class S3Store:
             except Exception:
                 pass
             raise
+
+    def unfinished_uploads(self, older_than: float) -> list[tuple[str, str, str]]:
+        """(key, upload id, started) of multipart uploads under our prefix
+        begun more than ``older_than`` seconds ago and never completed (a
+        writer killed mid-file): the bucket keeps, and bills, their parts."""
+        from datetime import datetime, timezone
+        found, marker = [], {}
+        now = datetime.now(timezone.utc)
+        while True:
+            page = self._call("LIST uploads", self.client.list_multipart_uploads, Prefix=self.prefix, **marker)
+            for up in page.get("Uploads", []):
+                started = up["Initiated"]
+                if (now - started).total_seconds() >= older_than:
+                    found.append((up["Key"][len(self.prefix):], up["UploadId"], started.isoformat()))
+            if not page.get("IsTruncated"):
+                return found
+            marker = {"KeyMarker": page["NextKeyMarker"], "UploadIdMarker": page["NextUploadIdMarker"]}
+
+    def abort_upload(self, key: str, upload_id: str) -> None:
+        self._call("abort upload", self.client.abort_multipart_upload, Key=self._k(key), UploadId=upload_id)
 
     def _verify(self, key: str, size: int, digest: str, etag: str) -> None:
         head = self._call("HEAD", self.client.head_object, Key=self._k(key))

@@ -39,6 +39,7 @@ class Work:
     noise: bool = False  # random pixels: images that do not compress (multi-MiB originals)
     ai_type: int = 1  # illust_ai_type: 2 = AI-generated
     revision: int = 0  # >0: the artist re-uploaded the images (new URLs, and new bytes when size changes too)
+    series: dict[str, Any] | None = None  # pixiv's {"id", "title"} of a manga series
 
     @property
     def created(self) -> datetime:
@@ -75,7 +76,7 @@ class Work:
             "tags": [{"name": n, "translated_name": t} for n, t in self.tags],
             "tools": ["CLIP STUDIO PAINT"], "create_date": self.created.isoformat(),
             "page_count": self.pages, "width": self.size[0], "height": self.size[1],
-            "sanity_level": 6 if self.x_restrict else 2, "x_restrict": self.x_restrict, "series": None,
+            "sanity_level": 6 if self.x_restrict else 2, "x_restrict": self.x_restrict, "series": self.series,
             "meta_single_page": {} if multi else {"original_image_url": first["original"]},
             "meta_pages": [{"image_urls": self.urls(base, p)} for p in range(self.pages)] if multi else [],
             "total_view": 100 + self.id % 977, "total_bookmarks": self.id % 313, "is_bookmarked": True,
@@ -205,7 +206,8 @@ def default_works() -> list[tuple[Work, str]]:
         (Work(93012347, "fallback ugoira", a, type="ugoira", frames=[80, 80], frames_served=False), "public"),
         (Work(93012348, "alpha png", same1, ext="png"), "public"),
         (Work(93012349, "old gif", same2, ext="gif"), "public"),
-        (Work(93012350, "manga", slash, type="manga", pages=12), "public"),
+        (Work(93012350, "manga", slash, type="manga", pages=12, series={"id": 777, "title": "連載 & <series>"}),
+         "public"),
         (Work(93012351, "r18", dots, x_restrict=1, tags=[("R-18", None)]), "public"),
         (Work(93012352, "r18g", dots, x_restrict=2, tags=[("R-18G", None)]), "public"),
         (Work(93012353, "a/b\\c:d*e?f\"g<h>i|j", a), "public"),
