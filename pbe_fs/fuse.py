@@ -1,9 +1,19 @@
 """The FUSE adapter: pyfuse3 operations over the shared tree.
 
 It knows inodes, errnos and kernel caches, and nothing about names or
-views: every answer comes from ``Tree``. Inode numbers are handed out per
-path on first sight and kept for the whole mount, so a path keeps its
-number however often the kernel forgets it.
+views: every answer comes from ``Tree``.
+
+Inode numbers are computed from the entry and decoded back on every call,
+so the mount keeps no table that grows with what was looked at (with
+plenty of RAM the kernel never sends FORGET: a walk of 1.5 M entries would
+otherwise stay in memory for good). An artwork folder's number is its view,
+its work's id and which of the work's folders in that view it is (by-tag and
+changes/ show a work more than once); an entry inside one adds its quality
+folder and its place in the sorted listing. View and group folders (a few
+per artist, tag and month, bounded by the archive) are numbered in a table.
+Every entry keeps its number across syncs, and every entry is immutable
+between index generations, so the kernel may cache entries and attributes
+for long: a new generation invalidates precisely what changed.
 
 Deletion: ``rm -r`` of an artwork folder unlinks every file first and
 rmdirs the folder last. Unlinks inside a deletable artwork folder are
@@ -21,7 +31,6 @@ import os
 import signal
 import stat
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,14 +38,35 @@ from typing import Any, TypeVar
 import pyfuse3
 import trio
 
+from . import names
+from .artwork import QUALITIES
 from .errors import PbeError
 from .render.segments import Reader
-from .tree import Node, Tree, TreeError
+from .tree import VIEWS, Node, Tree, TreeError
 
 log = logging.getLogger("pbe_fs.fuse")
 
 ROOT = pyfuse3.ROOT_INODE
 _HIDE_SECONDS = 60.0
+# Entries change only with the index generation, which invalidates them:
+# the timeout is a backstop. meta.json also follows pixiv's counters.
+_LONG, _SHORT = 24 * 3600.0, 1.0
+# An artwork-folder inode: flag, view, which folder of the work in the view,
+# artwork id, quality folder (0: top), place in the folder's listing + 1 (0: the folder).
+_ART = 1 << 62
+_VIEW, _NUMBER, _ID, _SUB, _ENTRY = 58, 47, 15, 12, 0
+_NUMBER_MAX, _ID_MAX, _ENTRY_MAX = (1 << 11) - 1, (1 << 32) - 1, (1 << 12) - 1
+_INSIDE = (1 << _ID) - 1  # the quality and entry bits
+# the first entries of a changed work's folders, re-read: generated files (zip, pdf,
+# cbz, animations; ``ID.*`` sorts first) and anything whose place moved
+_STALE_ENTRIES = 24
+
+
+def _artwork_inode(view: str, number: int | None, artwork_id: int) -> int:
+    """An artwork folder's number; 0 when the fields cannot hold it."""
+    if number is None or number > _NUMBER_MAX or artwork_id > _ID_MAX or view not in VIEWS:
+        return 0
+    return _ART | VIEWS.index(view) << _VIEW | number << _NUMBER | artwork_id << _ID
 _ERRNO = {"notfound": errno.ENOENT, "readonly": errno.EROFS, "forbidden": errno.EACCES, "busy": errno.EBUSY}
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
@@ -79,20 +109,22 @@ class Operations(pyfuse3.Operations):
         self.tree = tree
         self.allow_delete = allow_delete
         self.xattrs = xattrs
+        # view and group folders, status.json, index.txt (and, as a fallback, anything
+        # the artwork numbering cannot hold): bounded by the archive, not by lookups
         self._path_of: dict[int, tuple[str, ...]] = {ROOT: ()}
         self._inode_of: dict[tuple[str, ...], int] = {(): ROOT}
-        self._lookups: Counter[int] = Counter()
         self._next_inode = ROOT + 1
+        tree.keep_previous = True  # invalidate() asks what the last generation showed
         self._handles: dict[int, Reader] = {}
-        self._dirs: dict[int, tuple[tuple[str, ...], list[tuple[str, Node]]]] = {}
+        self._dirs: dict[int, tuple[int, tuple[str, ...], list[tuple[str, Node]]]] = {}
         self._next_fh = 1
         self._hidden: dict[tuple[str, ...], float] = {}
         self._uid, self._gid = os.getuid(), os.getgid()
         self.nursery: trio.Nursery | None = None  # for work that must wait until a request is answered
         self._told = tree.generation
 
-    # -- bookkeeping -----------------------------------------------------------
-    def _inode(self, path: tuple[str, ...]) -> int:
+    # -- inode numbers ------------------------------------------------------------
+    def _numbered(self, path: tuple[str, ...]) -> int:
         inode = self._inode_of.get(path)
         if inode is None:
             inode = self._inode_of[path] = self._next_inode
@@ -100,11 +132,71 @@ class Operations(pyfuse3.Operations):
             self._next_inode += 1
         return inode
 
-    def _path(self, inode: int) -> tuple[str, ...]:
-        try:
-            return self._path_of[inode]
-        except KeyError:
-            raise pyfuse3.FUSEError(errno.ESTALE) from None
+    def _child(self, parent_inode: int, parent: tuple[str, ...], name: str, node: Node,
+               position: int | None = None) -> int:
+        """The inode of parent/name; position: its place in list(parent), when known."""
+        name = names.lookup_key(name)
+        if parent_inode & _ART:
+            sub, entry = (parent_inode >> _SUB) & 7, parent_inode & _ENTRY_MAX
+            if not sub and not entry and node.is_dir and name in QUALITIES:
+                return parent_inode | (QUALITIES.index(name) + 1) << _SUB
+            if not entry and not node.is_dir:
+                if position is None:
+                    position = self.tree.position(parent, name)
+                if position is not None and position < _ENTRY_MAX:
+                    return parent_inode | (position + 1)
+        elif node.is_artwork_root:
+            path = parent + (name,)
+            inode = _artwork_inode(path[0], self.tree.artwork_number(path, node), node.artwork)
+            if inode:
+                return inode
+        return self._numbered(parent + (name,))
+
+    def _encode(self, path: tuple[str, ...]) -> int:
+        """The inode of a path (for ``..``): its parents' numbers first."""
+        if not path:
+            return ROOT
+        node = self.tree.get(path)
+        if node is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        return self._child(self._encode(path[:-1]), path[:-1], path[-1], node)
+
+    def _decode(self, inode: int) -> tuple[str, ...]:
+        if not inode & _ART:
+            try:
+                return self._path_of[inode]
+            except KeyError:
+                raise pyfuse3.FUSEError(errno.ESTALE) from None
+        view = VIEWS[(inode >> _VIEW) & 15] if (inode >> _VIEW) & 15 < len(VIEWS) else ""
+        path = self.tree.artwork_path((inode >> _ID) & _ID_MAX, view, (inode >> _NUMBER) & _NUMBER_MAX)
+        if path is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)  # the work went, or left this view
+        sub, entry = (inode >> _SUB) & 7, inode & _ENTRY_MAX
+        if sub > len(QUALITIES):
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        if sub:
+            path += (QUALITIES[sub - 1],)
+        if entry:
+            entries = self.tree.list(path) or []
+            if entry > len(entries):
+                raise pyfuse3.FUSEError(errno.ENOENT)
+            path += (entries[entry - 1][0],)
+        return path
+
+    async def _path(self, inode: int) -> tuple[str, ...]:
+        """The path an inode stands for; off the loop when that means I/O
+        (an artwork folder's listing, a view's tags or events)."""
+        if not inode & _ART:
+            return self._decode(inode)
+        view = (inode >> _VIEW) & 15
+        if view < len(VIEWS) and self.tree.numbers_loaded(VIEWS[view]):
+            if not inode & _INSIDE:
+                return self._decode(inode)
+            path = self._decode(inode & ~_INSIDE)
+            sub = (inode >> _SUB) & 7
+            if self.tree.is_cached(path + (QUALITIES[sub - 1],) if sub else path):
+                return self._decode(inode)
+        return await trio.to_thread.run_sync(self._decode, inode)
 
     def _is_hidden(self, path: tuple[str, ...]) -> bool:
         until = self._hidden.get(path)
@@ -134,9 +226,9 @@ class Operations(pyfuse3.Operations):
             log.debug("archive changed (generation %d): refreshing the mount", generation)
             self.nursery.start_soon(self.invalidate)
 
-    def _attrs(self, path: tuple[str, ...], node: Node) -> pyfuse3.EntryAttributes:
+    def _attrs(self, inode: int, path: tuple[str, ...], node: Node) -> pyfuse3.EntryAttributes:
         a = pyfuse3.EntryAttributes()
-        a.st_ino = self._inode(path)
+        a.st_ino = inode
         writable = 0o200 if self.allow_delete else 0
         if node.is_dir:
             a.st_mode = stat.S_IFDIR | 0o555 | writable
@@ -150,16 +242,13 @@ class Operations(pyfuse3.Operations):
         ns = int(node.mtime * 1e9)
         a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = ns
         a.st_uid, a.st_gid = self._uid, self._gid
-        # Artwork contents never change; views change when a sync commits,
-        # and are invalidated then, so a short timeout is only a backstop.
-        timeout = 300.0 if node.immutable else 1.0
-        a.entry_timeout = a.attr_timeout = timeout
+        a.entry_timeout = a.attr_timeout = _LONG if node.immutable or not node.artwork else _SHORT
         return a
 
     # -- lookups ------------------------------------------------------------------
     @_guard
     async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None) -> pyfuse3.EntryAttributes:
-        parent = self._path(parent_inode)
+        parent = await self._path(parent_inode)
         text = os.fsdecode(name)
         if text == ".":
             path = parent
@@ -170,30 +259,29 @@ class Operations(pyfuse3.Operations):
         node = await self._node(path) if path else self.tree.get(())
         if node is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
-        attrs = self._attrs(path, node)
-        self._lookups[attrs.st_ino] += 1
-        return attrs
+        if text == ".":
+            inode = parent_inode
+        elif text == "..":
+            inode = await trio.to_thread.run_sync(self._encode, path)
+        else:  # what numbering needs (the folder's listing, its tags) was loaded to find node
+            inode = self._child(parent_inode, parent, text, node)
+        return self._attrs(inode, path, node)
 
     async def forget(self, inode_list: list[tuple[int, int]]) -> None:
-        for inode, count in inode_list:
-            left = self._lookups[inode] - count
-            if left > 0:
-                self._lookups[inode] = left
-            else:
-                self._lookups.pop(inode, None)  # the number stays with its path
+        pass  # numbers are computed, not kept: nothing to let go of
 
     @_guard
     async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
-        path = self._path(inode)
+        path = await self._path(inode)
         node = await self._node(path) if path else self.tree.get(())
         if node is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
-        return self._attrs(path, node)
+        return self._attrs(inode, path, node)
 
     # -- directories ----------------------------------------------------------------
     @_guard
     async def opendir(self, inode: int, ctx: Any) -> int:
-        path = self._path(inode)
+        path = await self._path(inode)
         if self.tree.is_cached(path):
             entries = self.tree.list(path)
         else:
@@ -203,21 +291,20 @@ class Operations(pyfuse3.Operations):
         fh = self._next_fh
         self._next_fh += 1
         # a snapshot: offsets stay meaningful while a sync changes the folder
-        self._dirs[fh] = (path, entries)
+        self._dirs[fh] = (inode, path, entries)
         return fh
 
     @_guard
     async def readdir(self, fh: int, start_id: int, token: Any) -> None:
-        path, entries = self._dirs[fh]
+        inode, path, entries = self._dirs[fh]
         for i in range(start_id, len(entries)):
             name, node = entries[i]
             child = path + (name,)
             if self._hidden and self._is_hidden(child):
                 continue
-            attrs = self._attrs(child, node)
+            attrs = self._attrs(self._child(inode, path, name, node, i), child, node)
             if not pyfuse3.readdir_reply(token, os.fsencode(name), attrs, i + 1):
                 break
-            self._lookups[attrs.st_ino] += 1
 
     async def releasedir(self, fh: int) -> None:
         self._dirs.pop(fh, None)
@@ -227,7 +314,7 @@ class Operations(pyfuse3.Operations):
     async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT):
             raise pyfuse3.FUSEError(errno.EROFS)
-        path = self._path(inode)
+        path = await self._path(inode)
         node = await self._node(path)
         if node is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
@@ -272,7 +359,7 @@ class Operations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.ENOSYS)
         if not name.startswith(b"user."):  # ls -l asks every entry for ACLs and SELinux labels
             raise pyfuse3.FUSEError(errno.ENODATA)
-        value = self.tree.xattrs(self._path(inode)).get(os.fsdecode(name))
+        value = self.tree.xattrs(await self._path(inode)).get(os.fsdecode(name))
         if value is None:
             raise pyfuse3.FUSEError(errno.ENODATA)
         return value
@@ -281,7 +368,7 @@ class Operations(pyfuse3.Operations):
     async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
         if not self.xattrs:
             raise pyfuse3.FUSEError(errno.ENOSYS)
-        return [n.encode() for n in self.tree.xattrs(self._path(inode))]
+        return [n.encode() for n in self.tree.xattrs(await self._path(inode))]
 
     async def setxattr(self, *args: Any) -> None:
         raise pyfuse3.FUSEError(errno.EROFS)
@@ -300,7 +387,7 @@ class Operations(pyfuse3.Operations):
 
     # -- deletion ------------------------------------------------------------------------
     async def _deletable(self, parent_inode: int, name: bytes) -> tuple[tuple[str, ...], Node]:
-        path = self._path(parent_inode) + (os.fsdecode(name),)
+        path = await self._path(parent_inode) + (os.fsdecode(name),)
         node = await self._node(path)
         if node is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
@@ -333,35 +420,41 @@ class Operations(pyfuse3.Operations):
     setattr = mkdir = mknod = symlink = link = rename = create = write = _refuse()  # type: ignore[assignment]
 
     # -- cache invalidation ------------------------------------------------------------
-    async def invalidate(self) -> None:
+    async def invalidate(self, everything: bool = False) -> None:
         """Tell the kernel what a sync or a deletion changed.
 
-        Folders outside artworks are re-read; entries that no longer exist
-        are dropped from the kernel's dentry cache. Callers have refreshed
-        the tree already (that is how they knew); only a generation that
-        moved on since is picked up here.
+        The artwork folders of works that changed or went are dropped from
+        the kernel's dentry cache under their old names (with all below
+        them), group folders left empty too, and every view and group
+        folder's attributes are re-read. A view whose old contents are not
+        known (or ``everything``: the policy changed) is dropped whole.
         """
         self.tree.refresh(interval=0)
-        stale_entries: list[tuple[int, bytes]] = []
-        folders: list[int] = []
-        for path, inode in list(self._inode_of.items()):
-            place = self.tree.place(path)
-            if place == "view" or (place == "inside" and (path[-1] == "meta.json" or path[-1].endswith(".cbz"))):
-                folders.append(inode)  # meta.json tells the work's state, a CBZ its metadata: a sync may change
-            elif place == "artwork" and self.tree.get(path) is None:
-                parent = self._inode_of.get(path[:-1])
-                if parent is not None:
-                    stale_entries.append((parent, os.fsencode(path[-1])))
+        stale, unknown = await trio.to_thread.run_sync(self.tree.stale_since)
+        if everything:
+            unknown = set(VIEWS)
+        entries = [(ROOT, os.fsencode(view)) for view in sorted(unknown)]
+        # View and group folders, and what a changed work's folders held: the same
+        # number may now be a file with other bytes (a CBZ's metadata) or another name.
+        inodes = list(self._path_of)
+        for path, view, number, aid in stale:
+            parent = self._inode_of.get(path[:-1])
+            if parent is not None and path[0] not in unknown:  # else the kernel never saw it
+                entries.append((parent, os.fsencode(path[-1])))
+            folder = _artwork_inode(view, number, aid) if view else 0
+            if folder:
+                inodes += [folder | sub << _SUB | entry for sub in range(len(QUALITIES) + 1)
+                           for entry in range(_STALE_ENTRIES)]
 
         def tell_kernel() -> None:
-            for inode in folders:
-                try:
-                    pyfuse3.invalidate_inode(inode, attr_only=False)
-                except OSError:
-                    pass
-            for parent, name in stale_entries:
+            for parent, name in entries:
                 try:
                     pyfuse3.invalidate_entry(parent, name)
+                except OSError:
+                    pass
+            for inode in inodes:
+                try:
+                    pyfuse3.invalidate_inode(inode, attr_only=False)
                 except OSError:
                     pass
         await trio.to_thread.run_sync(tell_kernel)
@@ -382,7 +475,7 @@ async def _watch_signals(ops: Operations, on_stop: Callable[[int], None] | None,
         async for signum in signals:
             if signum == signal.SIGHUP and on_hup:
                 await trio.to_thread.run_sync(on_hup)
-                await ops.invalidate()  # the NSFW policy may have changed every listing
+                await ops.invalidate(everything=True)  # the NSFW policy may have changed every listing
                 continue
             log.info("%s: unmounting", signal.Signals(signum).name)
             if on_stop:

@@ -24,13 +24,14 @@ Views::
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from . import maintenance, names
@@ -116,6 +117,59 @@ class Work:
     subdirs: int = 0  # quality folders in its artwork folder
     private: bool = False
     ai: bool = False  # illust_ai_type 2
+    files: int = 0  # archived files: a new or re-uploaded page changes the folder's listing
+    node: Node | None = field(default=None, compare=False, repr=False)  # its folder, one object for every view
+
+
+class _Folder(dict):
+    """A folder's entries by name, with the sorted listing and each name's
+    place in it worked out once (not on every ``list``)."""
+
+    __slots__ = ("order", "positions")
+
+    def __init__(self, entries: dict[str, Node]) -> None:
+        super().__init__(entries)
+        self.order: list[tuple[str, Node]] | None = None
+        self.positions: dict[str, int] | None = None
+
+    def sorted_items(self) -> list[tuple[str, Node]]:
+        if self.order is None:
+            self.order = sorted(self.items())
+        return self.order
+
+    def position(self, name: str) -> int | None:
+        if self.positions is None:
+            self.positions = {n: i for i, (n, _) in enumerate(self.sorted_items())}
+        return self.positions.get(name)
+
+
+# a tag's folder name, worked out once per tag rather than once per work and listing
+_segment = functools.lru_cache(maxsize=1 << 17)(names.segment)
+_ONLY = {"nsfw": lambda w: w.nsfw, "gone": lambda w: w.gone, "private": lambda w: w.private, "ai": lambda w: w.ai}
+
+
+def _ym(work: Work) -> tuple[str, str]:
+    d = work.create_date
+    return (d[:4], d[5:7]) if len(d) >= 10 else ("0000", "00")
+
+
+def _name(view: str, work: Work) -> str:
+    """An artwork folder's name in a view (changes/ names its folders by event)."""
+    if view in ("by-ingress", "nsfw", "private", "ai"):
+        return names.join(f"{work.seq:06d}", str(work.id), work.title)
+    if view == "by-id":
+        return str(work.id)
+    if view == "by-date":
+        return names.join(work.create_date[:10], str(work.id), work.title)
+    return names.join(str(work.id), work.title)
+
+
+def _artist(work: Work) -> str:
+    return names.labelled(work.artist_name, f"[{work.artist_id}]")
+
+
+def _event_name(at: str, event: str, work: Work) -> str:
+    return names.join(at[:10], event, str(work.id), work.title)
 
 
 def _epoch(iso: str) -> float:
@@ -129,7 +183,7 @@ class Tree:
     """The archive as folders, for one NSFW policy."""
 
     def __init__(self, config: Config, policy: str | None = None, *, ai: str | None = None,
-                 cache_dirs: int = 512) -> None:
+                 cache_dirs: int = 4096) -> None:
         self.config = config
         self.policy = effective_policy(config.settings.display.nsfw, policy)
         self.ai_policy = effective_ai(config.settings.display.ai, ai)
@@ -146,8 +200,15 @@ class Tree:
         self._works: dict[int, Work] = {}
         self._tags: dict[int, list[str]] | None = None
         self._changes: dict[str, list[tuple[str, str, Work, str]]] | None = None
+        self._events: dict[int, list[tuple[str, str]]] | None = None
+        self._groups: dict[str, dict[str, list[Work]]] = {}  # by-artist, by-tag: built once per generation
+        # what the previous generation showed, kept (when asked) until stale_since() is called
+        self.keep_previous = False
+        self._previous: tuple[dict[int, Work], dict[int, list[str]] | None,
+                              dict[int, list[tuple[str, str]]] | None] | None = None
         self._links: dict[tuple[str, ...], int] = {}
-        self._dirs: OrderedDict[tuple[str, ...], dict[str, Node]] = OrderedDict()
+        # view folders by path, artwork folders by (id, *rest): one listing serves every view
+        self._dirs: OrderedDict[tuple[str | int, ...], _Folder] = OrderedDict()
         self._max_dirs = cache_dirs
         self.records = LocalRecords(config.cache_path / "records")
         self.follower = None  # filesystem_options.follow: another machine writes, we keep up
@@ -168,12 +229,16 @@ class Tree:
         if generation == self._generation and not force and not replaced:
             return False
         with self._lock:
+            if self.keep_previous and self._previous is None and self._works:
+                self._previous = (self._works, self._tags, self._events)
             self._generation = generation
             self._version += 1
             self._stamp = time.time()
             self._works = self._load_works()
             self._tags = None
             self._changes = None
+            self._events = None
+            self._groups = {}
             self._links = {}
             self._dirs.clear()
         return True
@@ -185,8 +250,10 @@ class Tree:
 
     def _load_works(self) -> dict[int, Work]:
         db = self.index.db
-        roles = {aid: set(found.split(",")) & set(QUALITIES) for aid, found in db.execute(
-            "SELECT artwork_id, group_concat(DISTINCT role) FROM files GROUP BY artwork_id")}
+        roles, counts = {}, {}
+        for aid, found, count in db.execute(
+                "SELECT artwork_id, group_concat(DISTINCT role), count(*) FROM files GROUP BY artwork_id"):
+            roles[aid], counts[aid] = set(found.split(",")) & set(QUALITIES), count
         rows = db.execute(
             "SELECT w.id, w.seq, w.title, w.artist_id, a.name, w.create_date, w.x_restrict, w.state, w.restrict,"
             " w.ai_type FROM artworks w JOIN artists a ON a.id = w.artist_id ORDER BY w.seq")
@@ -195,7 +262,7 @@ class Tree:
             present = roles.get(r[0], set())
             subdirs = len(present - {self._top_of(present)})
             works[r[0]] = Work(r[0], r[1], r[2], r[3], r[4], r[5], _epoch(r[5]), r[6] > 0, r[7] == "gone", subdirs,
-                               r[8] == "private", r[9] == 2)
+                               r[8] == "private", r[9] == 2, counts.get(r[0], 0))
         return works
 
     def _top_of(self, roles: set[str]) -> str:
@@ -230,11 +297,17 @@ class Tree:
         """A folder's entries sorted by name, or None if path is no folder."""
         self.refresh()
         entries = self._dir(path)
-        return None if entries is None else sorted(entries.items())
+        return None if entries is None else entries.sorted_items()
 
     def is_cached(self, path: tuple[str, ...]) -> bool:
         """Whether listing or looking into path is a dict access (no I/O)."""
-        return path in self._dirs
+        key = self._key(path, build=False)
+        return key is not None and key in self._dirs
+
+    def position(self, path: tuple[str, ...], name: str) -> int | None:
+        """Where name sits in ``list(path)`` (None: not there)."""
+        entries = self._dir(path)
+        return None if entries is None else entries.position(names.lookup_key(name))
 
     def place(self, path: tuple[str, ...]) -> str:
         """Where a path sits, from its shape alone: "view" (a folder of
@@ -339,18 +412,37 @@ class Tree:
         self.index.close()
 
     # -- folder contents -------------------------------------------------------------
-    def _dir(self, path: tuple[str, ...]) -> dict[str, Node] | None:
+    def _key(self, path: tuple[str, ...], *, build: bool = True) -> tuple[str | int, ...] | None:
+        """Where a folder's listing is kept: a path inside an artwork folder
+        becomes (id, *rest), the same from every view. None: no such folder
+        (or, without build, not known without building a listing)."""
+        depth = _DEPTH.get(path[0]) if path else None
+        if depth is None or len(path) <= depth:
+            return path
+        if not build and path[:depth] not in self._dirs:
+            return None
+        folder = self.get(path[: depth + 1])
+        if folder is None or not folder.is_artwork_root:
+            return None
+        return (folder.artwork, *path[depth + 1:])
+
+    def _dir(self, path: tuple[str, ...]) -> _Folder | None:
+        key = self._key(path)
+        if key is None:
+            return None
         with self._lock:
-            entries = self._dirs.get(path)
+            entries = self._dirs.get(key)
             if entries is not None:
-                self._dirs.move_to_end(path)
+                self._dirs.move_to_end(key)
                 return entries
-        entries = self._build(path)
-        if entries is not None:
-            with self._lock:
-                self._dirs[path] = entries
-                while len(self._dirs) > self._max_dirs:
-                    self._dirs.popitem(last=False)
+        built = self._build(path) if key is path else self._artwork_dir(key[0], key[1:])  # type: ignore[arg-type]
+        if built is None:
+            return None
+        entries = _Folder(built)
+        with self._lock:
+            self._dirs[key] = entries
+            while len(self._dirs) > self._max_dirs:
+                self._dirs.popitem(last=False)
         return entries
 
     def _build(self, path: tuple[str, ...]) -> dict[str, Node] | None:
@@ -361,13 +453,7 @@ class Tree:
         view = path[0]
         if view not in self.views():
             return None
-        depth = _DEPTH[view]
-        if len(path) <= depth:
-            return self._view_dir(view, path[1:])
-        folder = self.get(path[: depth + 1])
-        if folder is None or not folder.is_artwork_root:
-            return None
-        return self._artwork_dir(folder.artwork, path[depth + 1:])
+        return self._view_dir(view, path[1:])  # _dir keeps what is inside artwork folders by id
 
     def _view_node(self) -> Node:
         return Node(True, self._stamp, immutable=False)
@@ -378,64 +464,59 @@ class Tree:
                     etag=Cache.key(data))
 
     def _folder(self, work: Work) -> Node:
-        return Node(True, work.mtime, artwork=work.id, is_artwork_root=True)
+        node = work.node
+        if node is None:
+            node = work.node = Node(True, work.mtime, artwork=work.id, is_artwork_root=True)
+        return node
+
+    def _in_view(self, work: Work, view: str) -> bool:
+        only = _ONLY.get(view)
+        return self._shown(work, view) and (only is None or only(work))
 
     def _works_in(self, view: str) -> list[Work]:
-        works = [w for w in self._works.values() if self._shown(w, view)]
-        if view == "nsfw":
-            return [w for w in works if w.nsfw]
-        if view == "gone":
-            return [w for w in works if w.gone]
-        if view == "private":
-            return [w for w in works if w.private]
-        if view == "ai":
-            return [w for w in works if w.ai]
-        return works
+        return [w for w in self._works.values() if self._in_view(w, view)]
 
     def _view_dir(self, view: str, sub: tuple[str, ...]) -> dict[str, Node] | None:
         works = self._works_in(view)
-        if view in ("by-ingress", "nsfw", "private", "ai") and not sub:
-            return {names.join(f"{w.seq:06d}", str(w.id), w.title): self._folder(w) for w in works}
-        if view == "by-id" and not sub:
-            return {str(w.id): self._folder(w) for w in works}
-        if view == "gone" and not sub:
-            return {names.join(str(w.id), w.title): self._folder(w) for w in works}
+        if view in ("by-ingress", "nsfw", "private", "ai", "by-id", "gone") and not sub:
+            return {_name(view, w): self._folder(w) for w in works}
         if view == "by-date":
             return self._by_date(works, sub)
         if view == "changes":
             return self._changes_dir(sub)
         if view == "by-artist":
-            return self._grouped(works, sub, lambda w: [names.labelled(w.artist_name, f"[{w.artist_id}]")])
+            return self._grouped(view, works, sub, lambda w: [_artist(w)])
         if view == "by-tag":
             tags = self._all_tags()
-            return self._grouped(works, sub, lambda w: [names.segment(t) for t in tags.get(w.id, [])])
+            return self._grouped(view, works, sub, lambda w: [_segment(t) for t in tags.get(w.id, [])])
         return None
 
     def _by_date(self, works: list[Work], sub: tuple[str, ...]) -> dict[str, Node] | None:
-        def ym(w: Work) -> tuple[str, str]:
-            d = w.create_date
-            return (d[:4], d[5:7]) if len(d) >= 10 else ("0000", "00")
         if len(sub) == 0:
-            return {y: self._view_node() for y in {ym(w)[0] for w in works}}
+            return {y: self._view_node() for y in {_ym(w)[0] for w in works}}
         if len(sub) == 1:
-            months = {ym(w)[1] for w in works if ym(w)[0] == sub[0]}
+            months = {_ym(w)[1] for w in works if _ym(w)[0] == sub[0]}
             return {m: self._view_node() for m in months} if months else None
-        chosen = [w for w in works if ym(w) == (sub[0], sub[1])]
+        chosen = [w for w in works if _ym(w) == (sub[0], sub[1])]
         if not chosen:
             return None
-        return {names.join(w.create_date[:10], str(w.id), w.title): self._folder(w) for w in chosen}
+        return {_name("by-date", w): self._folder(w) for w in chosen}
 
-    def _grouped(self, works: list[Work], sub: tuple[str, ...], keys: Callable[[Work], list[str]]) -> dict[str, Node] | None:
-        groups: dict[str, list[Work]] = {}
-        for w in works:
-            for key in keys(w):
-                groups.setdefault(key, []).append(w)
+    def _grouped(self, view: str, works: list[Work], sub: tuple[str, ...],
+                 keys: Callable[[Work], list[str]]) -> dict[str, Node] | None:
+        groups = self._groups.get(view)
+        if groups is None:
+            groups = {}
+            for w in works:
+                for key in keys(w):
+                    groups.setdefault(key, []).append(w)
+            self._groups[view] = groups
         if not sub:
             return {k: self._view_node() for k in groups}
         members = groups.get(names.lookup_key(sub[0]))
         if members is None:
             return None
-        return {names.join(str(w.id), w.title): self._folder(w) for w in members}
+        return {_name(view, w): self._folder(w) for w in members}
 
     def _changes_dir(self, sub: tuple[str, ...]) -> dict[str, Node] | None:
         """changes/YYYY-MM/: one artwork folder per event, and index.txt."""
@@ -447,7 +528,7 @@ class Tree:
             return None
         entries: dict[str, Node] = {}
         for at, event, work, _ in events:
-            entries.setdefault(names.join(at[:10], event, str(work.id), work.title), self._folder(work))
+            entries.setdefault(_event_name(at, event, work), self._folder(work))
         lines = "".join(f"{at[:10]} {event} {work.id} {work.title}{f' ({what})' if what else ''}\n"
                         for at, event, work, what in events)
         data = lines.encode()
@@ -479,10 +560,107 @@ class Tree:
         tags = self._tags
         if tags is None:
             tags = {}
+            same: dict[str, str] = {}  # one string per tag, not one per row
             for aid, name in self.index.db.execute("SELECT artwork_id, name FROM tags ORDER BY artwork_id, position"):
-                tags.setdefault(aid, []).append(name)
+                tags.setdefault(aid, []).append(same.setdefault(name, name))
             self._tags = tags
         return tags
+
+    def _events_by_work(self) -> dict[int, list[tuple[str, str]]]:
+        """Each work's folders in changes/ as (month, name), oldest first:
+        history only grows, so a folder keeps its place in this list."""
+        events = self._events
+        if events is None:
+            events = {}
+            for months in self._all_changes().values():
+                for at, event, work, _ in months:
+                    events.setdefault(work.id, []).append((at, event, work))
+            events = {aid: list(dict.fromkeys((at[:7], _event_name(at, event, work))
+                                              for at, event, work in sorted(found, key=lambda e: (e[0], e[1]))))
+                      for aid, found in events.items()}
+            self._events = events
+        return events
+
+    # -- where each work's folders are (the FUSE adapter numbers them) -----------------
+    def _place(self, work: Work, view: str, number: int, tags: list[str] | None,
+               events: list[tuple[str, str]] | None) -> tuple[str, ...] | None:
+        if not self._in_view(work, view):
+            return None
+        if view == "by-tag":
+            if tags is None or number >= len(tags):
+                return None
+            group = _segment(tags[number])
+            if any(_segment(t) == group for t in tags[:number]):
+                return None  # two tags, one folder: the first one names it
+            return (view, group, _name(view, work))
+        if view == "changes":
+            if events is None or number >= len(events):
+                return None
+            return (view, *events[number])
+        if number:
+            return None
+        if view == "by-date":
+            return (view, *_ym(work), _name(view, work))
+        if view == "by-artist":
+            return (view, _artist(work), _name(view, work))
+        return (view, _name(view, work))
+
+    def artwork_path(self, artwork_id: int, view: str, number: int) -> tuple[str, ...] | None:
+        """The path of a work's artwork folder in a view; ``number`` tells its
+        folders in by-tag (the tag's position) and changes/ (the event's) apart."""
+        work = self._works.get(artwork_id)
+        if work is None or view not in self.views():
+            return None
+        tags = self._all_tags().get(artwork_id) if view == "by-tag" else None
+        events = self._events_by_work().get(artwork_id) if view == "changes" else None
+        return self._place(work, view, number, tags, events)
+
+    def numbers_loaded(self, view: str) -> bool:
+        """Whether artwork_path and artwork_number answer for view without I/O."""
+        return {"by-tag": self._tags, "changes": self._events}.get(view, True) is not None
+
+    def artwork_number(self, path: tuple[str, ...], node: Node) -> int | None:
+        """The inverse of artwork_path: which of its work's folders in the view path is."""
+        view = path[0]
+        if view == "by-tag":
+            group = names.lookup_key(path[1])
+            found = [i for i, t in enumerate(self._all_tags().get(node.artwork, [])) if _segment(t) == group]
+            return found[0] if found else None
+        if view == "changes":
+            wanted = (path[1], names.lookup_key(path[-1]))
+            events = self._events_by_work().get(node.artwork, [])
+            return events.index(wanted) if wanted in events else None
+        return 0
+
+    def stale_since(self) -> tuple[list[tuple[tuple[str, ...], str, int, int]], set[str]]:
+        """What the previous generation showed that is no more: the artwork
+        folders (as they were named; with view, number and id, as in
+        artwork_path) of every work that changed or went, and group folders
+        left empty (view "", id 0); and views whose old contents are not known
+        (the tags or events of the previous generation were never loaded).
+        Needs ``keep_previous``; answers once per change."""
+        with self._lock:
+            before, self._previous = self._previous, None
+        if before is None:
+            return [], set()
+        works, tags, events = before
+        new_tags = self._all_tags() if tags is not None else {}
+        new_events = self._events_by_work() if events is not None else {}
+        stale: list[tuple[tuple[str, ...], str, int, int]] = []
+        unknown: set[str] = set()
+        for aid, old in works.items():
+            if (self._works.get(aid) == old and (tags is None or tags.get(aid) == new_tags.get(aid))
+                    and (events is None or events.get(aid) == new_events.get(aid))):
+                continue
+            unknown |= {v for v, known in (("by-tag", tags), ("changes", events)) if known is None}
+            for view in self.views():
+                for number in range(len((tags or {}).get(aid, [])) if view == "by-tag" else
+                                    len((events or {}).get(aid, [])) if view == "changes" else 1):
+                    path = self._place(old, view, number, (tags or {}).get(aid), (events or {}).get(aid))
+                    if path is not None:
+                        stale.append((path, view, number, aid))
+                        stale.extend((path[:n], "", 0, 0) for n in range(2, len(path)) if self.get(path[:n]) is None)
+        return stale, unknown
 
 
     # -- inside an artwork folder -------------------------------------------------------
