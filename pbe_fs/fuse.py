@@ -57,9 +57,11 @@ _ART = 1 << 62
 _VIEW, _NUMBER, _ID, _SUB, _ENTRY = 58, 47, 15, 12, 0
 _NUMBER_MAX, _ID_MAX, _ENTRY_MAX = (1 << 11) - 1, (1 << 32) - 1, (1 << 12) - 1
 _INSIDE = (1 << _ID) - 1  # the quality and entry bits
-# the first entries of a changed work's folders, re-read: generated files (zip, pdf,
-# cbz, animations; ``ID.*`` sorts first) and anything whose place moved
-_STALE_ENTRIES = 24
+# what an artwork folder holds besides the archived files (zip, pdf, cbz, meta.json,
+# animations, folder.jpg, quality folders...), at most: a changed work's entries are
+# all re-read, since a number is a place in the listing and a page added or gone moves
+# every place after it (the kernel must not keep one file's pages for another)
+_GENERATED_ENTRIES = 24
 
 
 def _artwork_inode(view: str, number: int | None, artwork_id: int) -> int:
@@ -437,14 +439,14 @@ class Operations(pyfuse3.Operations):
         # View and group folders, and what a changed work's folders held: the same
         # number may now be a file with other bytes (a CBZ's metadata) or another name.
         inodes = list(self._path_of)
-        for path, view, number, aid in stale:
+        for path, view, number, aid, files in stale:
             parent = self._inode_of.get(path[:-1])
             if parent is not None and path[0] not in unknown:  # else the kernel never saw it
                 entries.append((parent, os.fsencode(path[-1])))
             folder = _artwork_inode(view, number, aid) if view else 0
             if folder:
                 inodes += [folder | sub << _SUB | entry for sub in range(len(QUALITIES) + 1)
-                           for entry in range(_STALE_ENTRIES)]
+                           for entry in range(min(_ENTRY_MAX, files + _GENERATED_ENTRIES) + 1)]
 
         def tell_kernel() -> None:
             for parent, name in entries:

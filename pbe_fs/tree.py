@@ -632,11 +632,12 @@ class Tree:
             return events.index(wanted) if wanted in events else None
         return 0
 
-    def stale_since(self) -> tuple[list[tuple[tuple[str, ...], str, int, int]], set[str]]:
+    def stale_since(self) -> tuple[list[tuple[tuple[str, ...], str, int, int, int]], set[str]]:
         """What the previous generation showed that is no more: the artwork
         folders (as they were named; with view, number and id, as in
-        artwork_path) of every work that changed or went, and group folders
-        left empty (view "", id 0); and views whose old contents are not known
+        artwork_path, and how many archived files the work had or has, the
+        most) of every work that changed or went, and group folders left
+        empty (view "", id 0, 0 files); and views whose old contents are not known
         (the tags or events of the previous generation were never loaded).
         Needs ``keep_previous``; answers once per change."""
         with self._lock:
@@ -646,7 +647,7 @@ class Tree:
         works, tags, events = before
         new_tags = self._all_tags() if tags is not None else {}
         new_events = self._events_by_work() if events is not None else {}
-        stale: list[tuple[tuple[str, ...], str, int, int]] = []
+        stale: list[tuple[tuple[str, ...], str, int, int, int]] = []
         unknown: set[str] = set()
         for aid, old in works.items():
             if (self._works.get(aid) == old and (tags is None or tags.get(aid) == new_tags.get(aid))
@@ -658,8 +659,9 @@ class Tree:
                                     len((events or {}).get(aid, [])) if view == "changes" else 1):
                     path = self._place(old, view, number, (tags or {}).get(aid), (events or {}).get(aid))
                     if path is not None:
-                        stale.append((path, view, number, aid))
-                        stale.extend((path[:n], "", 0, 0) for n in range(2, len(path)) if self.get(path[:n]) is None)
+                        now = self._works.get(aid)
+                        stale.append((path, view, number, aid, max(old.files, now.files if now else 0)))
+                        stale.extend((path[:n], "", 0, 0, 0) for n in range(2, len(path)) if self.get(path[:n]) is None)
         return stale, unknown
 
 
