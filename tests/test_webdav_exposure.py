@@ -86,12 +86,12 @@ def test_propname_lists_properties(server: Server) -> None:
     status, _, answer = request(server, "PROPFIND", "/by-id/93012350/", {"Depth": "1"}, body)
     assert status == 207
     responses = ET.fromstring(answer).findall("{DAV:}response")
-    assert len(responses) == 20
+    assert len(responses) == 22  # the folder, its files, the generated ones (zip, pdf, cbz, folder.jpg...)
     for response in responses:
         names = {el.tag for el in response.find("{DAV:}propstat/{DAV:}prop")}
         assert {"{DAV:}resourcetype", "{DAV:}getlastmodified", "{DAV:}displayname"} <= names
         assert response.findtext("{DAV:}propstat/{DAV:}status") == "HTTP/1.1 200 OK"
-        is_file = response.find("{DAV:}href").text.endswith((".jpg", ".json", ".zip", ".pdf", ".url"))
+        is_file = response.find("{DAV:}href").text.endswith((".jpg", ".json", ".zip", ".pdf", ".url", ".cbz"))
         assert ("{DAV:}getcontentlength" in names) == is_file
         assert not any(el.text for el in response.find("{DAV:}propstat/{DAV:}prop"))
 

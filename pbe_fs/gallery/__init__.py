@@ -18,6 +18,7 @@ import logging
 import random
 import re
 import threading
+import time
 from collections.abc import Sequence
 from http.cookies import CookieError, SimpleCookie
 from importlib import resources
@@ -251,17 +252,48 @@ class Gallery:
             key = (path, visitor.image)
             halves = made.get(key)
             if halves is None:
-                info = tree.artwork_info(aid)
-                thumb = ""
-                if visitor.image != "none":
-                    image = self.catalog.thumbnail(path, aid, visitor.image)
-                    thumb = link(image, False) if image else ""
-                halves = made[key] = pages.card(Card(link(path, True), str(info["title"] or aid),
-                                                     str(info["artist_name"]), thumb, bool(info["nsfw"])))
+                halves = made[key] = self._card(tree, path, aid, visitor.image)
             cards.append(found_by.join(halves))
         keep = {k: v for k, v in visitor.query.items() if k in ("q",)}
         return (pages.settings_form(visitor, keep)
                 + pages.grid(cards, visitor.image != "none", len(works), page, pages_total, keep))
+
+    def _card(self, tree: Tree, path: tuple[str, ...], aid: int, image: str) -> tuple[str, str]:
+        """A work's grid card in an image quality (``pages.card``'s halves)."""
+        info = tree.artwork_info(aid)
+        thumb = ""
+        if image != "none":
+            found = self.catalog.thumbnail(path, aid, image)
+            thumb = link(found, False) if found else ""
+        return pages.card(Card(link(path, True), str(info["title"] or aid), str(info["artist_name"]), thumb,
+                               bool(info["nsfw"])))
+
+    def _prepare_search_cards(self, tree: Tree, image: str) -> None:
+        """Makes, once per generation and in the background, every work's card
+        as search results show it (under by-id/): a search never asked before
+        then costs its query, not fifty new cards. Archives too large for the
+        card memo are left to make cards as they are shown."""
+        started = self.remember(tree, ("search cards", image), lambda: [False])
+        with self._lock:
+            if started[0]:
+                return
+            started[0] = True
+        made = self.remember(tree, ("cards",), dict)
+        ids = list(self.catalog.entries())
+        if len(ids) > 50_000:
+            return
+
+        def make_all() -> None:
+            for n, aid in enumerate(ids):
+                if n % 16 == 0:
+                    time.sleep(0.001)  # hand the GIL back often: requests come first
+                path = ("by-id", str(aid))
+                if (path, image) not in made:
+                    try:
+                        made[(path, image)] = self._card(tree, path, aid, image)
+                    except (KeyError, TreeError):  # gone in a newer generation: that one has its own cards
+                        continue
+        threading.Thread(target=make_all, name="search-cards", daemon=True).start()
 
     def _status(self, tree: Tree) -> dict[str, Any]:
         node = tree.get(("status.json",))
@@ -423,6 +455,7 @@ class Gallery:
             body = "<h1>Search</h1><p>Search titles, tags (and their translations), artist names and captions.</p>"
         else:
             found = self.found(tree, q, visitor.order)
+            self._prepare_search_cards(tree, visitor.image)
             body = f"<h1>Search: {esc(q)}</h1>" + self._grid(tree, found, visitor, {"q": q}, ordered=True)
         return self._page(start_response, f"search {q}", body, tree, visitor, environ, query=q)
 
