@@ -219,11 +219,12 @@ class Gallery:
         """A folder's works in the visitor's order."""
         def make() -> list[tuple[tuple[str, ...], int]]:
             works = [(parts + (n,), c.artwork) for n, c in tree.list(parts) or [] if c.is_artwork_root]
-            return self._ordered(works, visitor)
+            return self.ordered(works, visitor.order)
         return self.remember(tree, ("folder", parts, visitor.order), make)
 
-    def _ordered(self, works: list[tuple[tuple[str, ...], int]], visitor: Visitor) -> list[tuple[tuple[str, ...], int]]:
-        key, newest_first = ORDERS.get(visitor.order, ORDERS["default"])
+    def ordered(self, works: list[tuple[tuple[str, ...], int]], order: str) -> list[tuple[tuple[str, ...], int]]:
+        """(folder path, id) pairs in a gallery order (``ORDERS``)."""
+        key, newest_first = ORDERS.get(order, ORDERS["default"])
         by_id = {aid: path for path, aid in works}
         return [(by_id[aid], aid) for aid in self.catalog.sort(list(by_id), key, newest_first)]
 
@@ -232,7 +233,7 @@ class Gallery:
         """A page of thumbnails. ``works`` are (folder path, id); ``query``
         is added to each work's link (the search a work was found by)."""
         if not ordered:
-            works = self._ordered(works, visitor)
+            works = self.ordered(works, visitor.order)
         per_page = visitor.ipp or max(1, len(works))
         pages_total = max(1, -(-len(works) // per_page))
         try:

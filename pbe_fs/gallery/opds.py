@@ -79,8 +79,8 @@ class Opds:
             return self._send(start_response, environ, "text/plain; charset=utf-8",
                               b"no such catalog here\n", "404 Not Found")
         if tree.place(rest + ("-",)) == "artwork":
-            works = self.gallery.remember(tree, ("opds", rest), lambda: self._newest_first(
-                [(rest + (n,), c.artwork) for n, c in tree.list(rest) or [] if c.is_artwork_root]))
+            works = self.gallery.remember(tree, ("opds", rest), lambda: self.gallery.ordered(
+                [(rest + (n,), c.artwork) for n, c in tree.list(rest) or [] if c.is_artwork_root], "default"))
             title = VIEW_LABELS.get(rest[0], rest[0]) if len(rest) == 1 else rest[-1]
             return self._send(start_response, environ, ACQUISITION,
                               self._acquisition(tree, rest, title, works, page, {}))
@@ -105,10 +105,6 @@ class Opds:
                 "</OpenSearchDescription>\n").encode()
 
     # -- feeds ----------------------------------------------------------------------------------
-    def _newest_first(self, works: list[Work]) -> list[Work]:
-        path_of = {aid: path for path, aid in works}
-        return [(path_of[aid], aid) for aid in self.gallery.catalog.sort(list(path_of), "seq", True)]
-
     def _feed(self, tree: Tree, rest: tuple[str, ...], title: str, kind: str, page: int, total: int,
               query: dict[str, str], entries: list[str]) -> bytes:
         """The Atom feed around entries: self, start, up, search and the page links."""
