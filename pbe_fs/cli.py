@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import re
 import sys
-from typing import Any
+from typing import Any, Callable
 
 from . import __version__
 from . import config as config_mod
@@ -298,34 +299,87 @@ def cmd_mount(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .tree import Tree
-    from .webdav import Access, SyncStarter, make_app, make_server, serve
+    from .running import check_port
+    from .tree import effective_policy
 
     cfg = _load(args)
     _need_index(cfg)
     s = cfg.settings
-    tree = Tree(cfg, args.nsfw, ai=args.ai)
     host = args.host or s.webdav.host
     port = s.webdav.port if args.port is None else args.port
+    policy = effective_policy(s.display.nsfw, args.nsfw)  # a wrong --nsfw: one line, before anything starts
+    check_port(host, port)
+    workers = 1 if s.filesystem_options.follow else s.webdav.workers  # a follower writes the local index
 
-    # POST /_pbe/refresh: one sync at a time, in a child process, answered at once
+    def announce(bound_host: str, bound_port: int) -> None:
+        log.info("serving %s over WebDAV at %s://%s:%d/ (NSFW %s%s%s); stop with Ctrl-C", cfg.archive_path,
+                 "https" if s.webdav.ssl_certificate else "http", bound_host, bound_port, policy,
+                 ", deletion needs the read-only token" if s.read_only else "",
+                 f", {workers} processes" if workers > 1 else "")
+
+    if workers == 1:
+        return _serve_one(cfg, args, host, port, announce)
+    return _serve_workers(cfg, args, host, port, workers, announce)
+
+
+def _webdav_app(cfg: config_mod.Config, args: argparse.Namespace, nonces: str = ":memory:") -> tuple[Any, Any]:
+    """One process's tree and WSGI app; POST /_pbe/refresh starts a sync in a
+    child process (one at a time across every worker: the archive's lock)."""
+    from .tree import Tree
+    from .webdav import Access, SyncStarter, make_app
+
+    s = cfg.settings
+    tree = Tree(cfg, args.nsfw, ai=args.ai)
     refresh = SyncStarter(Archive.open(cfg), [sys.executable, "-m", "pbe_fs.cli", *cfg.cli_args(), "sync",
                                               "--no-progress"])
     access = Access(read_only=s.read_only, token=s.read_only_token, users=dict(s.webdav.users))
-    app = make_app(tree, access, refresh=refresh)
-    try:
-        from .running import check_port
+    return tree, make_app(tree, access, refresh=refresh, nonces=nonces)
 
-        check_port(host, port)
+
+def _serve_one(cfg: config_mod.Config, args: argparse.Namespace, host: str, port: int,
+               announce: Callable[[str, int], None]) -> int:
+    from .webdav import make_server, serve
+
+    tree, app = _webdav_app(cfg, args)
+    try:
         server = make_server(app, host, port, **cfg.tls())
-        bound_host, bound_port = server.bind_addr[:2]
-        log.info("serving %s over WebDAV at %s://%s:%d/ (NSFW %s%s); stop with Ctrl-C", cfg.archive_path,
-                 "https" if s.webdav.ssl_certificate else "http", bound_host, bound_port, tree.policy,
-                 ", deletion needs the read-only token" if s.read_only else "")
+        announce(*server.bind_addr[:2])
         serve(server)
     finally:
         tree.close()
     return 0
+
+
+def _serve_workers(cfg: config_mod.Config, args: argparse.Namespace, host: str, port: int, count: int,
+                   announce: Callable[[str, int], None]) -> int:
+    """``webdav.workers`` processes on one port (webdav.Workers says why it is safe)."""
+    import secrets
+    import shutil
+    import tempfile
+
+    from .webdav import Workers, make_server, reserve_port, serve
+
+    shared = tempfile.mkdtemp(prefix="pbe-fs-serve-")  # what the workers share for this run
+    if not cfg.settings.app_key:  # one key for every worker's CSRF tokens and admin marks, new each run
+        cfg.settings.app_key = secrets.token_hex(32)
+    reserved = reserve_port(host, port)
+    bound_host, bound_port = reserved.getsockname()[:2]
+
+    def work(index: int, ready: Callable[[], None]) -> None:
+        reserved.close()
+        tree, app = _webdav_app(cfg, args, nonces=os.path.join(shared, "nonces.sqlite"))
+        try:
+            server = make_server(app, host, bound_port, reuse_port=True, **cfg.tls())
+            ready()
+            serve(server)
+        finally:
+            tree.close()
+
+    try:
+        return Workers(count, work).run(lambda: announce(bound_host, bound_port))
+    finally:
+        reserved.close()
+        shutil.rmtree(shared, ignore_errors=True)
 
 
 def cmd_login(args: argparse.Namespace) -> int:

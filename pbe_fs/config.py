@@ -140,6 +140,7 @@ class WebdavSection(_Section):
     users: dict[str, str] = Field(default_factory=dict, description="user name -> password, for reading")
     ssl_certificate: str = ""
     ssl_private_key: str = ""
+    workers: int = Field(2, ge=1, le=32, description="`pbe-fs serve` processes sharing the port (SO_REUSEPORT)")
 
 
 class MountSection(_Section):

@@ -28,9 +28,11 @@ import posixpath
 import re
 import select
 import socket
+import sqlite3
 import threading
 import time
 from collections import OrderedDict
+from email.utils import formatdate
 from typing import Any, Callable
 
 from cheroot import server as cheroot_server
@@ -44,7 +46,7 @@ from .multistatus import content_type, href, quote_segment
 from .artwork import Node
 from .render.segments import Reader
 from .errors import PbeError
-from .gallery import Gallery, gallery_post
+from .gallery import IMAGE_CACHE, OLD_ROUTES, Gallery, gallery_post
 from .gallery.opds import Opds
 from .tree import Tree, TreeError, is_noise
 
@@ -353,6 +355,50 @@ class Provider(DAVProvider):
                 return self._propfind(parts, node, depth, environ, start_response)
         return default_handler(environ, start_response)
 
+    def fast_file(self, environ: dict[str, Any], start_response: Callable[..., Any], access: Access) -> Any:
+        """GET or HEAD of a file answered without wsgidav, or None.
+
+        wsgidav builds a resource object, walks its middleware, checks
+        ``If:`` headers and locks for every request; for a 1 KB file that
+        is most of the time spent. A plain read of a file (anonymous or
+        with a Basic login that checks out, no conditional header, no
+        body) is answered here with the very headers wsgidav sends, in its
+        order; everything else (conditionals, Digest, failed logins, the
+        gallery's and OPDS's routes, folders, presigned redirects) still
+        goes through wsgidav, so its answers stay exactly what they were.
+        """
+        if environ["REQUEST_METHOD"] not in ("GET", "HEAD") or not _plain_read(environ):
+            return None
+        if access.users and not _basic_login_ok(environ, access):
+            return None
+        parts = split(environ["PATH_INFO"].encode("iso-8859-1").decode("utf-8"))
+        if not parts or parts[0] in _ROUTED:
+            return None
+        tree = self.gallery.tree_for(environ)
+        node = tree.get(parts)
+        if node is None or node.is_dir or node.content is None:
+            return None
+        if node.blob and environ["REQUEST_METHOD"] == "GET" and tree.archive.store.url(node.blob, PRESIGNED_SECONDS):
+            return None
+        size, start, status = node.size, 0, "200 OK"
+        headers = [("Content-Length", str(size)), ("Last-Modified", _http_date(node.mtime)),
+                   ("Content-Type", content_type(parts[-1])), ("Date", _http_date(None)),
+                   ("ETag", f'"{tree.etag(parts, node)}"'), ("Accept-Ranges", "bytes")]
+        if "HTTP_RANGE" in environ:
+            if _normalise_range(environ, size):
+                return _answer(start_response, "416 Range Not Satisfiable", "range not satisfiable\n",
+                               extra=[("Content-Range", f"bytes */{size}")])
+            if "HTTP_RANGE" in environ and size:
+                first, _, last = environ["HTTP_RANGE"][6:].partition("-")
+                start, status = int(first), "206 Partial Content"
+                headers[0] = ("Content-Length", str(int(last) - start + 1))
+                headers.append(("Content-Range", f"bytes {first}-{last}/{size}"))
+        headers.append(("Cache-Control", IMAGE_CACHE if node.immutable else "no-cache"))
+        start_response(status, headers)
+        if environ["REQUEST_METHOD"] == "HEAD":
+            return [b""]
+        return _body(node.content().reader(), start, int(headers[0][1]))
+
     def _propfind(self, parts: tuple[str, ...], node: Node, depth: str, environ: dict[str, Any],
                   start_response: Callable[..., Any]) -> list[bytes]:
         """PROPFIND answered straight from one listing, hrefs encoded.
@@ -472,6 +518,67 @@ def _normalise_range(environ: dict[str, Any], size: int) -> bool:
     return False
 
 
+_ROUTED = OLD_ROUTES | {"_pbe", "opds"}  # first path segments the gallery or OPDS answer, files or not
+# any of these and wsgidav decides: conditionals (304/412), If: lists, Depth on a GET, a body
+_NOT_PLAIN = ("HTTP_IF_MATCH", "HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE", "HTTP_IF_UNMODIFIED_SINCE",
+              "HTTP_IF_RANGE", "HTTP_IF", "HTTP_DEPTH")
+_CHUNK = 1 << 20
+
+
+def _plain_read(environ: dict[str, Any]) -> bool:
+    """No header or body that makes wsgidav answer anything but the bytes."""
+    return (not any(key in environ for key in _NOT_PLAIN) and environ.get("CONTENT_LENGTH") in (None, "", "0")
+            and "logout" not in environ.get("QUERY_STRING", ""))
+
+
+def _basic_login_ok(environ: dict[str, Any], access: Access) -> bool:
+    """A Basic login wsgidav would accept for this request (anything else,
+    Digest included, is left to wsgidav: its 401s and nonces stay its own)."""
+    value = environ.get("HTTP_AUTHORIZATION", "").strip()
+    if value[:6].lower() != "basic ":
+        return False
+    user, _, password = base64.b64decode(value[6:].strip()).decode("utf-8").partition(":")
+    expected = access.password_for(user, environ)
+    return expected is not None and hmac.compare_digest(password.encode(), expected.encode())
+
+
+_dates: dict[int, str] = {}
+
+
+def _http_date(secs: float | None) -> str:
+    """wsgidav's ``get_rfc1123_time``, remembered per second (Date changes once a second)."""
+    key = int(time.time() if secs is None else secs)
+    text = _dates.get(key)
+    if text is None:
+        if len(_dates) > 4096:
+            _dates.clear()
+        text = _dates[key] = formatdate(timeval=key, localtime=False, usegmt=True)
+    return text
+
+
+def _body(reader: Reader, start: int, length: int) -> Any:
+    """The bytes: one read for a small file, 1 MiB pieces for a large one."""
+    if length <= _CHUNK:
+        try:
+            return [reader.read(start, length)]
+        finally:
+            reader.close()
+    return _pieces(reader, start, length)
+
+
+def _pieces(reader: Reader, start: int, length: int) -> Any:
+    try:
+        end = start + length
+        while start < end:
+            data = reader.read(start, min(_CHUNK, end - start))
+            if not data:
+                return
+            start += len(data)
+            yield data
+    finally:
+        reader.close()
+
+
 def _answer(start_response: Callable[..., Any], status: str, body: str, ctype: str = "text/plain; charset=utf-8",
             extra: list[tuple[str, str]] | None = None) -> list[bytes]:
     data = body.encode()
@@ -480,9 +587,10 @@ def _answer(start_response: Callable[..., Any], status: str, body: str, ctype: s
 
 
 def make_app(tree: Tree, access: Access, *, refresh: Callable[[], str] | None = None,
-             verbose: int = 1) -> Any:
+             verbose: int = 1, nonces: str = ":memory:") -> Any:
     """The WSGI application: wsgidav with our provider, no lock manager
-    (so DAV: 1), our access rules, no wsgidav directory browser."""
+    (so DAV: 1), our access rules, no wsgidav directory browser.
+    ``nonces``: where Digest nonces are kept (a file all workers share)."""
     from wsgidav.wsgidav_app import WsgiDAVApp
 
     config = {
@@ -500,7 +608,7 @@ def make_app(tree: Tree, access: Access, *, refresh: Callable[[], str] | None = 
         "hotfixes": {"re_encode_path_info": True, "unquote_path_info": False},
         "add_header_MS_Author_Via": True,
     }
-    return _front(WsgiDAVApp(config), access, config["provider_mapping"]["/"])
+    return _front(WsgiDAVApp(config), access, config["provider_mapping"]["/"], _Nonces(nonces))
 
 
 _DIGEST_NONCE = re.compile(r'(?:^|[\s,])nonce="?([^",\s]*)')
@@ -516,33 +624,56 @@ class _Nonces:
     with Digest is let through only with a nonce we issued in the last
     ``_TTL`` seconds and a count above every count seen with it (RFC 7616
     §3.3); anything else loses its header and gets a fresh challenge.
+
+    The table is SQLite: in memory for one process, a file that every
+    worker opens when several share the port (the challenge and the answer
+    may land on different workers, and a replay on another worker must
+    fail as it does on this one).
     """
 
     _TTL = 300.0
     _KEEP = 4096
 
-    def __init__(self) -> None:
-        self._issued: OrderedDict[str, list[float]] = OrderedDict()  # nonce -> [issued at, last nc]
+    def __init__(self, path: str = ":memory:") -> None:
+        self._path = path
+        self._db: sqlite3.Connection | None = None  # opened at first use, in the process that uses it
         self._lock = threading.Lock()
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            db = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None, timeout=30)
+            db.execute("PRAGMA synchronous=OFF")  # a per-run table: losing it to a crash loses nothing
+            db.execute("CREATE TABLE IF NOT EXISTS nonce (value TEXT PRIMARY KEY, issued REAL, nc INTEGER)")
+            db.execute("CREATE INDEX IF NOT EXISTS nonce_issued ON nonce (issued)")
+            self._db = db
+        return self._db
 
     def issued(self, challenge: str) -> None:
         match = _DIGEST_NONCE.search(challenge.partition(" ")[2])
         if match:
             with self._lock:
-                self._issued[match.group(1)] = [time.monotonic(), 0]
-                while len(self._issued) > self._KEEP:
-                    self._issued.popitem(last=False)
+                db = self._conn()
+                db.execute("INSERT OR REPLACE INTO nonce VALUES (?, ?, 0)", (match.group(1), time.monotonic()))
+                db.execute("DELETE FROM nonce WHERE issued < (SELECT issued FROM nonce ORDER BY issued DESC "
+                           "LIMIT 1 OFFSET ?)", (self._KEEP,))
 
     def use(self, authorization: str) -> bool:
         params = authorization.partition(" ")[2]
         nonce, nc = _DIGEST_NONCE.search(params), _DIGEST_NC.search(params)
         count = int(nc.group(1), 16) if nc else 1  # no qop: a nonce is good for one request
+        if nonce is None:
+            return False
         with self._lock:
-            entry = self._issued.get(nonce.group(1)) if nonce else None
-            if entry is None or time.monotonic() - entry[0] > self._TTL or count <= entry[1]:
-                return False
-            entry[1] = count
-            return True
+            db = self._conn()
+            db.execute("BEGIN IMMEDIATE")  # one worker at a time between the check and the update
+            try:
+                row = db.execute("SELECT issued, nc FROM nonce WHERE value = ?", (nonce.group(1),)).fetchone()
+                if row is None or time.monotonic() - row[0] > self._TTL or count <= row[1]:
+                    return False
+                db.execute("UPDATE nonce SET nc = ? WHERE value = ?", (count, nonce.group(1)))
+                return True
+            finally:
+                db.execute("COMMIT")
 
 
 def _malformed_authorization(value: str) -> bool:
@@ -559,7 +690,7 @@ def _malformed_authorization(value: str) -> bool:
     return False
 
 
-def _front(app: Callable[..., Any], access: Access, provider: Provider) -> Callable[..., Any]:
+def _front(app: Callable[..., Any], access: Access, provider: Provider, nonces: _Nonces) -> Callable[..., Any]:
     """What every request passes before wsgidav sees it.
 
     400 for a path that is not UTF-8 or that climbs with ``..`` (wsgidav
@@ -570,7 +701,6 @@ def _front(app: Callable[..., Any], access: Access, provider: Provider) -> Calla
     wsgidav's HTML error pages, which name wsgidav and its version,
     replaced by one plain line.
     """
-    nonces = _Nonces()
 
     def wrapper(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         raw = environ.get("PATH_INFO", "")
@@ -599,6 +729,10 @@ def _front(app: Callable[..., Any], access: Access, provider: Provider) -> Calla
             if (access.guarded(environ) and authorization.lstrip()[:7].lower() == "digest "
                     and not nonces.use(authorization)):
                 del environ["HTTP_AUTHORIZATION"]  # a replay, or a nonce we never gave: challenge afresh
+
+        fast = provider.fast_file(environ, start_response, access)
+        if fast is not None:
+            return fast
 
         replaced: list[Any] = []
         started: list[bool] = []
@@ -838,11 +972,14 @@ class _Server(wsgi.Server):
             gate.stop()
 
 
-def make_server(app: Any, host: str, port: int, *, certificate: str = "", private_key: str = "") -> Any:
+def make_server(app: Any, host: str, port: int, *, certificate: str = "", private_key: str = "",
+                reuse_port: bool = False) -> Any:
     """A cheroot server, bound and listening (TLS when given a certificate
-    and key); ``serve()`` it from any thread."""
+    and key); ``serve()`` it from any thread. ``reuse_port``: one of several
+    worker processes on the same port (the kernel spreads connections)."""
     # a deep listen backlog: a burst of clients must wait in the kernel, not in SYN retries
-    server = _Server((host, port), app, numthreads=16, server_name="pbe-fs", request_queue_size=1024)
+    server = _Server((host, port), app, numthreads=16, server_name="pbe-fs", request_queue_size=1024,
+                     reuse_port=reuse_port)
     if certificate:
         from cheroot.ssl.builtin import BuiltinSSLAdapter
 
@@ -869,3 +1006,168 @@ def serve(server: Any) -> None:
         server.serve()
     finally:
         server.stop()
+
+
+# -- several processes on one port ---------------------------------------------------------
+_READY_SECONDS = 120.0  # how long a worker may take to open the index and listen
+
+
+def reserve_port(host: str, port: int) -> socket.socket:
+    """A socket bound (not listening) to host:port with SO_REUSEPORT: it
+    picks the port when ``port`` is 0 and keeps it while workers start,
+    and, never listening, receives no connection itself."""
+    family, kind, proto, _, addr = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                                      flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind(addr)
+    except OSError as exc:
+        sock.close()
+        raise PbeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
+class Workers:
+    """``pbe-fs serve`` as ``count`` processes listening on one port.
+
+    cheroot runs Python under one GIL: one process uses one core however
+    many threads it has. Forked workers, each with its own tree, listen
+    with SO_REUSEPORT and the kernel spreads connections among them. That
+    is safe here because nothing a request reads lives only in one
+    process: every worker follows the index's change counter (a sync's
+    commit reaches all of them), the gallery's CSRF tokens and admin marks
+    are HMACs with a key the supervisor picks before forking, Digest
+    nonces sit in one SQLite file, and a refresh takes the archive's flock
+    (one sync, whichever worker is asked).
+
+    This process is the supervisor: it forks before it has any thread or
+    open index, restarts a worker that dies, passes SIGTERM/SIGINT on and
+    returns once every worker has stopped. Workers die with it
+    (PR_SET_PDEATHSIG), so no worker outlives a killed supervisor.
+    """
+
+    def __init__(self, count: int, work: Callable[[int, Callable[[], None]], None]) -> None:
+        """``work(index, ready)`` runs in each worker: build, listen, call
+        ``ready()``, serve until stopped."""
+        self.count, self.work = count, work
+        self._pids: dict[int, int] = {}  # pid -> worker index
+        self._stopping = False
+
+    def run(self, on_ready: Callable[[], None]) -> int:
+        """Start every worker, call ``on_ready`` once all listen, supervise."""
+        import signal
+
+        previous = {sig: signal.signal(sig, self._stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            read_end, write_end = os.pipe()
+            try:
+                for index in range(self.count):
+                    self._spawn(index, write_end)
+                os.close(write_end)
+                write_end = -1
+                self._await_ready(read_end)
+            finally:
+                os.close(read_end)
+                if write_end >= 0:
+                    os.close(write_end)
+            on_ready()
+            return self._supervise()
+        except BaseException:
+            self._stop(signal.SIGTERM, None)
+            self._reap_all()
+            raise
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _spawn(self, index: int, ready_fd: int) -> None:
+        supervisor = os.getpid()
+        pid = os.fork()
+        if pid:
+            self._pids[pid] = index
+            return
+        code = 1
+        try:  # the worker: never returns into the supervisor's code
+            import signal
+
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, signal.SIG_DFL)
+            _die_with_parent()
+            if os.getppid() != supervisor:
+                os._exit(0)
+
+            def ready() -> None:
+                if ready_fd >= 0:
+                    os.write(ready_fd, b"+")
+                    os.close(ready_fd)
+
+            self.work(index, ready)
+            code = 0
+        except PbeError as exc:
+            log.error("worker %d: %s", index, exc)
+        except BaseException:
+            log.exception("worker %d failed", index)
+        finally:
+            logging.shutdown()
+            os._exit(code)
+
+    def _await_ready(self, read_end: int) -> None:
+        got, deadline = 0, time.monotonic() + _READY_SECONDS
+        while got < self.count:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([read_end], [], [], left)[0]:
+                raise PbeError(f"the WebDAV workers did not start within {_READY_SECONDS:.0f} s")
+            data = os.read(read_end, 64)
+            if not data:  # every write end closed: a worker died before it listened
+                raise PbeError("a WebDAV worker failed to start (see the log above)")
+            got += len(data)
+
+    def _stop(self, signum: int, frame: Any) -> None:
+        import signal
+
+        if not self._stopping:
+            log.info("%s: stopping %d WebDAV workers", signal.Signals(signum).name, len(self._pids))
+        self._stopping = True
+        for pid in list(self._pids):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    def _supervise(self) -> int:
+        failed = 0
+        while self._pids:
+            pid, status = os.wait()
+            index = self._pids.pop(pid, None)
+            if index is None:
+                continue
+            code = os.waitstatus_to_exitcode(status)
+            if self._stopping:
+                failed |= code not in (0, -15)
+                continue
+            log.error("WebDAV worker %d (pid %d) exited with %s; starting it again", index, pid, code)
+            time.sleep(1)  # a worker that dies at once must not spin
+            if not self._stopping:
+                self._spawn(index, -1)
+        return 1 if failed else 0
+
+    def _reap_all(self) -> None:
+        for pid in list(self._pids):
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+            self._pids.pop(pid, None)
+
+
+def _die_with_parent() -> None:
+    """SIGTERM this process when its parent dies (Linux prctl)."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
