@@ -37,10 +37,41 @@ def request(server: Server, method: str, path: str, headers: dict[str, str] | No
 
 
 def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
+    """The resident memory of a server: its process and its workers (webdav.workers)."""
+    total = 0
+    for one in [pid, *descendants(pid)]:
+        for line in Path(f"/proc/{one}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below pid (a server's workers and the syncs they start)."""
+    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True).stdout
+    children: dict[int, list[int]] = {}
+    for line in out.splitlines():
+        child, parent = map(int, line.split())
+        children.setdefault(parent, []).append(child)
+    found, todo = [], list(children.get(pid, []))
+    while todo:
+        one = todo.pop()
+        found.append(one)
+        todo += children.get(one, [])
+    return found
+
+
+def syncs_of(pid: int) -> list[int]:
+    """The `pbe-fs sync` processes a server started (children of its workers)."""
+    found = []
+    for one in descendants(pid):
+        try:
+            argv = Path(f"/proc/{one}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"sync" in argv:
+            found.append(one)
+    return found
 
 
 def test_ranges_follow_rfc_9110(server: Server) -> None:
@@ -246,11 +277,10 @@ def test_refresh_burst_starts_one_sync(server: Server, synced) -> None:
         started = [body for status, body in results if status == 202]
         assert len(started) == 1 and sum(status == 409 for status, _ in results) == 29, results
         assert all(b"busy" in body for status, body in results if status == 409)
-        children = subprocess.run(["pgrep", "-P", str(server.proc.pid)], capture_output=True, text=True).stdout.split()
-        assert len(children) == 1
+        assert len(syncs_of(server.proc.pid)) == 1
         wait_unlocked(config)
         time.sleep(0.3)
-        assert zombies_of(server.proc.pid) == []
+        assert all(zombies_of(pid) == [] for pid in [server.proc.pid, *descendants(server.proc.pid)])
         # a sync from the command line holds the archive: the server starts none
         cli = subprocess.Popen([*pbe_command(config), "sync", "--no-progress"], stdin=subprocess.DEVNULL,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=pbe_env())
@@ -261,7 +291,7 @@ def test_refresh_burst_starts_one_sync(server: Server, synced) -> None:
             time.sleep(0.05)
         status, _, body = request(server, "POST", "/_pbe/refresh", TOKEN)
         assert status == 409 and str(cli.pid).encode() in body
-        assert subprocess.run(["pgrep", "-P", str(server.proc.pid)], capture_output=True).stdout == b""
+        assert syncs_of(server.proc.pid) == []
         assert cli.wait(timeout=60) == 0
     finally:
         fake.api_latency = 0.0
