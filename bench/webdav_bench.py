@@ -5,10 +5,14 @@ Builds the synthetic archive (20,000 works), then in one run:
 * PROPFIND Depth 1 of `by-ingress/` vs `rclone serve webdav` of a plain
   folder of as many subfolders
 * GET of a 5 MB original vs nginx serving the archive folder statically
-* requests/s of 16 parallel clients (wrk) on a 200 KB original vs nginx
+* requests/s of 16 parallel clients (wrk, 5 s) on a ~1 KB and a 200 KB
+  original: pbe-fs (webdav.workers as configured, default 2, and 1 for
+  comparison), `rclone serve webdav` of the archive folder and nginx
+  serving it statically, back to back in each of ``--rounds`` rounds
+  (default 5): medians with min–max, ratios to rclone in the same run
 * GET of the 60-page zip (generated) vs GET of a static file of ours
 
-    python bench/webdav_bench.py [--works N]
+    python bench/webdav_bench.py [--works N] [--rounds R]
 
 With ``--against DIR`` (a checkout of other pbe-fs code, e.g. ``git
 worktree add /tmp/before HEAD~5``) it compares that code with this one
@@ -36,6 +40,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from common import BIG, MANGA, MEDIUM, build, report, timed  # noqa: E402
+
+SMALL = 100_000_000  # the first of the synthetic one-page works: an 873-byte JPEG
 from tests.conftest import Server  # noqa: E402
 
 
@@ -85,6 +91,49 @@ http {{ access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000;
   server {{ listen 127.0.0.1:{port}; root {root}; }} }}
 """)
     return subprocess.Popen(["nginx", "-c", str(conf), "-p", str(folder)], stderr=subprocess.DEVNULL)
+
+
+def single_worker(cfg: Path) -> Path:
+    """The same archive's config with ``webdav.workers`` 1 (beside it, so
+    its relative paths stay right)."""
+    import json
+
+    data = json.loads(cfg.read_text())
+    data.setdefault("webdav", {})["workers"] = 1
+    one = cfg.with_name("config-1-worker.json")
+    one.write_text(json.dumps(data))
+    one.chmod(0o600)
+    return one
+
+
+def small_files(port: int, one_port: int, rport: int, nport: int, rounds: int) -> list[tuple[str, ...]]:
+    """16 clients on a ~1 KB and a 200 KB file: every server back to back
+    in each round (the machine is shared: only ratios within a run count)."""
+    import statistics
+
+    files = {"~1 KB": (f"/by-id/{SMALL}/{SMALL}_p0.jpg", f"/artworks/{SMALL}/{SMALL}_p0.jpg"),
+             "200 KB": (f"/by-id/{MEDIUM}/{MEDIUM}_p0.jpg", f"/artworks/{MEDIUM}/{MEDIUM}_p0.jpg")}
+    servers = {"pbe-fs": (port, 0), "pbe-fs, 1 worker": (one_port, 0), "rclone": (rport, 1), "nginx": (nport, 1)}
+    rows = []
+    for label, paths in files.items():
+        size = fetch(port, "GET", paths[0])
+        assert fetch(rport, "GET", paths[1]) == size == fetch(nport, "GET", paths[1])
+        got: dict[str, list[float]] = {name: [] for name in servers}
+        for n in range(rounds):
+            order = list(servers) if n % 2 == 0 else list(reversed(servers))
+            for name in order:
+                where, which = servers[name]
+                got[name].append(wrk(f"http://127.0.0.1:{where}{paths[which]}"))
+        rclone = got["rclone"]
+        for name in ("pbe-fs", "pbe-fs, 1 worker", "nginx"):
+            ours = got[name]
+            ratios = [a / b for a, b in zip(ours, rclone)]
+            rows.append((f"16 clients, {label} file ({size:,} B), {name}",
+                         f"{statistics.median(ours):,.0f} req/s ({min(ours):,.0f}–{max(ours):,.0f})",
+                         f"rclone {statistics.median(rclone):,.0f} req/s ({min(rclone):,.0f}–{max(rclone):,.0f})",
+                         f"{statistics.median(ratios):.2f}× ({min(ratios):.2f}–{max(ratios):.2f})",
+                         {"~1 KB": "≥ 0.5×", "200 KB": "≥ 2×"}[label] if name == "pbe-fs" else ""))
+    return rows
 
 
 class CodeServer(Server):
@@ -159,15 +208,21 @@ def main() -> None:
         plain.mkdir()
         for name in os.listdir(base / "data/artworks"):
             (plain / name).mkdir()
-        rport, nport = free_port(), free_port()
+        rport, nport, dport = free_port(), free_port(), free_port()
         ours = Server(cfg)
         port = int(ours.url.rsplit(":", 1)[1])
+        one = Server(single_worker(cfg))
+        one_port = int(one.url.rsplit(":", 1)[1])
         rclone = subprocess.Popen(["rclone", "serve", "webdav", str(plain), "--addr", f"127.0.0.1:{rport}"],
+                                  stderr=subprocess.DEVNULL)
+        # the same files for GETs: rclone serving the archive folder as it is
+        rfiles = subprocess.Popen(["rclone", "serve", "webdav", str(base / "data"), "--addr", f"127.0.0.1:{dport}"],
                                   stderr=subprocess.DEVNULL)
         web = nginx(base / "data", nport, base)
         try:
             wait_port(rport)
             wait_port(nport)
+            wait_port(dport)
             depth1 = {"Depth": "1"}
             fetch(port, "PROPFIND", "/by-ingress/", depth1)
             fetch(rport, "PROPFIND", "/", depth1)
@@ -183,10 +238,7 @@ def main() -> None:
             rows.append(("GET 5 MB original", f"{5 / t_ours:.0f} MB/s", f"nginx {5 / t_nginx:.0f} MB/s",
                          f"{t_nginx / t_ours:.2f}×", "≥ 0.5×"))
 
-            rps_ours = wrk(f"http://127.0.0.1:{port}/by-id/{MEDIUM}/{MEDIUM}_p0.jpg")
-            rps_nginx = wrk(f"http://127.0.0.1:{nport}/artworks/{MEDIUM}/{MEDIUM}_p0.jpg")
-            rows.append(("16 clients, 200 KB file", f"{rps_ours:.0f} req/s", f"nginx {rps_nginx:.0f} req/s",
-                         f"{rps_ours / rps_nginx:.2f}×", "≥ 0.5×"))
+            rows += small_files(port, one_port, dport, nport, args.rounds)
 
             zpath = f"/by-id/{MANGA}/{MANGA}.zip"
             size = fetch(port, "GET", zpath)
@@ -197,10 +249,11 @@ def main() -> None:
                          f"{zip_rate / static_rate:.2f}×", "≥ 0.8×"))
         finally:
             ours.stop()
-            rclone.terminate()
-            web.terminate()
-            rclone.wait(10)
-            web.wait(10)
+            one.stop()
+            for proc in (rclone, rfiles, web):
+                proc.terminate()
+            for proc in (rclone, rfiles, web):
+                proc.wait(10)
     report(rows)
 
 

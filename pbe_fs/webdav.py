@@ -522,7 +522,7 @@ _ROUTED = OLD_ROUTES | {"_pbe", "opds"}  # first path segments the gallery or OP
 # any of these and wsgidav decides: conditionals (304/412), If: lists, Depth on a GET, a body
 _NOT_PLAIN = ("HTTP_IF_MATCH", "HTTP_IF_NONE_MATCH", "HTTP_IF_MODIFIED_SINCE", "HTTP_IF_UNMODIFIED_SINCE",
               "HTTP_IF_RANGE", "HTTP_IF", "HTTP_DEPTH")
-_CHUNK = 1 << 20
+_CHUNK = _ALIGN
 
 
 def _plain_read(environ: dict[str, Any]) -> bool:
@@ -570,7 +570,8 @@ def _pieces(reader: Reader, start: int, length: int) -> Any:
     try:
         end = start + length
         while start < end:
-            data = reader.read(start, min(_CHUNK, end - start))
+            # pieces end on 1 MiB boundaries: each touches one block of a bucket's read cache
+            data = reader.read(start, min(_CHUNK - start % _CHUNK, end - start))
             if not data:
                 return
             start += len(data)
