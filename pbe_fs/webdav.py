@@ -23,6 +23,7 @@ import base64
 import hmac
 import io
 import logging
+import mmap
 import os
 import posixpath
 import re
@@ -588,10 +589,11 @@ def _answer(start_response: Callable[..., Any], status: str, body: str, ctype: s
 
 
 def make_app(tree: Tree, access: Access, *, refresh: Callable[[], str] | None = None,
-             verbose: int = 1, nonces: str = ":memory:") -> Any:
+             verbose: int = 1, nonces: str = ":memory:", writes: Writes | None = None) -> Any:
     """The WSGI application: wsgidav with our provider, no lock manager
     (so DAV: 1), our access rules, no wsgidav directory browser.
-    ``nonces``: where Digest nonces are kept (a file all workers share)."""
+    ``nonces``: where Digest nonces are kept (a file all workers share);
+    ``writes``: the word workers tell each other of a DELETE with."""
     from wsgidav.wsgidav_app import WsgiDAVApp
 
     config = {
@@ -609,7 +611,8 @@ def make_app(tree: Tree, access: Access, *, refresh: Callable[[], str] | None = 
         "hotfixes": {"re_encode_path_info": True, "unquote_path_info": False},
         "add_header_MS_Author_Via": True,
     }
-    return _front(WsgiDAVApp(config), access, config["provider_mapping"]["/"], _Nonces(nonces))
+    return _front(WsgiDAVApp(config), access, config["provider_mapping"]["/"], _Nonces(nonces),
+                  writes)
 
 
 _DIGEST_NONCE = re.compile(r'(?:^|[\s,])nonce="?([^",\s]*)')
@@ -677,6 +680,35 @@ class _Nonces:
                 db.execute("COMMIT")
 
 
+class Writes:
+    """One word that every worker of a server shares (an anonymous shared
+    mapping made before forking).
+
+    A worker that changed the archive (DELETE, a gallery POST) writes a new
+    random value into it before it answers; every worker compares it with
+    what it saw last at the start of each request and, when it moved,
+    looks at the index at once instead of within its poll interval. So a
+    DELETE answered by one worker is gone for the next request on any
+    other, as it was with one process. (A sync from outside is noticed
+    within the poll interval, as before.) Random, not a counter: two
+    workers writing at once still move it.
+    """
+
+    def __init__(self) -> None:
+        self._word = mmap.mmap(-1, 8)  # MAP_SHARED: forked workers see each other's writes
+        self._seen = self._word[:8]
+
+    def changed(self) -> None:
+        self._word[:8] = os.urandom(8)
+
+    def moved(self) -> bool:
+        value = self._word[:8]
+        if value == self._seen:
+            return False
+        self._seen = value
+        return True
+
+
 def _malformed_authorization(value: str) -> bool:
     """A Basic header that does not decode to ``user:password`` in UTF-8,
     or a Digest one without its parameters (wsgidav answers those 500)."""
@@ -691,7 +723,8 @@ def _malformed_authorization(value: str) -> bool:
     return False
 
 
-def _front(app: Callable[..., Any], access: Access, provider: Provider, nonces: _Nonces) -> Callable[..., Any]:
+def _front(app: Callable[..., Any], access: Access, provider: Provider, nonces: _Nonces,
+           writes: Writes | None) -> Callable[..., Any]:
     """What every request passes before wsgidav sees it.
 
     400 for a path that is not UTF-8 or that climbs with ``..`` (wsgidav
@@ -731,6 +764,9 @@ def _front(app: Callable[..., Any], access: Access, provider: Provider, nonces: 
                     and not nonces.use(authorization)):
                 del environ["HTTP_AUTHORIZATION"]  # a replay, or a nonce we never gave: challenge afresh
 
+        if writes is not None and writes.moved():  # another worker changed the archive
+            for tree in provider.gallery.trees():
+                tree.refresh(interval=0)
         fast = provider.fast_file(environ, start_response, access)
         if fast is not None:
             return fast
@@ -752,6 +788,8 @@ def _front(app: Callable[..., Any], access: Access, provider: Provider, nonces: 
             return start_response(status, headers, exc_info)
 
         result = app(environ, respond)
+        if writes is not None and environ["REQUEST_METHOD"] in _GUARDED:
+            writes.changed()  # before the answer leaves: the client's next request may land elsewhere
         if replaced:
             return _plain(result, replaced[0], start_response)
         return result if started else _watch(result, replaced, start_response)

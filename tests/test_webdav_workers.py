@@ -8,6 +8,7 @@ up as a failure on the others.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.client
 import os
@@ -81,6 +82,21 @@ def test_every_worker_listens_and_follows_a_sync(workers) -> None:
     expected = (config.parent / "data/artworks" / str(new) / names[0]).read_bytes()
     got = {http_request(server.url, "GET", f"/by-id/{new}/{names[0]}")[2] for _ in range(FRESH)}
     assert got == {expected}
+
+
+def test_a_delete_is_seen_at_once_by_every_worker(workers) -> None:
+    server, config, _ = workers
+    token = {"Authorization": "Basic " + base64.b64encode(b"me:seed-ro-token").decode()}
+    status, _, body = http_request(server.url, "PROPFIND", "/by-id/", {"Depth": "1"})
+    victims = re.findall(rb"<D:href>/by-id/(\d+)/</D:href>", body)[:3]
+    assert len(victims) == 3
+    for victim in (v.decode() for v in victims):
+        assert {http_request(server.url, "GET", f"/by-id/{victim}/")[0] for _ in range(FRESH)} == {200}
+        assert http_request(server.url, "DELETE", f"/by-id/{victim}", token)[0] == 204
+        # no waiting: the next request, on whichever worker, already misses it
+        seen = [http_request(server.url, "PROPFIND", f"/by-id/{victim}", {"Depth": "0"})[0] for _ in range(FRESH)]
+        assert set(seen) == {404}, seen
+        assert not (config.parent / "data/artworks" / victim).exists()
 
 
 def _digest(challenge: str, method: str, uri: str, user: str, password: str, nc: int = 1) -> str:

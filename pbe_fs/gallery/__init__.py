@@ -111,6 +111,11 @@ class Gallery:
                 tree = self._trees[(nsfw, ai)] = Tree(self.tree.config, nsfw, ai=ai)
             return tree
 
+    def trees(self) -> list[Tree]:
+        """Every tree this gallery serves: the server's and the visitors' choices."""
+        with self._lock:
+            return [self.tree, *self._trees.values()]
+
     def file_headers(self, start_response: Respond, immutable: bool) -> Respond:
         """Archived images and generated files: validators come from
         WebDAV's GET; this adds how long a browser may keep them."""
