@@ -179,6 +179,26 @@ def test_workers_die_with_a_killed_supervisor(workers) -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
+def test_a_dead_worker_is_replaced(workers) -> None:
+    server, _, _ = workers
+    before = workers_of(server)
+    os.kill(before[0], signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while True:
+        now = workers_of(server)
+        if len(now) == WORKERS and before[0] not in now and all(_alive(pid) for pid in now):
+            break
+        assert time.monotonic() < deadline, now
+        time.sleep(0.2)
+    port = urlsplit(server.url).port
+    deadline = time.monotonic() + 30
+    while listening_pids(port) != set(now):  # the new one listens once it has opened the index
+        assert time.monotonic() < deadline, (listening_pids(port), now)
+        time.sleep(0.2)
+    assert {http_request(server.url, "GET", "/status.json")[0] for _ in range(FRESH)} == {200}
+    assert "exited with -9; starting it again" in server.stderr()
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
