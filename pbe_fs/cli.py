@@ -323,7 +323,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _webdav_app(cfg: config_mod.Config, args: argparse.Namespace, nonces: str = ":memory:",
-                writes: Any = None) -> tuple[Any, Any]:
+                peers: Any = None) -> tuple[Any, Any]:
     """One process's tree and WSGI app; POST /_pbe/refresh starts a sync in a
     child process (one at a time across every worker: the archive's lock)."""
     from .tree import Tree
@@ -334,7 +334,7 @@ def _webdav_app(cfg: config_mod.Config, args: argparse.Namespace, nonces: str = 
     refresh = SyncStarter(Archive.open(cfg), [sys.executable, "-m", "pbe_fs.cli", *cfg.cli_args(), "sync",
                                               "--no-progress"])
     access = Access(read_only=s.read_only, token=s.read_only_token, users=dict(s.webdav.users))
-    return tree, make_app(tree, access, refresh=refresh, nonces=nonces, writes=writes)
+    return tree, make_app(tree, access, refresh=refresh, nonces=nonces, peers=peers)
 
 
 def _serve_one(cfg: config_mod.Config, args: argparse.Namespace, host: str, port: int,
@@ -358,18 +358,19 @@ def _serve_workers(cfg: config_mod.Config, args: argparse.Namespace, host: str, 
     import shutil
     import tempfile
 
-    from .webdav import Workers, Writes, make_server, reserve_port, serve
+    from .webdav import Shared, Workers, make_server, reserve_port, serve
 
     shared = tempfile.mkdtemp(prefix="pbe-fs-serve-")  # what the workers share for this run
     if not cfg.settings.app_key:  # one key for every worker's CSRF tokens and admin marks, new each run
         cfg.settings.app_key = secrets.token_hex(32)
-    writes = Writes()  # made before forking: shared by every worker
+    peers = Shared()  # made before forking: shared by every worker
     reserved = reserve_port(host, port)
     bound_host, bound_port = reserved.getsockname()[:2]
 
     def work(index: int, ready: Callable[[], None]) -> None:
         reserved.close()
-        tree, app = _webdav_app(cfg, args, nonces=os.path.join(shared, "nonces.sqlite"), writes=writes)
+        peers.install()
+        tree, app = _webdav_app(cfg, args, nonces=os.path.join(shared, "nonces.sqlite"), peers=peers)
         try:
             server = make_server(app, host, bound_port, reuse_port=True, **cfg.tls())
             ready()

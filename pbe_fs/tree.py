@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -95,6 +96,13 @@ def effective_policy(instance: str, requested: str | None) -> str:
         return requested
     raise PbeError(f"--nsfw {requested} is looser than the instance policy {instance!r} (display.nsfw), "
                    "which only 'hidden' or 'required' allow")
+
+
+def _inode(path: "os.PathLike[str] | str") -> int:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return 0
 
 
 def is_noise(name: str) -> bool:
@@ -218,6 +226,10 @@ class Tree:
         self.refresh(force=True)
 
     # -- generations -----------------------------------------------------------
+    # When a generation of an index (inode, generation) was first loaded: the date of the
+    # view folders and status.json. The processes of one server agree on it (webdav.Shared).
+    stamp_of: Callable[[tuple[int, int]], float] = staticmethod(lambda key: time.time())
+
     def refresh(self, force: bool = False, interval: float = 0.5) -> bool:
         """Notice a sync's commits; at most one index query per ``interval``."""
         now = time.monotonic()
@@ -233,7 +245,7 @@ class Tree:
                 self._previous = (self._works, self._tags, self._events)
             self._generation = generation
             self._version += 1
-            self._stamp = time.time()
+            self._stamp = self.stamp_of((_inode(self.index.path), generation))
             self._works = self._load_works()
             self._tags = None
             self._changes = None

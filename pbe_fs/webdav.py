@@ -30,6 +30,7 @@ import re
 import select
 import socket
 import sqlite3
+import struct
 import threading
 import time
 from collections import OrderedDict
@@ -589,11 +590,11 @@ def _answer(start_response: Callable[..., Any], status: str, body: str, ctype: s
 
 
 def make_app(tree: Tree, access: Access, *, refresh: Callable[[], str] | None = None,
-             verbose: int = 1, nonces: str = ":memory:", writes: Writes | None = None) -> Any:
+             verbose: int = 1, nonces: str = ":memory:", peers: Shared | None = None) -> Any:
     """The WSGI application: wsgidav with our provider, no lock manager
     (so DAV: 1), our access rules, no wsgidav directory browser.
     ``nonces``: where Digest nonces are kept (a file all workers share);
-    ``writes``: the word workers tell each other of a DELETE with."""
+    ``peers``: what the workers of one server share (see Shared)."""
     from wsgidav.wsgidav_app import WsgiDAVApp
 
     config = {
@@ -612,7 +613,7 @@ def make_app(tree: Tree, access: Access, *, refresh: Callable[[], str] | None = 
         "add_header_MS_Author_Via": True,
     }
     return _front(WsgiDAVApp(config), access, config["provider_mapping"]["/"], _Nonces(nonces),
-                  writes)
+                  peers)
 
 
 _DIGEST_NONCE = re.compile(r'(?:^|[\s,])nonce="?([^",\s]*)')
@@ -680,33 +681,58 @@ class _Nonces:
                 db.execute("COMMIT")
 
 
-class Writes:
-    """One word that every worker of a server shares (an anonymous shared
-    mapping made before forking).
+class Shared:
+    """What the worker processes of one server share, in an anonymous
+    shared mapping made before forking.
 
-    A worker that changed the archive (DELETE, a gallery POST) writes a new
-    random value into it before it answers; every worker compares it with
-    what it saw last at the start of each request and, when it moved,
-    looks at the index at once instead of within its poll interval. So a
-    DELETE answered by one worker is gone for the next request on any
-    other, as it was with one process. (A sync from outside is noticed
-    within the poll interval, as before.) Random, not a counter: two
-    workers writing at once still move it.
+    * A word that a worker which changed the archive (DELETE, a gallery
+      POST) rewrites with a random value before it answers; every worker
+      compares it with what it saw last at the start of each request and,
+      when it moved, looks at the index at once instead of within its poll
+      interval. So a DELETE answered by one worker is gone for the next
+      request on any other, as it was with one process. (A sync from
+      outside is noticed within the poll interval, as before.) Random, not
+      a counter: two workers writing at once still move it.
+    * The date each index generation was first loaded (the view folders'
+      and status.json's Last-Modified, part of some ETags): the first
+      worker to load a generation writes it, the others read it, so every
+      worker answers the same validators.
     """
 
+    _SLOTS = 16  # generations remembered: workers are never that far apart
+    _SLOT = struct.Struct("<qqd")  # inode, generation, date
+
     def __init__(self) -> None:
-        self._word = mmap.mmap(-1, 8)  # MAP_SHARED: forked workers see each other's writes
-        self._seen = self._word[:8]
+        import multiprocessing
+
+        self._map = mmap.mmap(-1, 8 + self._SLOTS * self._SLOT.size)  # MAP_SHARED: workers see each other's writes
+        self._seen = self._map[:8]
+        self._lock = multiprocessing.Lock()  # a semaphore in shared memory: it works across fork
+
+    def install(self) -> None:
+        """In a worker: every tree of this process takes its dates from here."""
+        Tree.stamp_of = staticmethod(self.stamp)
 
     def changed(self) -> None:
-        self._word[:8] = os.urandom(8)
+        self._map[:8] = os.urandom(8)
 
     def moved(self) -> bool:
-        value = self._word[:8]
+        value = self._map[:8]
         if value == self._seen:
             return False
         self._seen = value
         return True
+
+    def stamp(self, key: tuple[int, int]) -> float:
+        inode, generation = key
+        offset = 8 + (generation % self._SLOTS) * self._SLOT.size
+        with self._lock:
+            kept = self._SLOT.unpack_from(self._map, offset)
+            if kept[:2] == (inode, generation):
+                return kept[2]
+            now = time.time()
+            self._SLOT.pack_into(self._map, offset, inode, generation, now)
+            return now
 
 
 def _malformed_authorization(value: str) -> bool:
@@ -724,7 +750,7 @@ def _malformed_authorization(value: str) -> bool:
 
 
 def _front(app: Callable[..., Any], access: Access, provider: Provider, nonces: _Nonces,
-           writes: Writes | None) -> Callable[..., Any]:
+           peers: Shared | None) -> Callable[..., Any]:
     """What every request passes before wsgidav sees it.
 
     400 for a path that is not UTF-8 or that climbs with ``..`` (wsgidav
@@ -764,7 +790,7 @@ def _front(app: Callable[..., Any], access: Access, provider: Provider, nonces: 
                     and not nonces.use(authorization)):
                 del environ["HTTP_AUTHORIZATION"]  # a replay, or a nonce we never gave: challenge afresh
 
-        if writes is not None and writes.moved():  # another worker changed the archive
+        if peers is not None and peers.moved():  # another worker changed the archive
             for tree in provider.gallery.trees():
                 tree.refresh(interval=0)
         fast = provider.fast_file(environ, start_response, access)
@@ -788,8 +814,8 @@ def _front(app: Callable[..., Any], access: Access, provider: Provider, nonces: 
             return start_response(status, headers, exc_info)
 
         result = app(environ, respond)
-        if writes is not None and environ["REQUEST_METHOD"] in _GUARDED:
-            writes.changed()  # before the answer leaves: the client's next request may land elsewhere
+        if peers is not None and environ["REQUEST_METHOD"] in _GUARDED:
+            peers.changed()  # before the answer leaves: the client's next request may land elsewhere
         if replaced:
             return _plain(result, replaced[0], start_response)
         return result if started else _watch(result, replaced, start_response)

@@ -77,6 +77,7 @@ def test_every_worker_listens_and_follows_a_sync(workers) -> None:
         time.sleep(0.2)
     status, headers, body = http_request(server.url, "PROPFIND", "/by-id/", {"Depth": "1"})
     assert status == 207 and f"/by-id/{new}/".encode() in body
+    assert len(dates_of(server)) == 1
     # the file itself, over the direct path, from every worker alike
     names = [n for n in os.listdir(config.parent / "data/artworks" / str(new)) if n.endswith(".jpg")]
     expected = (config.parent / "data/artworks" / str(new) / names[0]).read_bytes()
@@ -179,8 +180,19 @@ def test_workers_die_with_a_killed_supervisor(workers) -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
+def dates_of(server: Server) -> set[bytes]:
+    """The view folders' and status.json's dates, as FRESH connections see them."""
+    dates = {re.search(rb"<D:getlastmodified>([^<]+)<", http_request(server.url, "PROPFIND", "/by-id/",
+                                                                     {"Depth": "0"})[2]).group(1)
+             for _ in range(FRESH)}
+    return dates | {http_request(server.url, "HEAD", "/status.json")[1]["last-modified"].encode()
+                    for _ in range(FRESH)}
+
+
 def test_a_dead_worker_is_replaced(workers) -> None:
     server, _, _ = workers
+    dates = dates_of(server)
+    assert len(dates) == 1  # a date per index generation, whichever worker answers
     before = workers_of(server)
     os.kill(before[0], signal.SIGKILL)
     deadline = time.monotonic() + 30
@@ -197,6 +209,8 @@ def test_a_dead_worker_is_replaced(workers) -> None:
         time.sleep(0.2)
     assert {http_request(server.url, "GET", "/status.json")[0] for _ in range(FRESH)} == {200}
     assert "exited with -9; starting it again" in server.stderr()
+    # the new worker loaded the same generation seconds later, and dates it as the others do
+    assert dates_of(server) == dates
 
 
 def _alive(pid: int) -> bool:
