@@ -357,6 +357,11 @@ class Provider(DAVProvider):
                 return self._propfind(parts, node, depth, environ, start_response)
         return default_handler(environ, start_response)
 
+    def refresh_all(self) -> None:
+        """Every tree this process serves looks at the index now."""
+        for tree in self.gallery.trees():
+            tree.refresh(interval=0)
+
     def fast_file(self, environ: dict[str, Any], start_response: Callable[..., Any], access: Access) -> Any:
         """GET or HEAD of a file answered without wsgidav, or None.
 
@@ -708,6 +713,7 @@ class Shared:
         self._map = mmap.mmap(-1, 8 + self._SLOTS * self._SLOT.size)  # MAP_SHARED: workers see each other's writes
         self._seen = self._map[:8]
         self._lock = multiprocessing.Lock()  # a semaphore in shared memory: it works across fork
+        self._catching = threading.Lock()  # this process's threads, one refresh at a time
 
     def install(self) -> None:
         """In a worker: every tree of this process takes its dates from here."""
@@ -716,12 +722,17 @@ class Shared:
     def changed(self) -> None:
         self._map[:8] = os.urandom(8)
 
-    def moved(self) -> bool:
+    def catch_up(self, refresh: Callable[[], None]) -> None:
+        """Run ``refresh`` if another worker changed the archive since this
+        process last looked; a request arriving meanwhile waits for it
+        (it would otherwise find the word seen and read the old tree)."""
         value = self._map[:8]
         if value == self._seen:
-            return False
-        self._seen = value
-        return True
+            return
+        with self._catching:
+            if value != self._seen:
+                refresh()
+                self._seen = value
 
     def stamp(self, key: tuple[int, int]) -> float:
         inode, generation = key
@@ -790,9 +801,8 @@ def _front(app: Callable[..., Any], access: Access, provider: Provider, nonces: 
                     and not nonces.use(authorization)):
                 del environ["HTTP_AUTHORIZATION"]  # a replay, or a nonce we never gave: challenge afresh
 
-        if peers is not None and peers.moved():  # another worker changed the archive
-            for tree in provider.gallery.trees():
-                tree.refresh(interval=0)
+        if peers is not None:  # another worker may have changed the archive
+            peers.catch_up(provider.refresh_all)
         fast = provider.fast_file(environ, start_response, access)
         if fast is not None:
             return fast
