@@ -54,6 +54,9 @@ class Node:
     immutable: bool = True
     etag: str = ""  # changes exactly when the bytes do
     blob: str = ""  # an archived file as it is: its key in the store (for redirects)
+    # its bytes follow metadata a sync may change under the same name (a CBZ's ComicInfo.xml):
+    # the mount is told precisely, but an HTTP cache must ask again (its ETag) before reuse
+    revalidate: bool = False
 
 
 
@@ -87,9 +90,10 @@ class ArtworkFolder:
         return Node(False, self.mtime, size, self.id, content=lambda: BlobContent(store, key, size, sha),
                     etag=sha[:32], blob=key)
 
-    def _generated(self, content: Content, identity: object, *, immutable: bool = True) -> Node:
+    def _generated(self, content: Content, identity: object, *, immutable: bool = True,
+                   revalidate: bool = False) -> Node:
         return Node(False, self.mtime, content.size, self.id, content=lambda: content, etag=Cache.key(identity),
-                    immutable=immutable)
+                    immutable=immutable, revalidate=revalidate)
 
     def _zip(self, files: list[dict[str, Any]], member_names: list[str] | None = None) -> Segments:
         members = [zip_render.Member(member_names[i] if member_names else Path(f["path"]).name,
@@ -120,7 +124,7 @@ class ArtworkFolder:
             # its ComicInfo.xml follows the metadata, but only a sync changes that: the mount
             # invalidates a CBZ then (fuse.invalidate), so readers keep the page cache meanwhile
             book, xml = self._cbz(files)
-            entries[f"{aid}.cbz"] = self._generated(book, ("cbz", shas, xml))
+            entries[f"{aid}.cbz"] = self._generated(book, ("cbz", shas, xml), revalidate=True)
         return entries
 
 

@@ -48,7 +48,7 @@ from .multistatus import content_type, href, quote_segment
 from .artwork import Node
 from .render.segments import Reader
 from .errors import PbeError
-from .gallery import IMAGE_CACHE, OLD_ROUTES, Gallery, gallery_post
+from .gallery import OLD_ROUTES, Gallery, cache_control, gallery_post
 from .gallery.opds import Opds
 from .tree import Tree, TreeError, is_noise
 
@@ -332,7 +332,7 @@ class Provider(DAVProvider):
             tree = environ["pbe.tree"] = self.gallery.tree_for(environ)
             node = tree.get(parts)
             if node is not None:
-                start_response = self.gallery.file_headers(start_response, node.immutable)
+                start_response = self.gallery.file_headers(start_response, node)
             if node is not None and node.blob and method == "GET":  # HEAD: the exact length, from us
                 url = tree.archive.store.url(node.blob, PRESIGNED_SECONDS)
                 if url:  # filesystem_options.proxy false: the client fetches from the bucket itself
@@ -400,7 +400,7 @@ class Provider(DAVProvider):
                 start, status = int(first), "206 Partial Content"
                 headers[0] = ("Content-Length", str(int(last) - start + 1))
                 headers.append(("Content-Range", f"bytes {first}-{last}/{size}"))
-        headers.append(("Cache-Control", IMAGE_CACHE if node.immutable else "no-cache"))
+        headers.append(("Cache-Control", cache_control(node)))
         start_response(status, headers)
         if environ["REQUEST_METHOD"] == "HEAD":
             return [b""]

@@ -216,6 +216,13 @@ def test_cbz_and_folder_jpg_over_webdav(server, mounted) -> None:
     assert status == 200 and headers["content-type"] == "application/vnd.comicbook+zip"
     assert body == mounted.path("by-id", str(MANGA), f"{MANGA}.cbz").read_bytes()
     assert int(headers["content-length"]) == len(body)
+    # a retitle changes its ComicInfo.xml under the same name: browsers must ask again (ETag),
+    # where a zip's bytes are fixed by its name and may be kept for a week
+    assert headers["cache-control"] == "no-cache"
+    status, _, _ = http_request(server.url, "GET", path, {"If-None-Match": headers["etag"]})
+    assert status == 304  # the stored answer, with its no-cache, is used again
+    zip_headers = http_request(server.url, "GET", f"/by-id/{MANGA}/{MANGA}.zip")[1]
+    assert zip_headers["cache-control"].startswith("max-age=")
     status, headers, part = http_request(server.url, "GET", path, {"Range": "bytes=100-4099"})
     assert status == 206 and part == body[100:4100]
     status, _, listing = http_request(server.url, "PROPFIND", f"/by-id/{MANGA}/", {"Depth": "1"})

@@ -26,7 +26,7 @@ from typing import Any, Callable
 from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 from .. import names
-from ..artwork import QUALITIES, top_quality
+from ..artwork import QUALITIES, Node, top_quality
 from ..render import meta as meta_render
 from ..tree import Tree, TreeError
 from . import pages
@@ -41,6 +41,12 @@ log = logging.getLogger("pbe_fs.gallery")
 CSP = ("default-src 'none'; img-src 'self'; style-src 'self'; script-src 'self'; form-action 'self'; "
        "base-uri 'none'; frame-ancestors 'none'")
 IMAGE_CACHE = "max-age=604800"  # a week: a return visit costs nothing, later ones a 304
+
+
+def cache_control(node: Node) -> str:
+    """How long a browser may keep a file without asking: a week when its
+    name fixes its bytes, else until it revalidates (ETag, 304)."""
+    return IMAGE_CACHE if node.immutable and not node.revalidate else "no-cache"
 OLD_ROUTES = {"a", "p", "i", "random", "display", "refresh", "admin"}
 _STATIC = {"gallery.css": "text/css; charset=utf-8", "gallery.js": "text/javascript; charset=utf-8"}
 Respond = Callable[..., Any]
@@ -116,12 +122,12 @@ class Gallery:
         with self._lock:
             return [self.tree, *self._trees.values()]
 
-    def file_headers(self, start_response: Respond, immutable: bool) -> Respond:
+    def file_headers(self, start_response: Respond, node: Node) -> Respond:
         """Archived images and generated files: validators come from
         WebDAV's GET; this adds how long a browser may keep them."""
         def respond(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             if status[:3] in ("200", "206", "304") and not any(n.lower() == "cache-control" for n, _ in headers):
-                headers = headers + [("Cache-Control", IMAGE_CACHE if immutable else "no-cache")]
+                headers = headers + [("Cache-Control", cache_control(node))]
             return start_response(status, headers, exc_info)
         return respond
 
