@@ -433,6 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="say what would be imported, skipped or completed; change nothing")
     p.add_argument("--include-kept-out", action="store_true",
                    help="import works deleted with `delete --keep-out` too (they are skipped otherwise)")
+    p.add_argument("--archive", metavar="FILE", action="append",
+                   help="gallery-dl's --download-archive database (default: any found below PATH); repeatable")
     p.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
     p.set_defaults(func=cmd_import)
 

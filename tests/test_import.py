@@ -432,3 +432,40 @@ def test_bad_input_is_one_line_and_changes_nothing(fake: FakePixiv, tmp_path: Pa
     assert not (tmp_path / "data" / "artworks").exists() or not any((tmp_path / "data" / "artworks").iterdir())
     proc = pbe(config, "import", "gallery-dl", str(tmp_path / "empty"), "--no-progress", check=True)
     assert "found no work" in proc.stderr
+
+
+def test_gallery_dl_download_archive(fake: FakePixiv, tmp_path: Path) -> None:
+    """gallery-dl's --download-archive database, made by gallery-dl itself:
+    pages it records that the folder lacks mark the work partial, works it
+    records with no file left are reported as missing; it is found below the
+    folder, or named with --archive."""
+    db = tmp_path / "gdl-archive.sqlite3"
+    folder = gallery_dl(fake, tmp_path / "gdl", "--download-archive", str(db))
+    entries = [e for (e,) in sqlite3.connect(db).execute("SELECT entry FROM archive")]
+    assert f"pixivf_{fake.user_id}_{MISSING[0]}{MISSING[1]}.jpg" in entries  # gallery-dl's bookmark format
+    files = downloaded(folder)
+    gone_page = folder / f"{MISSING[0]}_p{MISSING[1]}.jpg"
+    gone_page.unlink()  # lost after gallery-dl downloaded it
+    lost = 93012349
+    for name in files.pop(lost):
+        (folder / name).unlink()
+    config = write_config(tmp_path, fake)
+    data = tmp_path / "data"
+    bad = pbe(config, "import", "gallery-dl", str(folder), "--archive", str(tmp_path / "nothing.db"))
+    assert bad.returncode == 2 and "no such file" in bad.stderr and "Traceback" not in bad.stderr
+    bad = pbe(config, "import", "gallery-dl", str(folder), "--archive", str(config))
+    assert bad.returncode == 2 and "not gallery-dl's download archive" in bad.stderr
+    # found below the folder on its own
+    (folder / "archive.sqlite3").write_bytes(db.read_bytes())
+    dry = pbe(config, "import", "gallery-dl", str(folder), "--dry-run", check=True)
+    assert "1 works gallery-dl's download archive records have no file here" in dry.stderr
+    (folder / "archive.sqlite3").unlink()
+    proc = pbe(config, "import", "gallery-dl", str(folder), "--archive", str(db), "--no-progress", check=True)
+    ugoira = [wid for wid in files if fake.works[wid].type == "ugoira"]
+    line = summary(proc)
+    assert f"{len(files)} imported" in line and f"{1 + len(ugoira)} partial" in line and "1 missing" in line
+    assert str(lost) in proc.stderr and not (data / f"artworks/{lost}").exists()
+    rec = record(data, MISSING[0])
+    assert any(f"p{MISSING[1]}" in why and "download archive" in why for why in rec["partial"])
+    assert len(rec["files"]) == fake.works[MISSING[0]].pages - 1
+    assert all("partial" not in record(data, wid) for wid in files if wid not in ugoira and wid != MISSING[0])

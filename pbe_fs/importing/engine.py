@@ -79,6 +79,7 @@ class ImportResult:
     kept_out: int = 0
     damaged: int = 0  # files that do not decode
     partial: int = 0  # works whose record is incomplete
+    missing: int = 0  # works the source's own records name that it holds no file of
     files: int = 0
     bytes: int = 0
     failed: list[str] = field(default_factory=list)
@@ -86,6 +87,8 @@ class ImportResult:
     def describe(self) -> str:
         line = (f"{self.imported} imported, {self.skipped} skipped, {self.damaged} damaged, {self.partial} partial"
                 f" ({self.files} files, {self.bytes} bytes)")
+        if self.missing:
+            line += f"; {self.missing} missing (recorded by the source, no file found)"
         if self.completed:
             line += f"; {self.completed} archived works completed"
         if self.kept_out:
