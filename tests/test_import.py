@@ -469,3 +469,40 @@ def test_gallery_dl_download_archive(fake: FakePixiv, tmp_path: Path) -> None:
     assert any(f"p{MISSING[1]}" in why and "download archive" in why for why in rec["partial"])
     assert len(rec["files"]) == fake.works[MISSING[0]].pages - 1
     assert all("partial" not in record(data, wid) for wid in files if wid not in ugoira and wid != MISSING[0])
+
+
+def test_converted_ugoira(fake: FakePixiv, tmp_path: Path) -> None:
+    """An animation gallery-dl's ugoira post-processor converted (a GIF, an
+    MP4) is kept as imported media: byte-exact, its length and SHA-256
+    recorded, the record partial; the next sync fetches pixiv's frames zip."""
+    from PIL import Image
+
+    wid = 93012346  # an ugoira the stand-in still serves
+    folder = tmp_path / "gdl" / "pixiv" / "bookmarks" / f"{fake.user_id} me_acct"
+    folder.mkdir(parents=True)
+    frames = [Image.new("RGB", (16, 16), colour) for colour in ("red", "green", "blue")]
+    frames[0].save(folder / f"{wid}_p0.gif", save_all=True, append_images=frames[1:], duration=[100, 60, 200], loop=0)
+    # no ffmpeg here: an MP4 made by hand (a file-type box and an empty media box), checked by length and hash only
+    mp4 = (24).to_bytes(4, "big") + b"ftypisom" + (512).to_bytes(4, "big") + b"isomiso2" + (8).to_bytes(4, "big") + b"mdat"
+    (folder / f"{wid}_p0.mp4").write_bytes(mp4)
+    made = {name: (folder / name).read_bytes() for name in (f"{wid}_p0.gif", f"{wid}_p0.mp4")}
+    config = write_config(tmp_path, fake)
+    data = tmp_path / "data"
+    proc = pbe(config, "import", "gallery-dl", str(tmp_path / "gdl"), "--no-progress", check=True)
+    assert "1 imported, 0 skipped, 0 damaged, 1 partial" in summary(proc)
+    rec = record(data, wid)
+    assert any("converted media" in why for why in rec["partial"])
+    assert {f["path"]: f["role"] for f in rec["files"]} == {f"imported/{n}": "imported_media" for n in made}
+    for f in rec["files"]:
+        body = (data / f"artworks/{wid}" / f["path"]).read_bytes()
+        assert body == made[Path(f["path"]).name]
+        assert f["size"] == len(body) and f["sha256"] == hashlib.sha256(body).hexdigest()
+    fake.reset_counts()
+    pbe(config, "sync", "--full", "--no-progress", check=True)
+    assert [p for p in fake.paths if p.endswith(f"/{wid}_ugoira1920x1080.zip")]  # pixiv's frames, fetched now
+    rec = record(data, wid)
+    roles = sorted(f["role"] for f in rec["files"])
+    assert roles.count("imported_media") == 2 and roles.count("ugoira_zip") == 1
+    assert [f["delay"] for f in rec["ugoira"]["frames"]] == fake.works[wid].frames
+    for name, body in made.items():  # what was imported stays as it was
+        assert (data / f"artworks/{wid}/imported/{name}").read_bytes() == body
