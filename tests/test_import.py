@@ -111,6 +111,8 @@ def test_old_app_import_then_sync(fake: FakePixiv, tmp_path: Path) -> None:
     # Ordinary works at once: every view, and the index a reindex builds agrees.
     status = json.loads(pbe(config, "status", "--json", check=True).stdout)
     assert status["artworks"] == len(order), status
+    assert {(d["id"], d["path"]) for d in status["import_damaged"]} == damaged and not status["partial"]
+    assert all(d["problem"] for d in status["import_damaged"])
 
     again = pbe(config, "import", "old-app", str(old), "--no-progress", check=True)
     assert f"0 imported, {len(order)} skipped" in summary(again)
@@ -149,6 +151,11 @@ def test_old_app_import_then_sync(fake: FakePixiv, tmp_path: Path) -> None:
     db.close()
     listing = pbe(config, "status", "--json", check=True)
     assert json.loads(listing.stdout)["gone"], listing.stdout
+    # pixiv's copy replaced the damaged file of the live work; the gone one's is still the one imported
+    assert [(d["id"], d["path"]) for d in json.loads(listing.stdout)["import_damaged"]] == [
+        (GONE, f"large/{GONE}_p0_master1200.jpg")]
+    text = pbe(config, "status", check=True).stdout
+    assert f"damaged    {GONE}/large/{GONE}_p0_master1200.jpg imported" in text and str(DAMAGED_LIVE) not in text
 
 
 def left_in_session(sid: int) -> list[int]:
@@ -492,6 +499,10 @@ def test_converted_ugoira(fake: FakePixiv, tmp_path: Path) -> None:
     assert "1 imported, 0 skipped, 0 damaged, 1 partial" in summary(proc)
     rec = record(data, wid)
     assert any("converted media" in why for why in rec["partial"])
+    status = json.loads(pbe(config, "status", "--json", check=True).stdout)
+    assert [p["id"] for p in status["partial"]] == [wid] and status["partial"][0]["why"] == rec["partial"]
+    assert f"partial    1 imported works with incomplete records (`status --json` says why): {wid}" in \
+        pbe(config, "status", check=True).stdout
     assert {f["path"]: f["role"] for f in rec["files"]} == {f"imported/{n}": "imported_media" for n in made}
     for f in rec["files"]:
         body = (data / f"artworks/{wid}" / f["path"]).read_bytes()

@@ -484,6 +484,13 @@ def _write_work(job: _PlaceJob, stored: list[StoredFile]) -> dict[str, Any]:
     record["files"] = sorted((_file_json(f) for f in stored), key=lambda f: f["path"])
     if any(f.role == IMPORTED_MEDIA for f in stored):
         record.setdefault("partial", []).append("animation imported as converted media, without its frames")
+    # What the import could not verify, said in its history event too: the index keeps that for `status`.
+    event = record["history"][-1]
+    damaged = [{"path": f["path"], "sha256": f["sha256"], "problem": f["damaged"]} for f in record["files"] if "damaged" in f]
+    if damaged:
+        event["damaged"] = damaged
+    if record.get("partial"):
+        event["partial"] = record["partial"]
     (job.folder / RAW).write_bytes(dumps(job.raw))
     if job.original is not None:
         (job.folder / job.original[0]).write_bytes(dumps(job.original[1]))
