@@ -211,6 +211,19 @@ class Importer:
         return self.result
 
     def _run(self, ledger: Ledger) -> None:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__])  # workers start with this module imported, not each on its own
+        with ProcessPoolExecutor(self.workers, mp_context=context, initializer=_follow_importer,
+                                 initargs=(os.getpid(),)) as pool, ThreadPoolExecutor(1, "publish") as publisher:
+            for _ in range(self.workers):
+                pool.submit(int)  # the workers start while the source is read
+            todo = self._todo()
+            if todo:
+                self._publisher = publisher
+                self._place_all(pool, todo, ledger)
+
+    def _todo(self) -> list[tuple[FoundWork, str, dict[str, Any] | None]]:
+        """The source's works in its order, each with what to do; those to skip are counted."""
         works = sorted(self.works(), key=lambda w: w.order)
         self.result.found = len(works)
         self.progress.add_works(len(works))
@@ -228,32 +241,30 @@ class Importer:
                 self.progress.work_done()
                 continue
             todo.append((work, kind, known))
-        if not todo:
-            return
+        return todo
+
+    def _place_all(self, pool: ProcessPoolExecutor, todo: list[tuple[FoundWork, str, dict[str, Any] | None]],
+                   ledger: Ledger) -> None:
+        """Place and check in the workers, commit here in order, a window of works ahead."""
         # From the first commit on, the next sync must look at every bookmark.
         walk_mark(self.archive).touch()
         link = self.mode in ("link", "move")
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([__name__])  # workers start with this module imported, not each on its own
-        with ProcessPoolExecutor(self.workers, mp_context=context, initializer=_follow_importer,
-                                 initargs=(os.getpid(),)) as pool, ThreadPoolExecutor(1, "publish") as publisher:
-            self._publisher = publisher
-            window: deque[tuple[Future[_Placed], FoundWork, str, dict[str, Any] | None]] = deque()
-            pending = iter(todo)
-            while True:
-                while len(window) < max(WINDOW, self.workers * 4):
-                    item = next(pending, None)
-                    if item is None:
-                        break
-                    work, kind, known = item
-                    window.append((pool.submit(_place, self._job(work, kind, known, link)), work, kind, known))
-                if not window:
+        window: deque[tuple[Future[_Placed], FoundWork, str, dict[str, Any] | None]] = deque()
+        pending = iter(todo)
+        while True:
+            while len(window) < max(WINDOW, self.workers * 4):
+                item = next(pending, None)
+                if item is None:
                     break
-                future, work, kind, known = window.popleft()
-                self._placed(work, kind, known, future.result(), ledger)
-                self._flush(ledger)
-                self.progress.work_done()
-            self._flush(ledger, wait=True)
+                work, kind, known = item
+                window.append((pool.submit(_place, self._job(work, kind, known, link)), work, kind, known))
+            if not window:
+                break
+            future, work, kind, known = window.popleft()
+            self._placed(work, kind, known, future.result(), ledger)
+            self._flush(ledger)
+            self.progress.work_done()
+        self._flush(ledger, wait=True)
 
     def _job(self, work: FoundWork, kind: str, known: dict[str, Any] | None, link: bool) -> _PlaceJob:
         """What a worker needs to place, check and (a new work) write one work."""
