@@ -27,6 +27,7 @@ but not yet indexed is adopted from its record).
 from __future__ import annotations
 
 import errno
+import io
 import logging
 import os
 import multiprocessing
@@ -68,6 +69,8 @@ BATCH, BATCH_SECONDS = 200, 1.0
 WINDOW = 2 * BATCH
 # While a batch is being published the next one grows, up to this.
 MAX_BATCH = 5 * BATCH
+# Files up to this size are read once, hashed and decoded from memory.
+_IN_MEMORY = 64 << 20
 
 
 @dataclass
@@ -546,14 +549,38 @@ def _place_file(job: _PlaceJob, placed: _Placed, found: FoundFile, dest: Path) -
             shutil.copyfile(found.source, dest)
     else:
         shutil.copyfile(found.source, dest)
-    digest = digest_file(dest)
+    digest, body = _read(dest)
     if found.kind == "media":
         return _stored(found, digest, (0, 0, Path(found.path).suffix.lstrip(".").upper(), ""))
     try:
-        return _stored(found, digest, probe(dest, found.kind))
+        return _stored(found, digest, probe(dest if body is None else _Body(body, dest), found.kind))  # type: ignore[arg-type]
     except DamagedFile as exc:
         placed.warnings.append(f"{job.id}: {found.source} is damaged ({exc}); kept, and marked so")
         return _Damaged(_stored(found, digest, (0, 0, "", "")), str(exc))
+
+
+class _Body(io.BytesIO):
+    """A file's bytes, named as the file in what a failed decode says."""
+
+    def __init__(self, body: bytes, path: Path) -> None:
+        super().__init__(body)
+        self.path = path
+
+    def __repr__(self) -> str:
+        return repr(str(self.path))
+
+
+def _read(path: Path) -> tuple[Digest, bytes | None]:
+    """The file's digest, and its bytes when small enough to decode from
+    memory: one open and one read per file instead of one each for the hash
+    and the decode. The decode is the same ``probe`` a sync runs."""
+    with open(path, "rb") as fh:
+        if os.fstat(fh.fileno()).st_size > _IN_MEMORY:
+            return digest_file(path), None
+        body = fh.read()
+    digest = Digest()
+    digest.update(body)
+    return digest, body
 
 
 def _stored(found: FoundFile, digest: Digest, image: tuple[int, int, str, str]) -> StoredFile:
