@@ -63,7 +63,7 @@ log = logging.getLogger("pbe_fs.import")
 MODES = ("copy", "link", "move")
 # Works committed together (one flush to disk, one index transaction): a
 # batch is shown at most this many works or seconds after its first is ready.
-BATCH, BATCH_SECONDS = 200, 1.0
+BATCH, BATCH_SECONDS = 500, 2.0
 # Works handed to the workers ahead of the one committed next: enough that
 # they keep placing while the parent flushes a batch to disk.
 WINDOW = 2 * BATCH
