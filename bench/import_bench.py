@@ -6,8 +6,9 @@ reduced sizes, small JPEGs as the old app kept them) is built once. Each run
 then, in turn (A B A B …, so a drifting machine moves both alike):
 
 * A: `pbe-fs import old-app SRC --link` into an empty archive;
-* B: `cp -al SRC DST`, then SHA-256 and a decode (the check a sync makes)
-  of every file once, in one process.
+* B: `cp -al SRC DST`, then SHA-256 and a decode of every file once, in one
+  process: the same ``digest_file`` and ``probe`` (a full decode, JPEGs at
+  1/8 scale) a sync runs on a download and the import runs on each file.
 
 Reported: medians of the runs with min-max, and the speed ratio B/A
 (target ≥ 0.5: the import at least half as fast as the bare work).
@@ -105,7 +106,7 @@ def main() -> None:
         config.write_text(json.dumps({"pixiv": {"refresh": "x"}, "filesystem_options": {"path": "./archive"},
                                       "temp_path": "./tmp", "cache": {"path": "./cache"}}))
         config.chmod(0o600)
-        imports, baselines = [], []
+        imports, baselines, loads = [], [], []
         for run in range(args.runs):
             for path in (base / "archive", base / "copy"):
                 shutil.rmtree(path, ignore_errors=True)
@@ -113,14 +114,16 @@ def main() -> None:
                                   str(src), "--link", "--no-progress"]))
             baselines.append(timed(["sh", "-c", f"cp -al '{src}' '{base / 'copy'}' && "
                                                 f"'{sys.executable}' -c '{BASELINE}' '{base / 'copy'}'"]))
-            print(f"run {run + 1}: import {imports[-1]:.2f} s, cp -al + hash + decode {baselines[-1]:.2f} s",
-                  file=sys.stderr)
+            loads.append(os.getloadavg()[0])
+            print(f"run {run + 1}: import {imports[-1]:.2f} s, cp -al + hash + decode {baselines[-1]:.2f} s, "
+                  f"load average {loads[-1]:.1f}", file=sys.stderr)
     ratios = [b / a for a, b in zip(imports, baselines)]
 
     def fmt(values: list[float], unit: str = " s") -> str:
         return f"{statistics.median(values):.2f}{unit} (min {min(values):.2f}, max {max(values):.2f})"
 
-    print(f"N = {args.n} works, {4 * args.n} files, {args.runs} runs, medians (min-max)")
+    print(f"N = {args.n} works, {4 * args.n} files, {args.runs} runs, medians (min-max); "
+          f"load average {min(loads):.1f} to {max(loads):.1f} on {os.cpu_count()} cores")
     print(f"  import --link:              {fmt(imports)}")
     print(f"  cp -al + hash + decode:     {fmt(baselines)}")
     print(f"  speed ratio (B/A, >= 0.5):  {fmt(ratios, '')}")

@@ -196,6 +196,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"lost       {work['id']} since {local_time(work['since'])} ({work['reason']}): never archived")
     for bad in data.get("damaged", []):
         print(f"damaged    {bad['id']}/{bad['path']} since {local_time(bad['since'])} ({bad['problem']}): `pbe-fs doctor --repair`")
+    for bad in data.get("import_damaged", []):
+        print(f"damaged    {bad['id']}/{bad['path']} imported {local_time(bad['since'])} ({bad['problem']}): kept as "
+              "found; `pbe-fs sync --full` replaces it while pixiv has the work")
+    partial = data.get("partial", [])
+    if partial:
+        shown = ", ".join(str(p["id"]) for p in partial[:10]) + (" …" if len(partial) > 10 else "")
+        print(f"partial    {len(partial)} imported works with incomplete records (`status --json` says why): {shown}")
     for bad in data.get("problems", []):
         print(f"record     {bad['id']}: {bad['problem']}: `pbe-fs doctor --repair` rebuilds it")
     for tombstone in data["kept_out"]:
@@ -490,6 +497,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="say what would be imported, skipped or completed; change nothing")
     p.add_argument("--include-kept-out", action="store_true",
                    help="import works deleted with `delete --keep-out` too (they are skipped otherwise)")
+    p.add_argument("--archive", metavar="FILE", action="append",
+                   help="gallery-dl's --download-archive database (default: any found below PATH); repeatable")
     p.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
     p.set_defaults(func=cmd_import)
 

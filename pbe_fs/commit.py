@@ -36,10 +36,23 @@ def commit_work(archive: Archive, index: Index, ledger: Ledger, folder: Path, re
     commit_works(archive, index, ledger, [(folder, record, raw)])
 
 
-def commit_works(archive: Archive, index: Index, ledger: Ledger, works: list[Work]) -> None:
-    """``commit_work`` for several works, with one index transaction."""
+def commit_works(archive: Archive, index: Index, ledger: Ledger, works: list[Work], *, written: bool = False) -> None:
+    """``commit_work`` for several works, with one index transaction.
+    ``written``: their folders hold their record and raw JSON already (an
+    import's workers write them beside the files they checked)."""
+    publish_works(archive, works, written=written)
+    record_works(archive, index, ledger, works)
+
+
+def publish_works(archive: Archive, works: list[Work], *, written: bool = False) -> None:
+    """The first half of a commit: the works' folders become visible, and
+    stay so through a crash. Touches neither the index nor the ledger, so an
+    import runs it on a thread while it goes on placing the next works; a
+    kill after it leaves works the next run adopts from their records."""
     batch = len(works) > 1 and isinstance(archive.store, LocalStore)
-    if batch:  # unseen until published, and flushed below before that; creating files is waiting, so side by side
+    if written:
+        pass
+    elif batch:  # unseen until published, and flushed below before that; creating files is waiting, so side by side
         with ThreadPoolExecutor(4, thread_name_prefix="commit") as pool:
             list(pool.map(lambda w: _write(w[0] / RAW, dumps(w[2])) and _write(w[0] / RECORD, dumps(w[1])), works))
     else:
@@ -54,6 +67,11 @@ def commit_works(archive: Archive, index: Index, ledger: Ledger, works: list[Wor
     else:
         for _, record, _ in works:
             archive.publish(int(record["id"]))
+
+
+def record_works(archive: Archive, index: Index, ledger: Ledger, works: list[Work]) -> None:
+    """The second half of a commit: the ledger and the index learn the
+    published works (one index transaction)."""
     for _, record, _ in works:
         ledger.archived(record)
     index_works(index, [(record, raw) for _, record, raw in works])

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import sqlite3
 from typing import Any
 
 from .archive import Archive
@@ -13,7 +15,8 @@ def status(archive: Archive) -> dict[str, Any]:
     """Counts, bytes, last sync, and the works pixiv lost: read-only, lock-free."""
     if not archive.index_path.exists() and archive.store.kind == "local" and not (archive.root / "artworks").is_dir():
         return {"archive": archive.describe(), "artworks": 0, "files": 0, "bytes": 0, "live": 0,
-                "gone": [], "lost": [], "damaged": [], "problems": [], "last_sync": None, "pending": 0}
+                "gone": [], "lost": [], "damaged": [], "problems": [], "import_damaged": [], "partial": [],
+                "last_sync": None, "pending": 0}
     index = open_index(archive)
     try:
         db = index.db
@@ -30,6 +33,7 @@ def status(archive: Archive) -> dict[str, Any]:
         damaged = [dict(r) for r in db.execute(
             "SELECT artwork_id AS id, path, problem, found_at AS since FROM damage ORDER BY found_at, artwork_id, path")]
         problems = [dict(r) for r in db.execute("SELECT artwork_id AS id, problem FROM problems ORDER BY artwork_id")]
+        import_damaged, partial = _imported_gaps(db)
         since = last["started_at"] if last else ""
         changes = {event: count for event, count in db.execute(
             "SELECT event, count(*) FROM history WHERE at >= ? AND event IN"
@@ -45,8 +49,31 @@ def status(archive: Archive) -> dict[str, Any]:
             "last_sync": last,
             "last_successful_sync": last_ok[0] if last_ok else None,
             "gone": gone, "lost": lost, "damaged": damaged, "problems": problems,
+            "import_damaged": import_damaged, "partial": partial,
             "changes_in_last_sync": changes,
             "generation": index.generation(),
         }
     finally:
         index.close()
+
+
+def _imported_gaps(db: sqlite3.Connection) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """What imports could not verify, from their ``imported`` history events:
+    files that did not decode and are still the ones archived (a sync that
+    fetched pixiv's copy replaced them), and works whose records are partial."""
+    damaged: list[dict[str, Any]] = []
+    partial: list[dict[str, Any]] = []
+    rows = db.execute("SELECT artwork_id, at, detail FROM history WHERE event = 'imported'"
+                      " AND (detail LIKE '%\"damaged\"%' OR detail LIKE '%\"partial\"%') ORDER BY at, artwork_id")
+    for aid, at, detail in rows.fetchall():
+        try:
+            event = json.loads(detail)
+        except ValueError:
+            continue
+        for bad in event.get("damaged") or []:
+            row = db.execute("SELECT sha256 FROM files WHERE artwork_id = ? AND path = ?", (aid, bad.get("path"))).fetchone()
+            if row is not None and row[0] == bad.get("sha256"):
+                damaged.append({"id": aid, "path": bad["path"], "problem": bad.get("problem", ""), "since": at})
+        if event.get("partial"):
+            partial.append({"id": aid, "why": list(event["partial"]), "since": at})
+    return damaged, partial

@@ -104,6 +104,7 @@ class _Job:
     errors: list[str] = field(default_factory=list)
     zip_fallback: bool = False
     keep_old: dict[str, str] = field(default_factory=dict)  # path -> dated name the replaced file moves to
+    ugoira: dict[str, Any] | None = None  # a repair adding an animation's frames zip: its metadata
 
 
 def _stored(spec: FileSpec, digest: Digest, image: tuple[int, int, str, str]) -> StoredFile:
@@ -549,9 +550,12 @@ class Syncer:
                 if path in by_path and path not in damaged:
                     specs.append(_refetch(by_path[path], url))
                     keep_old[path] = dated_name(path, now())
+            ugoira = None
             if not record.get("gone"):
                 specs += [s for s in illust.file_specs(raw, list(self.settings.sync.sizes),
                                                        with_originals=raw.get("type") != "ugoira") if s.path not in by_path]
+                zip_spec, ugoira = self._missing_frames(aid, record, raw)
+                specs += [zip_spec] if zip_spec is not None else []
             if specs:
                 if record.get("gone"):
                     log.error("%d: damaged, and it is gone from pixiv: cannot repair %d files", aid, len(specs))
@@ -560,7 +564,18 @@ class Syncer:
                 staging = self.archive.incoming_dir(aid)
                 self.archive.discard(staging)
                 staging.mkdir(parents=True)
-                yield _Job(aid, staging, specs, repair=True, keep_old=keep_old)
+                yield _Job(aid, staging, specs, repair=True, keep_old=keep_old, ugoira=ugoira)
+
+    def _missing_frames(self, aid: int, record: dict[str, Any],
+                        raw: dict[str, Any]) -> tuple[FileSpec | None, dict[str, Any] | None]:
+        """The frames zip of an archived animation that has none (imported as
+        a converted video or GIF), and its metadata, while pixiv serves it."""
+        if (raw.get("type") != "ugoira" or record.get("ugoira") or "original" not in self.settings.sync.sizes
+                or any(f["role"] in ("ugoira_zip", "original") for f in record["files"])):
+            return None, None
+        ugoira = self.client.ugoira_metadata(aid)
+        spec = illust.ugoira_zip_spec(ugoira) if ugoira else None
+        return (spec, ugoira) if spec is not None else (None, None)
 
     # -- the daemon's spread metadata refresh ------------------------------------------
     def _slice(self, days: float) -> int:
@@ -781,6 +796,8 @@ class Syncer:
             for path, stored in job.stored.items():
                 by_path[path] = stored.to_json()
             record["files"] = [by_path[p] for p in sorted(by_path)]
+            if job.ugoira and any(f.role == "ugoira_zip" for f in job.stored.values()):
+                record["ugoira"] = {"frames": illust.ugoira_frames(job.ugoira), "source": "zip"}
             repaired = sorted(set(job.stored) - set(kept))
             if repaired:
                 record["history"].append({"at": at, "event": "repaired", "files": repaired})

@@ -111,6 +111,8 @@ def test_old_app_import_then_sync(fake: FakePixiv, tmp_path: Path) -> None:
     # Ordinary works at once: every view, and the index a reindex builds agrees.
     status = json.loads(pbe(config, "status", "--json", check=True).stdout)
     assert status["artworks"] == len(order), status
+    assert {(d["id"], d["path"]) for d in status["import_damaged"]} == damaged and not status["partial"]
+    assert all(d["problem"] for d in status["import_damaged"])
 
     again = pbe(config, "import", "old-app", str(old), "--no-progress", check=True)
     assert f"0 imported, {len(order)} skipped" in summary(again)
@@ -149,6 +151,11 @@ def test_old_app_import_then_sync(fake: FakePixiv, tmp_path: Path) -> None:
     db.close()
     listing = pbe(config, "status", "--json", check=True)
     assert json.loads(listing.stdout)["gone"], listing.stdout
+    # pixiv's copy replaced the damaged file of the live work; the gone one's is still the one imported
+    assert [(d["id"], d["path"]) for d in json.loads(listing.stdout)["import_damaged"]] == [
+        (GONE, f"large/{GONE}_p0_master1200.jpg")]
+    text = pbe(config, "status", check=True).stdout
+    assert f"damaged    {GONE}/large/{GONE}_p0_master1200.jpg imported" in text and str(DAMAGED_LIVE) not in text
 
 
 def left_in_session(sid: int) -> list[int]:
@@ -432,3 +439,81 @@ def test_bad_input_is_one_line_and_changes_nothing(fake: FakePixiv, tmp_path: Pa
     assert not (tmp_path / "data" / "artworks").exists() or not any((tmp_path / "data" / "artworks").iterdir())
     proc = pbe(config, "import", "gallery-dl", str(tmp_path / "empty"), "--no-progress", check=True)
     assert "found no work" in proc.stderr
+
+
+def test_gallery_dl_download_archive(fake: FakePixiv, tmp_path: Path) -> None:
+    """gallery-dl's --download-archive database, made by gallery-dl itself:
+    pages it records that the folder lacks mark the work partial, works it
+    records with no file left are reported as missing; it is found below the
+    folder, or named with --archive."""
+    db = tmp_path / "gdl-archive.sqlite3"
+    folder = gallery_dl(fake, tmp_path / "gdl", "--download-archive", str(db))
+    entries = [e for (e,) in sqlite3.connect(db).execute("SELECT entry FROM archive")]
+    assert f"pixivf_{fake.user_id}_{MISSING[0]}{MISSING[1]}.jpg" in entries  # gallery-dl's bookmark format
+    files = downloaded(folder)
+    gone_page = folder / f"{MISSING[0]}_p{MISSING[1]}.jpg"
+    gone_page.unlink()  # lost after gallery-dl downloaded it
+    lost = 93012349
+    for name in files.pop(lost):
+        (folder / name).unlink()
+    config = write_config(tmp_path, fake)
+    data = tmp_path / "data"
+    bad = pbe(config, "import", "gallery-dl", str(folder), "--archive", str(tmp_path / "nothing.db"))
+    assert bad.returncode == 2 and "no such file" in bad.stderr and "Traceback" not in bad.stderr
+    bad = pbe(config, "import", "gallery-dl", str(folder), "--archive", str(config))
+    assert bad.returncode == 2 and "not gallery-dl's download archive" in bad.stderr
+    # found below the folder on its own
+    (folder / "archive.sqlite3").write_bytes(db.read_bytes())
+    dry = pbe(config, "import", "gallery-dl", str(folder), "--dry-run", check=True)
+    assert "1 works gallery-dl's download archive records have no file here" in dry.stderr
+    (folder / "archive.sqlite3").unlink()
+    proc = pbe(config, "import", "gallery-dl", str(folder), "--archive", str(db), "--no-progress", check=True)
+    ugoira = [wid for wid in files if fake.works[wid].type == "ugoira"]
+    line = summary(proc)
+    assert f"{len(files)} imported" in line and f"{1 + len(ugoira)} partial" in line and "1 missing" in line
+    assert str(lost) in proc.stderr and not (data / f"artworks/{lost}").exists()
+    rec = record(data, MISSING[0])
+    assert any(f"p{MISSING[1]}" in why and "download archive" in why for why in rec["partial"])
+    assert len(rec["files"]) == fake.works[MISSING[0]].pages - 1
+    assert all("partial" not in record(data, wid) for wid in files if wid not in ugoira and wid != MISSING[0])
+
+
+def test_converted_ugoira(fake: FakePixiv, tmp_path: Path) -> None:
+    """An animation gallery-dl's ugoira post-processor converted (a GIF, an
+    MP4) is kept as imported media: byte-exact, its length and SHA-256
+    recorded, the record partial; the next sync fetches pixiv's frames zip."""
+    from PIL import Image
+
+    wid = 93012346  # an ugoira the stand-in still serves
+    folder = tmp_path / "gdl" / "pixiv" / "bookmarks" / f"{fake.user_id} me_acct"
+    folder.mkdir(parents=True)
+    frames = [Image.new("RGB", (16, 16), colour) for colour in ("red", "green", "blue")]
+    frames[0].save(folder / f"{wid}_p0.gif", save_all=True, append_images=frames[1:], duration=[100, 60, 200], loop=0)
+    # no ffmpeg here: an MP4 made by hand (a file-type box and an empty media box), checked by length and hash only
+    mp4 = (24).to_bytes(4, "big") + b"ftypisom" + (512).to_bytes(4, "big") + b"isomiso2" + (8).to_bytes(4, "big") + b"mdat"
+    (folder / f"{wid}_p0.mp4").write_bytes(mp4)
+    made = {name: (folder / name).read_bytes() for name in (f"{wid}_p0.gif", f"{wid}_p0.mp4")}
+    config = write_config(tmp_path, fake)
+    data = tmp_path / "data"
+    proc = pbe(config, "import", "gallery-dl", str(tmp_path / "gdl"), "--no-progress", check=True)
+    assert "1 imported, 0 skipped, 0 damaged, 1 partial" in summary(proc)
+    rec = record(data, wid)
+    assert any("converted media" in why for why in rec["partial"])
+    status = json.loads(pbe(config, "status", "--json", check=True).stdout)
+    assert [p["id"] for p in status["partial"]] == [wid] and status["partial"][0]["why"] == rec["partial"]
+    assert f"partial    1 imported works with incomplete records (`status --json` says why): {wid}" in \
+        pbe(config, "status", check=True).stdout
+    assert {f["path"]: f["role"] for f in rec["files"]} == {f"imported/{n}": "imported_media" for n in made}
+    for f in rec["files"]:
+        body = (data / f"artworks/{wid}" / f["path"]).read_bytes()
+        assert body == made[Path(f["path"]).name]
+        assert f["size"] == len(body) and f["sha256"] == hashlib.sha256(body).hexdigest()
+    fake.reset_counts()
+    pbe(config, "sync", "--full", "--no-progress", check=True)
+    assert [p for p in fake.paths if p.endswith(f"/{wid}_ugoira1920x1080.zip")]  # pixiv's frames, fetched now
+    rec = record(data, wid)
+    roles = sorted(f["role"] for f in rec["files"])
+    assert roles.count("imported_media") == 2 and roles.count("ugoira_zip") == 1
+    assert [f["delay"] for f in rec["ugoira"]["frames"]] == fake.works[wid].frames
+    for name, body in made.items():  # what was imported stays as it was
+        assert (data / f"artworks/{wid}/imported/{name}").read_bytes() == body

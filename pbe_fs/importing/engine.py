@@ -9,10 +9,14 @@ For each work a source yields, in the source's order:
    entry): it may be the only copy, and the next ``sync --full`` fetches a
    fresh one while pixiv still has the work. Placing runs in a few worker processes;
    commits stay in order on the caller's.
-2. **Commit** it through the sync's own commit path (``commit.commit_work``)
-   with the next ingress number, a history starting with ``imported``, and
-   the source's own metadata beside ``pixiv.json`` when it had to be
-   converted. Only then, with ``--move``, are its source files removed.
+2. **Write** its ``pixiv.json``, ``pbe.json`` (the next ingress number, a
+   history starting with ``imported``) and the source's own metadata when
+   it had to be converted, in the same worker: the files of the folder
+   nobody sees yet are made where its images were checked, so the parent
+   only numbers and publishes.
+3. **Commit** it through the sync's own commit path (``commit.commit_works``),
+   in order, many works per flush to disk. Only then, with ``--move``, are
+   its source files removed.
 
 Works already archived are skipped, or completed with the files they lack.
 The archive lock is held throughout; a kill at any moment leaves nothing
@@ -23,6 +27,7 @@ but not yet indexed is adopted from its record).
 from __future__ import annotations
 
 import errno
+import io
 import logging
 import os
 import multiprocessing
@@ -33,15 +38,15 @@ import urllib.error
 import urllib.request
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..archive import (RECORD_FORMAT, Archive, DamagedFile, Digest, StoredFile, artwork_ids, digest_file, dumps,
+from ..archive import (RAW, RECORD, RECORD_FORMAT, Archive, DamagedFile, Digest, StoredFile, artwork_ids, digest_file, dumps,
                        probe)
-from ..commit import commit_works, index_work
+from ..commit import Work, index_work, publish_works, record_works
 from ..config import Config
 from ..errors import PbeError, RecordError, disk_full
 from ..index import Index
@@ -50,7 +55,7 @@ from ..progress import Progress
 from ..recovery import open_index
 from ..storage.local import discard
 from ..sync import now
-from .found import FoundFile, FoundWork
+from .found import IMPORTED_MEDIA, FoundFile, FoundWork
 from .mark import walk_mark
 
 log = logging.getLogger("pbe_fs.import")
@@ -58,7 +63,14 @@ log = logging.getLogger("pbe_fs.import")
 MODES = ("copy", "link", "move")
 # Works committed together (one flush to disk, one index transaction): a
 # batch is shown at most this many works or seconds after its first is ready.
-BATCH, BATCH_SECONDS = 200, 1.0
+BATCH, BATCH_SECONDS = 500, 2.0
+# Works handed to the workers ahead of the one committed next: enough that
+# they keep placing while the parent flushes a batch to disk.
+WINDOW = 2 * BATCH
+# While a batch is being published the next one grows, up to this.
+MAX_BATCH = 5 * BATCH
+# Files up to this size are read once, hashed and decoded from memory.
+_IN_MEMORY = 64 << 20
 
 
 @dataclass
@@ -70,6 +82,7 @@ class ImportResult:
     kept_out: int = 0
     damaged: int = 0  # files that do not decode
     partial: int = 0  # works whose record is incomplete
+    missing: int = 0  # works the source's own records name that it holds no file of
     files: int = 0
     bytes: int = 0
     failed: list[str] = field(default_factory=list)
@@ -77,6 +90,8 @@ class ImportResult:
     def describe(self) -> str:
         line = (f"{self.imported} imported, {self.skipped} skipped, {self.damaged} damaged, {self.partial} partial"
                 f" ({self.files} files, {self.bytes} bytes)")
+        if self.missing:
+            line += f"; {self.missing} missing (recorded by the source, no file found)"
         if self.completed:
             line += f"; {self.completed} archived works completed"
         if self.kept_out:
@@ -96,6 +111,11 @@ class _PlaceJob:
     files: list[FoundFile]
     have: set[str]  # paths the archived work already has (a completion)
     link: bool  # hard-link first (--link, --move)
+    # A new work's record without its files, its pixiv.json and the source's
+    # own metadata (name, content): written with its files. None: a completion.
+    record: dict[str, Any] | None = None
+    raw: dict[str, Any] | None = None
+    original: tuple[str, Any] | None = None
 
 
 @dataclass
@@ -109,6 +129,7 @@ class _Placed:
     warnings: list[str] = field(default_factory=list)  # damaged files: logged by the parent
     copied: str = ""  # why hard links could not be made, when they could not
     error: str = ""
+    record: dict[str, Any] | None = None  # as written in the folder (a new work with files)
 
 
 class Importer:
@@ -126,7 +147,9 @@ class Importer:
         self.archive = Archive.open(config)
         self.progress = progress or Progress(enabled=False, desc="import")
         self.result = ImportResult()
-        self.workers = workers or min(4, os.cpu_count() or 1)
+        # Twice the cores: a worker spends much of its time waiting on the file
+        # system (creating folders and files), when another can decode.
+        self.workers = workers or min(4, 2 * (os.cpu_count() or 1))
         self.index: Index | None = None
         self._cross_device = False
         self._batch: list[tuple[FoundWork, _Placed, dict[str, Any]]] = []
@@ -134,6 +157,9 @@ class Importer:
         self._archived: set[int] = set()
         self._tombstones: dict[int, dict[str, Any]] = {}
         self._seq: int | None = None  # the next ingress number, read once the last killed run's works are adopted
+        self._seq_committed = 0  # the number the next new work committed gets
+        self._publisher: ThreadPoolExecutor | None = None
+        self._publishing: tuple[Future[None], list[tuple[FoundWork, _Placed, dict[str, Any]]]] | None = None
 
     # -- what would happen ------------------------------------------------------------
     def plan(self) -> dict[str, list[int]]:
@@ -188,6 +214,19 @@ class Importer:
         return self.result
 
     def _run(self, ledger: Ledger) -> None:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__])  # workers start with this module imported, not each on its own
+        with ProcessPoolExecutor(self.workers, mp_context=context, initializer=_follow_importer,
+                                 initargs=(os.getpid(),)) as pool, ThreadPoolExecutor(1, "publish") as publisher:
+            for _ in range(self.workers):
+                pool.submit(int)  # the workers start while the source is read
+            todo = self._todo()
+            if todo:
+                self._publisher = publisher
+                self._place_all(pool, todo, ledger)
+
+    def _todo(self) -> list[tuple[FoundWork, str, dict[str, Any] | None]]:
+        """The source's works in its order, each with what to do; those to skip are counted."""
         works = sorted(self.works(), key=lambda w: w.order)
         self.result.found = len(works)
         self.progress.add_works(len(works))
@@ -205,52 +244,68 @@ class Importer:
                 self.progress.work_done()
                 continue
             todo.append((work, kind, known))
-        if not todo:
-            return
+        return todo
+
+    def _place_all(self, pool: ProcessPoolExecutor, todo: list[tuple[FoundWork, str, dict[str, Any] | None]],
+                   ledger: Ledger) -> None:
+        """Place and check in the workers, commit here in order, a window of works ahead."""
         # From the first commit on, the next sync must look at every bookmark.
         walk_mark(self.archive).touch()
         link = self.mode in ("link", "move")
-        with ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("forkserver"),
-                                 initializer=_follow_importer, initargs=(os.getpid(),)) as pool:
-            window: deque[tuple[Future[_Placed], FoundWork, str, dict[str, Any] | None]] = deque()
-            pending = iter(todo)
-            while True:
-                while len(window) < self.workers * 4:
-                    item = next(pending, None)
-                    if item is None:
-                        break
-                    work, kind, known = item
-                    have = {f["path"] for f in known["files"]} if kind == "complete" and known else set()
-                    job = _PlaceJob(work.id, self.archive.incoming_dir(work.id), self.archive.trash, work.files, have,
-                                    link and not self._cross_device)
-                    window.append((pool.submit(_place, job), work, kind, known))
-                if not window:
+        window: deque[tuple[Future[_Placed], FoundWork, str, dict[str, Any] | None]] = deque()
+        pending = iter(todo)
+        while True:
+            while len(window) < max(WINDOW, self.workers * 4):
+                item = next(pending, None)
+                if item is None:
                     break
-                future, work, kind, known = window.popleft()
-                placed = future.result()
-                for warning in placed.warnings:
-                    log.warning("%s", warning)
-                if placed.copied and not self._cross_device:
-                    self._cross_device = True
-                    log.warning("%s and the archive cannot share files (%s): copying instead", self.root, placed.copied)
-                for stored in placed.stored:  # counted here: one place counts, whatever the workers
-                    self.result.files += 1
-                    self.result.bytes += stored.size
-                    self.progress.file_done(stored.size)
-                if placed.error:
-                    self.result.failed.append(f"{work.id}: {placed.error}")
-                    log.error("%d: %s", work.id, placed.error)
-                    self.archive.discard(placed.folder)
-                elif kind == "complete":
-                    self._complete(work, placed, ledger)
-                    if self.mode == "move":
-                        _remove_sources(placed.sources)
-                else:
-                    self._commit(work, placed, known)
-                if len(self._batch) >= BATCH or (self._batch and time.monotonic() - self._batch_started > BATCH_SECONDS):
-                    self._flush(ledger)
-                self.progress.work_done()
+                work, kind, known = item
+                window.append((pool.submit(_place, self._job(work, kind, known, link)), work, kind, known))
+            if not window:
+                break
+            future, work, kind, known = window.popleft()
+            self._placed(work, kind, known, future.result(), ledger)
             self._flush(ledger)
+            self.progress.work_done()
+        self._flush(ledger, wait=True)
+
+    def _job(self, work: FoundWork, kind: str, known: dict[str, Any] | None, link: bool) -> _PlaceJob:
+        """What a worker needs to place, check and (a new work) write one work."""
+        job = _PlaceJob(work.id, self.archive.incoming_dir(work.id), self.archive.trash, work.files, set(),
+                        link and not self._cross_device)
+        if kind == "complete":
+            job.have = {f["path"] for f in known["files"]} if known else set()
+            return job
+        job.record = self._record(work, known)
+        job.raw = work.raw
+        if work.original is not None:
+            job.original = (f"import.{self.source}.json", work.original)
+        return job
+
+    def _placed(self, work: FoundWork, kind: str, known: dict[str, Any] | None, placed: _Placed,
+                ledger: Ledger) -> None:
+        """One work back from its worker, in the source's order."""
+        for warning in placed.warnings:
+            log.warning("%s", warning)
+        if placed.copied and not self._cross_device:
+            self._cross_device = True
+            log.warning("%s and the archive cannot share files (%s): copying instead", self.root, placed.copied)
+        for stored in placed.stored:  # counted here: one place counts, whatever the workers
+            self.result.files += 1
+            self.result.bytes += stored.size
+            self.progress.file_done(stored.size)
+        if placed.error:
+            self.result.failed.append(f"{work.id}: {placed.error}")
+            log.error("%d: %s", work.id, placed.error)
+            if kind != "complete":
+                self._unnumber(known)
+            self.archive.discard(placed.folder)
+        elif kind == "complete":
+            self._complete(work, placed, ledger)
+            if self.mode == "move":
+                _remove_sources(placed.sources)
+        else:
+            self._commit(work, placed, known)
 
     def _adopt(self, aid: int) -> None:
         """A work a killed import published but did not index: index it from
@@ -264,59 +319,92 @@ class Importer:
         log.info("%d was in the archive but not in the index: indexed it from its record", aid)
 
     # -- step 2: commit (in order) -------------------------------------------------------
-    def _commit(self, work: FoundWork, placed: _Placed, tombstone: dict[str, Any] | None) -> None:
-        """Make the work's record; the batch it joins is committed soon."""
+    def _record(self, work: FoundWork, tombstone: dict[str, Any] | None) -> dict[str, Any]:
+        """A new work's record but its files (the worker adds them), with the
+        number it gets if every work before it is committed."""
         at = now()
-        if not placed.stored:
-            self.result.failed.append(f"{work.id}: no file of it found")
-            log.error("%d: none of its files is in %s: not imported", work.id, self.root)
-            self.archive.discard(placed.folder)
-            return
-        files = [f.to_json() for f in placed.stored]
-        damaged = [f["path"] for f in files if f.get("damaged")]
-        partial = list(work.partial)
-        if any(f.role == "imported_media" for f in placed.stored):
-            partial.append("animation imported as converted media, without its frames")
         history = list((tombstone or {}).get("history") or [])
         history.append({"at": at, "event": "imported", "source": self.source, "from": str(self.root)})
         record: dict[str, Any] = {
             "format": RECORD_FORMAT, "id": work.id,
-            "seq": tombstone["seq"] if tombstone and isinstance(tombstone.get("seq"), int) else self._next_seq(),
+            "seq": tombstone["seq"] if _numbered(tombstone) else self._number(),
             "restrict": work.restrict, "bookmarked": work.bookmarked, "archived_at": at, "gone": None,
-            "ugoira": work.ugoira, "files": sorted(files, key=lambda f: f["path"]), "history": history,
+            "ugoira": work.ugoira, "files": [], "history": history,
         }
-        if partial:
-            record["partial"] = partial
-        if work.original is not None:
-            (placed.folder / f"import.{self.source}.json").write_bytes(dumps(work.original))
+        if work.partial:
+            record["partial"] = list(work.partial)
+        return record
+
+    def _commit(self, work: FoundWork, placed: _Placed, tombstone: dict[str, Any] | None) -> None:
+        """Join a placed work to the batch committed soon."""
+        record = placed.record
+        if not placed.stored or record is None:
+            self.result.failed.append(f"{work.id}: no file of it found")
+            log.error("%d: none of its files is in %s: not imported", work.id, self.root)
+            self._unnumber(tombstone)
+            self.archive.discard(placed.folder)
+            return
+        if not _numbered(tombstone) and record["seq"] != self._seq_committed:
+            # A work before it failed and left its number unused: the number moves down, the record is rewritten.
+            record["seq"] = self._seq_committed
+            (placed.folder / RECORD).write_bytes(dumps(record))
+        if not _numbered(tombstone):
+            self._seq_committed += 1
         if not self._batch:
             self._batch_started = time.monotonic()
         self._batch.append((work, placed, record))
-        self.result.damaged += len(damaged)
-        self.result.partial += bool(partial)
+        self.result.damaged += sum(1 for f in record["files"] if f.get("damaged"))
+        self.result.partial += bool(record.get("partial"))
 
-    def _flush(self, ledger: Ledger) -> None:
-        """Commit the batch through the sync's commit path; then, with
-        --move, remove what the source held of it."""
-        if not self._batch:
-            return
+    def _flush(self, ledger: Ledger, *, wait: bool = False) -> None:
+        """Commit batches through the sync's commit path, in order. Making a
+        batch visible and durable (one flush of the file system, which on a
+        busy disk waits for everyone's writes) runs on a thread while works
+        go on arriving; the batch after it grows meanwhile. Once a batch is
+        published, the ledger and index learn it here, and with --move the
+        source's files of it are removed. ``wait``: until nothing is left."""
+        while True:
+            if self._publishing is not None and (wait or self._publishing[0].done()
+                                                 or len(self._batch) >= MAX_BATCH):
+                future, batch = self._publishing
+                self._publishing = None
+                future.result()
+                self._record_batch(ledger, batch)
+            ready = self._batch and (wait or len(self._batch) >= BATCH
+                                     or time.monotonic() - self._batch_started > BATCH_SECONDS)
+            if ready and self._publishing is None:
+                batch, self._batch = self._batch, []
+                assert self._publisher is not None
+                self._publishing = (self._publisher.submit(publish_works, self.archive, _works(batch), written=True),
+                                    batch)
+            if not wait or (self._publishing is None and not self._batch):
+                return
+
+    def _record_batch(self, ledger: Ledger, batch: list[tuple[FoundWork, _Placed, dict[str, Any]]]) -> None:
         assert self.index is not None
-        commit_works(self.archive, self.index, ledger, [(p.folder, r, w.raw) for w, p, r in self._batch])
-        for work, placed, record in self._batch:
+        record_works(self.archive, self.index, ledger, _works(batch))
+        for work, placed, record in batch:
             log.debug("imported %d as %d (%d files)", work.id, record["seq"], len(record["files"]))
             if self.mode == "move":
                 _remove_sources(placed.sources)
-        self.result.imported += len(self._batch)
-        self._batch = []
+        self.result.imported += len(batch)
 
-    def _next_seq(self) -> int:
-        """The next ingress number. Not reserved: the commit's index write
-        moves it on, and a kill before that leaves it for the next run."""
-        assert self.index is not None
+    def _number(self) -> int:
+        """The ingress number of the next new work handed to a worker. Not
+        reserved: the commit's index write moves it on, and a kill before
+        that leaves it for the next run."""
         if self._seq is None:
+            assert self.index is not None
             self._seq = int(self.index.db.execute("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()[0])
+            self._seq_committed = self._seq
         self._seq += 1
         return self._seq - 1
+
+    def _unnumber(self, tombstone: dict[str, Any] | None) -> None:
+        """A new work that will not be committed gives its number back: the
+        works handed out after it move down one (``_commit`` rewrites them)."""
+        if not _numbered(tombstone) and self._seq is not None:
+            self._seq -= 1
 
     def _complete(self, work: FoundWork, placed: _Placed, ledger: Ledger) -> None:
         """Add to an archived work the files the import has and it lacks."""
@@ -389,6 +477,8 @@ def _place(job: _PlaceJob) -> _Placed:
                 continue  # a damaged file never replaces nothing in an archived work: pixiv may have it
             placed.stored.append(stored)
             placed.sources.append(found.source)
+        if job.record is not None and placed.stored:
+            placed.record = _write_work(job, placed.stored)
     except OSError as exc:
         full = disk_full(exc, job.folder)
         if full is not None:
@@ -397,6 +487,50 @@ def _place(job: _PlaceJob) -> _Placed:
     except PbeError as exc:
         placed.error = str(exc)
     return placed
+
+
+def _write_work(job: _PlaceJob, stored: list[StoredFile]) -> dict[str, Any]:
+    """Complete a new work's record with its checked files and write its
+    JSON files beside them (flushed to disk by the commit, before it is
+    published)."""
+    assert job.record is not None
+    record = job.record
+    record["files"] = sorted((_file_json(f) for f in stored), key=lambda f: f["path"])
+    if any(f.role == IMPORTED_MEDIA for f in stored):
+        record.setdefault("partial", []).append("animation imported as converted media, without its frames")
+    # What the import could not verify, said in its history event too: the index keeps that for `status`.
+    event = record["history"][-1]
+    damaged = [{"path": f["path"], "sha256": f["sha256"], "problem": f["damaged"]} for f in record["files"] if "damaged" in f]
+    if damaged:
+        event["damaged"] = damaged
+    if record.get("partial"):
+        event["partial"] = record["partial"]
+    (job.folder / RAW).write_bytes(dumps(job.raw))
+    if job.original is not None:
+        (job.folder / job.original[0]).write_bytes(dumps(job.original[1]))
+    (job.folder / RECORD).write_bytes(dumps(record))
+    return record
+
+
+_FIELDS = tuple(StoredFile.__dataclass_fields__)
+
+
+def _file_json(f: StoredFile) -> dict[str, Any]:
+    """``StoredFile.to_json`` without ``asdict``'s deep copy (its fields are
+    plain values), which cost more than the rest of the record."""
+    data = {name: getattr(f, name) for name in _FIELDS}
+    if isinstance(f, _Damaged):
+        data["damaged"] = f.damaged
+    return data
+
+
+def _works(batch: list[tuple[FoundWork, _Placed, dict[str, Any]]]) -> list[Work]:
+    return [(placed.folder, record, work.raw) for work, placed, record in batch]
+
+
+def _numbered(tombstone: dict[str, Any] | None) -> bool:
+    """Whether the work comes back with the number it had (a deleted work)."""
+    return bool(tombstone) and isinstance(tombstone.get("seq"), int)  # type: ignore[union-attr]
 
 
 def _place_file(job: _PlaceJob, placed: _Placed, found: FoundFile, dest: Path) -> StoredFile | None:
@@ -415,14 +549,38 @@ def _place_file(job: _PlaceJob, placed: _Placed, found: FoundFile, dest: Path) -
             shutil.copyfile(found.source, dest)
     else:
         shutil.copyfile(found.source, dest)
-    digest = digest_file(dest)
+    digest, body = _read(dest)
     if found.kind == "media":
         return _stored(found, digest, (0, 0, Path(found.path).suffix.lstrip(".").upper(), ""))
     try:
-        return _stored(found, digest, probe(dest, found.kind))
+        return _stored(found, digest, probe(dest if body is None else _Body(body, dest), found.kind))  # type: ignore[arg-type]
     except DamagedFile as exc:
         placed.warnings.append(f"{job.id}: {found.source} is damaged ({exc}); kept, and marked so")
         return _Damaged(_stored(found, digest, (0, 0, "", "")), str(exc))
+
+
+class _Body(io.BytesIO):
+    """A file's bytes, named as the file in what a failed decode says."""
+
+    def __init__(self, body: bytes, path: Path) -> None:
+        super().__init__(body)
+        self.path = path
+
+    def __repr__(self) -> str:
+        return repr(str(self.path))
+
+
+def _read(path: Path) -> tuple[Digest, bytes | None]:
+    """The file's digest, and its bytes when small enough to decode from
+    memory: one open and one read per file instead of one each for the hash
+    and the decode. The decode is the same ``probe`` a sync runs."""
+    with open(path, "rb") as fh:
+        if os.fstat(fh.fileno()).st_size > _IN_MEMORY:
+            return digest_file(path), None
+        body = fh.read()
+    digest = Digest()
+    digest.update(body)
+    return digest, body
 
 
 def _stored(found: FoundFile, digest: Digest, image: tuple[int, int, str, str]) -> StoredFile:

@@ -10,6 +10,9 @@ it still has the work, else from the names (id, page; the artist from a
 ``<user id> <account>`` folder), and the record is marked partial. Works are
 numbered by creation date: gallery-dl walks bookmarks newest first and its
 download archive keeps no bookmark dates, so neither says the bookmark order.
+Its download archive (``gdarchive``) says which pages were downloaded: a
+page it records that the folder lacks marks the work partial, and a work it
+records with no file left is reported.
 """
 
 from __future__ import annotations
@@ -18,11 +21,13 @@ import json
 import logging
 import os
 import re
+from dataclasses import dataclass, field
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from .. import illust
+from . import gdarchive
 from .found import IMPORTED_MEDIA, FoundFile, FoundWork
 
 log = logging.getLogger("pbe_fs.import")
@@ -36,21 +41,53 @@ _OWN = {"num", "date", "count", "rating", "suffix", "url", "category", "subcateg
         "date_url", "hash", "frames", "user_bookmark", "tags_bookmark", "comments", "search", "ranking"}
 
 
-def scan(root: Path, client: Callable[[], Any] | None = None) -> Iterator[FoundWork]:
-    """Every work with a file below ``root``, with what is known of it."""
+@dataclass
+class Notes:
+    """What a scan learnt beside the works: gallery-dl's download archives
+    read, and the works they record whose files are all gone from the folder."""
+
+    archives: list[Path] = field(default_factory=list)
+    missing: list[int] = field(default_factory=list)
+
+
+def scan(root: Path, client: Callable[[], Any] | None = None, archives: list[Path] | None = None,
+         notes: Notes | None = None) -> Iterator[FoundWork]:
+    """Every work with a file below ``root``, with what is known of it.
+    ``archives``: gallery-dl's download archives to read; None: those found
+    below ``root``."""
     groups: dict[int, list[tuple[Path, int, str]]] = {}
+    candidates: list[Path] = []
     for folder, dirs, names in os.walk(root):
         dirs.sort()
         for name in sorted(names):
             m = _NAME.match(name)
             if m:
                 groups.setdefault(int(m.group(1)), []).append((Path(folder) / name, int(m.group(2)), m.group(3).lower()))
+            elif not name.endswith(".json"):
+                candidates.append(Path(folder) / name)
+    if archives is None:
+        archives = [path for path in candidates if gdarchive.is_archive(path)]
+    recorded = gdarchive.read(archives, set(groups))
+    notes = notes if notes is not None else Notes()
+    notes.archives = recorded.paths
+    notes.missing = sorted(set(recorded.pages) - set(groups))
+    if notes.missing:
+        log.warning("%d works gallery-dl's download archive records as downloaded have no file in %s: %s%s",
+                    len(notes.missing), root, ", ".join(map(str, notes.missing[:10])),
+                    " …" if len(notes.missing) > 10 else "")
     pixiv = _Pixiv(client)
     for aid in sorted(groups):
         work = _work(aid, groups[aid], pixiv)
-        if work is not None:
-            work.order = (illust.fields(work.raw)["create_date"] or "~", aid)
-            yield work
+        if work is None:
+            continue
+        lacking = sorted(recorded.pages.get(aid, set()) - {page for _, page, _ in groups[aid]})
+        if lacking:
+            work.partial.append("pages gallery-dl's download archive records but the folder lacks: "
+                                + ", ".join(f"p{page}" for page in lacking))
+        date = illust.fields(work.raw)["create_date"]
+        # Without a date, the download order where the archive kept it: gallery-dl walks newest first.
+        work.order = (date or "~", 0 if date else -recorded.order.get(aid, 0), aid)
+        yield work
 
 
 def _sidecar(path: Path) -> dict[str, Any] | None:
