@@ -72,8 +72,7 @@ def publish_works(archive: Archive, works: list[Work], *, written: bool = False)
 def record_works(archive: Archive, index: Index, ledger: Ledger, works: list[Work]) -> None:
     """The second half of a commit: the ledger and the index learn the
     published works (one index transaction)."""
-    for _, record, _ in works:
-        ledger.archived(record)
+    ledger.archived(*(record for _, record, _ in works))
     index_works(index, [(record, raw) for _, record, raw in works])
     for _, record, _ in works:
         archive.remove_side("lost", int(record["id"]))

@@ -61,24 +61,31 @@ class Ledger:
         self._parts = 0
 
     # -- writing -------------------------------------------------------------
-    def archived(self, record: dict[str, Any]) -> None:
-        history = record.get("history") or []
-        bookmarked = next((h["at"] for h in history if h.get("event") == "bookmarked"), None)
-        self.append({"event": "archived", "id": record["id"], "seq": record["seq"],
-                     "archived_at": record.get("archived_at"), "bookmarked_at": bookmarked,
-                     "restrict": record.get("restrict"), "gone": record.get("gone")})
+    def archived(self, *records: dict[str, Any]) -> None:
+        """Works committed (a batch of them costs one append)."""
+        entries = []
+        for record in records:
+            history = record.get("history") or []
+            bookmarked = next((h["at"] for h in history if h.get("event") == "bookmarked"), None)
+            entries.append({"event": "archived", "id": record["id"], "seq": record["seq"],
+                            "archived_at": record.get("archived_at"), "bookmarked_at": bookmarked,
+                            "restrict": record.get("restrict"), "gone": record.get("gone")})
+        self.append(*entries)
 
-    def append(self, entry: dict[str, Any]) -> None:
-        entry = {"at": datetime.now(timezone.utc).replace(microsecond=0).isoformat(), **entry}
-        line = (json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n").encode()
+    def append(self, *entries: dict[str, Any]) -> None:
+        at = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+        lines = [(json.dumps({"at": at, **entry}, ensure_ascii=False, sort_keys=True) + "\n").encode()
+                 for entry in entries]
+        if not lines:
+            return
         with self._lock:
             if isinstance(self.store, LocalStore):
                 path = self.store.root / self.key
                 path.parent.mkdir(parents=True, exist_ok=True)
                 with open(path, "ab") as fh:
-                    fh.write(line)
+                    fh.write(b"".join(lines))  # one write: whole lines, in order
                 return
-            self._lines.append(line)
+            self._lines.extend(lines)
             if len(self._lines) >= _FLUSH_EVERY:
                 self._flush_locked()
 
