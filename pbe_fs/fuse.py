@@ -51,6 +51,7 @@ _HIDE_SECONDS = 60.0
 # Entries change only with the index generation, which invalidates them:
 # the timeout is a backstop. meta.json also follows pixiv's counters.
 _LONG, _SHORT = 24 * 3600.0, 1.0
+_LOAD_AFTER = 0.3  # seconds after the mount comes up
 # An artwork-folder inode: flag, view, which folder of the work in the view,
 # artwork id, quality folder (0: top), place in the folder's listing + 1 (0: the folder).
 _ART = 1 << 62
@@ -470,6 +471,14 @@ async def _watch_generation(ops: Operations, interval: float) -> None:
         ops.tell_kernel_if_changed()
 
 
+async def _load_soon(tree: Tree) -> None:
+    """Load the works once the mount has answered its first requests: the
+    load holds the GIL for a while (seconds at 200,000 works), and the
+    kernel's INIT and the first `stat` should not wait for it."""
+    await trio.sleep(_LOAD_AFTER)
+    await trio.to_thread.run_sync(tree.load)
+
+
 async def _watch_signals(ops: Operations, on_stop: Callable[[int], None] | None,
                          on_hup: Callable[[], None] | None) -> None:
     watched = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if on_hup else [])
@@ -544,6 +553,7 @@ def mount(tree: Tree, mountpoint: Path, *, allow_delete: bool, xattrs: bool = Fa
             nursery.start_soon(_watch_signals, ops, on_stop, on_hup)
             nursery.start_soon(_watch_generation, ops, poll_seconds)
             nursery.start_soon(trio.to_thread.run_sync, _widen_readahead, mountpoint)
+            nursery.start_soon(_load_soon, tree)
             await pyfuse3.main()
             nursery.cancel_scope.cancel()
 

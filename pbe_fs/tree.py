@@ -183,7 +183,10 @@ class Tree:
     """The archive as folders, for one NSFW policy."""
 
     def __init__(self, config: Config, policy: str | None = None, *, ai: str | None = None,
-                 cache_dirs: int = 4096) -> None:
+                 cache_dirs: int = 4096, defer: bool = False) -> None:
+        """``defer``: load the works on first need (see ``load``), so a
+        mount answers at once: its root and status.json need none, and
+        loading 200,000 works takes seconds (and the GIL)."""
         self.config = config
         self.policy = effective_policy(config.settings.display.nsfw, policy)
         self.ai_policy = effective_ai(config.settings.display.ai, ai)
@@ -197,7 +200,9 @@ class Tree:
         self._version = 0
         self._checked = 0.0
         self._stamp = time.time()
-        self._works: dict[int, Work] = {}
+        self._loaded: dict[int, Work] = {}
+        self._ready = threading.Event()
+        self._load_lock = threading.Lock()
         self._tags: dict[int, list[str]] | None = None
         self._changes: dict[str, list[tuple[str, str, Work, str]]] | None = None
         self._events: dict[int, list[tuple[str, str]]] | None = None
@@ -215,11 +220,32 @@ class Tree:
         if getattr(self.archive.store, "follow", False):
             from .follow import Follower
             self.follower = Follower(self.archive, on_record=self._keep_record).start()
-        self.refresh(force=True)
+        if not defer:
+            self.load()
+
+    def load(self) -> None:
+        """Load the works (once; the first caller loads, others wait): a
+        deferred tree does it on first need, or when its mount is idle."""
+        if self._ready.is_set():
+            return
+        with self._load_lock:
+            if not self._ready.is_set():
+                self.refresh(force=True)
+                self._ready.set()
+
+    @property
+    def _works(self) -> dict[int, Work]:
+        """Every archived work by id (loaded on first need)."""
+        if not self._ready.is_set():
+            self.load()
+        return self._loaded
 
     # -- generations -----------------------------------------------------------
     def refresh(self, force: bool = False, interval: float = 0.5) -> bool:
-        """Notice a sync's commits; at most one index query per ``interval``."""
+        """Notice a sync's commits; at most one index query per ``interval``
+        (none before the first load: it will see them)."""
+        if not self._ready.is_set() and not force:
+            return False
         now = time.monotonic()
         if not force and now - self._checked < interval:
             return False
@@ -229,12 +255,12 @@ class Tree:
         if generation == self._generation and not force and not replaced:
             return False
         with self._lock:
-            if self.keep_previous and self._previous is None and self._works:
-                self._previous = (self._works, self._tags, self._events)
+            if self.keep_previous and self._previous is None and self._loaded:
+                self._previous = (self._loaded, self._tags, self._events)
             self._generation = generation
             self._version += 1
             self._stamp = time.time()
-            self._works = self._load_works()
+            self._loaded = self._load_works()
             self._tags = None
             self._changes = None
             self._events = None
