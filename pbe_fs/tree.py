@@ -383,8 +383,9 @@ class Tree:
         """A strong validator: the same while the bytes are the same."""
         return node.etag or Cache.key(path, node.size, node.mtime)
 
-    def reader(self, path: tuple[str, ...]) -> Reader:
-        node = self.get(path)
+    def reader(self, path: tuple[str, ...], node: Node | None = None) -> Reader:
+        """An open file; ``node``: what ``get(path)`` answered, when the caller has it."""
+        node = node or self.get(path)
         if node is None or node.is_dir or node.content is None:
             raise TreeError("notfound", f"no such file: {'/'.join(path)}")
         return node.content().reader()
