@@ -17,8 +17,10 @@ Then it reports, each against the plain tree in the same run:
 * the index's size
 
 Each timing is the median of ``--runs`` runs with its min-max (the first
-find: one run, a fresh mount each). Needs root (FUSE).
-`python bench/scale_bench.py [--sizes 1000,10000,50000] [--runs 5]`
+find: two fresh mounts). Above ``--whole-up-to`` works the walks cover
+by-ingress/ only (every work once); ``--no-walks`` skips them (200k works);
+``--archives DIR`` keeps the built archives for later runs. Needs root (FUSE).
+`python bench/scale_bench.py [--sizes 1000,10000,50000] [--runs 5] [--archives DIR]`
 """
 
 from __future__ import annotations
@@ -244,7 +246,7 @@ http {{ access_log off; server {{ listen 127.0.0.1:{port}; root {root}; autoinde
 
 
 def measure(works: int, repeat: int, tmp: Path, tags: int, whole_up_to: int,
-            archives: Path | None = None) -> list[tuple[str, ...]]:
+            archives: Path | None = None, walks: bool = True) -> list[tuple[str, ...]]:
     from tests.conftest import Server
     base = (archives or tmp) / f"w{works}"
     rows: list[tuple[str, ...]] = []
@@ -268,10 +270,13 @@ def measure(works: int, repeat: int, tmp: Path, tags: int, whole_up_to: int,
         roots.append(root)
         statuses.append(status)
         try:
-            if n == 0:
+            if n == 0 and walks:
                 entries = plain_tree(m.mountpoint.joinpath(*scope), plain.joinpath(*scope))  # walks it once
                 (plain / "status.json").touch()
-            elif n <= 2:  # a first walk of a fresh mount
+            elif n == 0:  # by-ingress's folders only, for ls and PROPFIND
+                for name in os.listdir(m.path("by-ingress")):
+                    (plain / "by-ingress" / name).mkdir(parents=True)
+            elif n <= 2 and walks:  # a first walk of a fresh mount
                 firsts += runs(lambda: find(m.mountpoint.joinpath(*scope)), 1)
         finally:
             m.stop()
@@ -280,14 +285,15 @@ def measure(works: int, repeat: int, tmp: Path, tags: int, whole_up_to: int,
         rss_start = rss_mb(m.proc.pid)
         ls_first = runs(lambda: ls(m.path("by-ingress")), 1)
         ls_warm, ls_plain = runs(lambda: ls(m.path("by-ingress")), repeat), runs(lambda: ls(plain / "by-ingress"), repeat)
-        rss_ls = rss_mb(m.proc.pid)
-        find(m.mountpoint.joinpath(*scope))
-        rss_find = rss_mb(m.proc.pid)
+        rss_ls = rss_find = rss_after = rss_mb(m.proc.pid)
         find_warm, find_plain = [], []
-        for _ in range(repeat):  # interleaved: the machine's load moves
-            find_warm += runs(lambda: find(m.mountpoint.joinpath(*scope)), 1)
-            find_plain += runs(lambda: find(plain.joinpath(*scope)), 1)
-        rss_after = rss_mb(m.proc.pid)
+        if walks:
+            find(m.mountpoint.joinpath(*scope))
+            rss_find = rss_mb(m.proc.pid)
+            for _ in range(repeat):  # interleaved: the machine's load moves
+                find_warm += runs(lambda: find(m.mountpoint.joinpath(*scope)), 1)
+                find_plain += runs(lambda: find(plain.joinpath(*scope)), 1)
+            rss_after = rss_mb(m.proc.pid)
     finally:
         m.stop()
     rows += [(size, "mount start: `stat` of its root answers", fmt(roots), "", f"RSS {rss_start:.0f} MB"),
@@ -295,11 +301,12 @@ def measure(works: int, repeat: int, tmp: Path, tags: int, whole_up_to: int,
              (size, "ls -l by-ingress, first (waits for the works to load)", fmt(ls_first), fmt(ls_plain),
               ratio(ls_first, ls_plain)),
              (size, "ls -l by-ingress, warm", fmt(ls_warm), fmt(ls_plain), ratio(ls_warm, ls_plain)),
-             (size, f"find of {what}, first ({entries:,} entries; {len(firsts)} fresh mounts)", fmt(firsts or [0.0]),
-              fmt(find_plain), ratio(firsts, find_plain) if firsts else ""),
-             (size, f"find of {what}, again", fmt(find_warm), fmt(find_plain), ratio(find_warm, find_plain)),
-             (size, "mount RSS: started / after ls / after a find / after more finds",
-              f"{rss_start:.0f} / {rss_ls:.0f} / {rss_find:.0f} / {rss_after:.0f} MB", "", ""),
+             *([(size, f"find of {what}, first ({entries:,} entries; {len(firsts)} fresh mounts)", fmt(firsts or [0.0]),
+                 fmt(find_plain), ratio(firsts, find_plain) if firsts else ""),
+                (size, f"find of {what}, again", fmt(find_warm), fmt(find_plain), ratio(find_warm, find_plain)),
+                (size, "mount RSS: started / after ls / after a find / after more finds",
+                 f"{rss_start:.0f} / {rss_ls:.0f} / {rss_find:.0f} / {rss_after:.0f} MB", "", "")] if walks else
+               [(size, "mount RSS: started / after ls", f"{rss_start:.0f} / {rss_ls:.0f} MB", "", "")]),
              (size, "index size", f"{index_mb:.1f} MB", "", "")]
     print("\n".join(" | ".join(r) for r in rows), file=sys.stderr, flush=True)  # kept if what follows fails
     server = Server(cfg)
@@ -333,12 +340,13 @@ def main() -> None:
     parser.add_argument("--whole-up-to", type=int, default=1_000,
                         help="above this many works, walk by-ingress/ only (the whole tree takes hours)")
     parser.add_argument("--archives", type=Path, help="build the archives here and reuse them in later runs")
+    parser.add_argument("--no-walks", action="store_true", help="no find (start, ls, RSS and PROPFIND only)")
     args = parser.parse_args()
     rows: list[tuple[str, ...]] = []
     with tempfile.TemporaryDirectory(prefix="pbe-scale-bench-", dir="/var/tmp") as tmp:
         os.chmod(tmp, 0o755)  # nginx's workers read the plain tree as nobody
         for works in (int(x) for x in args.sizes.split(",")):
-            rows += measure(works, args.runs, Path(tmp), args.tags, args.whole_up_to, args.archives)
+            rows += measure(works, args.runs, Path(tmp), args.tags, args.whole_up_to, args.archives, not args.no_walks)
     print(f"medians of {args.runs} runs (min–max); baseline: a plain folder tree of the same shape, same run")
     print("| works | measure | pbe-fs | baseline | ratio |")
     print("|---:|---|---:|---:|---:|")
