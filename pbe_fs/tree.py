@@ -462,12 +462,14 @@ class Tree:
             if entries is not None:
                 self._dirs.move_to_end(key)
                 return entries
-        built = self._build(path) if key is path else self._artwork_dir(key[0], key[1:])  # type: ignore[arg-type]
-        if built is None:
-            return None
-        entries = _Folder(built)
+        built = {key: self._build(path)} if key is path else self._artwork_dirs(key)  # type: ignore[arg-type]
+        entries = None
         with self._lock:
-            self._dirs[key] = entries
+            for found, listing in built.items():
+                if listing is not None:
+                    self._dirs[found] = _Folder(listing)
+                    if found == key:
+                        entries = self._dirs[found]
             while len(self._dirs) > self._max_dirs:
                 self._dirs.popitem(last=False)
         return entries
@@ -693,17 +695,26 @@ class Tree:
 
 
     # -- inside an artwork folder -------------------------------------------------------
-    def _artwork_dir(self, aid: int, rest: tuple[str, ...]) -> dict[str, Node] | None:
+    def _artwork_dirs(self, key: tuple[int, ...]) -> dict[tuple, dict[str, Node] | None]:
+        """The listing of key = (id, *rest), and with it those of the work's
+        folder and quality folders: one reading of its record for all (a
+        walk opens each of them next)."""
+        aid, rest = key[0], tuple(key[1:])
         work = self._works.get(aid)
-        if work is None:
-            return None
-        found = self.record(aid)
-        if found is None:
-            return None
+        found = self.record(aid) if work is not None else None
+        if work is None or found is None:
+            return {key: None}
         record, raw = found
-        return ArtworkFolder(self.archive.store, record, raw, cache=self.cache,
-                             top=self._top_of({f["role"] for f in record.get("files", [])}),
-                             mtime=work.mtime).listing(rest)
+        folder = ArtworkFolder(self.archive.store, record, raw, cache=self.cache,
+                               top=self._top_of({f["role"] for f in record.get("files", [])}), mtime=work.mtime)
+        if len(rest) > 1:
+            return {key: folder.listing(rest)}
+        built: dict[tuple, dict[str, Node] | None] = {(aid,): folder.listing(())}
+        for role in folder.subfolders():
+            built[(aid, role)] = folder.listing((role,))
+        if key not in built:
+            built[key] = folder.listing(rest)
+        return built
 
     def record(self, aid: int) -> tuple[dict, dict] | None:
         """(record, raw) of an archived work, or None. On a bucket, from the
