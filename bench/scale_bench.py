@@ -280,6 +280,9 @@ def measure(works: int, repeat: int, tmp: Path, tags: int, whole_up_to: int,
                 firsts += runs(lambda: find(m.mountpoint.joinpath(*scope)), 1)
         finally:
             m.stop()
+    # what any start costs: Python and the mount's imports (the baseline for the start rows)
+    imports = runs(lambda: subprocess.run([sys.executable, "-c", "import pbe_fs.cli, pbe_fs.fuse"], check=True,
+                                          env={**os.environ, "PYTHONPATH": str(ROOT)}), repeat)
     m, _, _ = start_mount(cfg, tmp / f"mnt{works}")
     try:
         rss_start = rss_mb(m.proc.pid)
@@ -296,8 +299,10 @@ def measure(works: int, repeat: int, tmp: Path, tags: int, whole_up_to: int,
             rss_after = rss_mb(m.proc.pid)
     finally:
         m.stop()
-    rows += [(size, "mount start: `stat` of its root answers", fmt(roots), "", f"RSS {rss_start:.0f} MB"),
-             (size, "mount start: `stat` of status.json answers", fmt(statuses), "", ""),
+    rows += [(size, "mount start: `stat` of its root answers", fmt(roots), f"Python + imports {fmt(imports)}",
+              f"{ratio(roots, imports)}; RSS {rss_start:.0f} MB"),
+             (size, "mount start: `stat` of status.json answers", fmt(statuses), f"Python + imports {fmt(imports)}",
+              ratio(statuses, imports)),
              (size, "ls -l by-ingress, first (waits for the works to load)", fmt(ls_first), fmt(ls_plain),
               ratio(ls_first, ls_plain)),
              (size, "ls -l by-ingress, warm", fmt(ls_warm), fmt(ls_plain), ratio(ls_warm, ls_plain)),
