@@ -72,7 +72,7 @@ _GENERATED_ENTRIES = 24
 # What readdir answers, kept compactly per folder and index generation, up to this many
 # bytes: an artwork folder's listing once for all the views that show its work (only the
 # numbers' prefix differs), so a walk of every view builds each work's listing once.
-_LISTING_BYTES = 48 << 20
+_LISTING_BYTES = 32 << 20
 _FIELDS = 5  # per entry: number (or its low bits), mode (| _SHORT_BIT), st_nlink, st_size, st_mtime_ns
 _SHORT_BIT = 1 << 32  # in mode: the short timeout (an entry that may change within a generation)
 
