@@ -55,7 +55,7 @@ _HIDE_SECONDS = 60.0
 # the timeout is a backstop. meta.json also follows pixiv's counters.
 _LONG, _SHORT = 24 * 3600.0, 1.0
 _OPENED = 1024  # files whose path and entry an OPEN remembers (per generation)
-_LOAD_AFTER = 0.3  # seconds after the mount comes up
+_LOAD_AFTER = 1.0  # seconds after the mount comes up (a listing that needs the works loads them itself)
 # An artwork-folder inode: flag, view, which folder of the work in the view,
 # artwork id, quality folder (0: top), place in the folder's listing + 1 (0: the folder).
 _ART = 1 << 62
