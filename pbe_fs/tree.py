@@ -25,6 +25,7 @@ Views::
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import threading
@@ -95,6 +96,12 @@ def effective_policy(instance: str, requested: str | None) -> str:
         return requested
     raise PbeError(f"--nsfw {requested} is looser than the instance policy {instance!r} (display.nsfw), "
                    "which only 'hidden' or 'required' allow")
+
+
+def _etag(data: bytes) -> str:
+    """A generated text file's ETag: its bytes' hash (no renderer versions to
+    fold in, and asking for them imports img2pdf and Pillow's plugins)."""
+    return hashlib.sha256(data).hexdigest()[:32]
 
 
 def is_noise(name: str) -> bool:
@@ -359,6 +366,8 @@ class Tree:
             return 2 + (work.subdirs if work else 0)
         if node.artwork:
             return 2
+        if not path:  # the views, without building the root (status.json's counts are a query)
+            return 2 + len(self.views())
         links = self._links.get(path)
         if links is None:
             entries = self._dir(path)
@@ -490,7 +499,7 @@ class Tree:
     def _status_node(self) -> Node:
         data = json.dumps(status(self.archive), ensure_ascii=False, indent=2).encode() + b"\n"
         return Node(False, self._stamp, len(data), content=lambda: BytesContent(data), immutable=False,
-                    etag=Cache.key(data))
+                    etag=_etag(data))
 
     def _folder(self, work: Work) -> Node:
         node = work.node
@@ -562,7 +571,7 @@ class Tree:
                         for at, event, work, what in events)
         data = lines.encode()
         entries["index.txt"] = Node(False, self._stamp, len(data), content=lambda: BytesContent(data), immutable=False,
-                                    etag=Cache.key(data))
+                                    etag=_etag(data))
         return entries
 
     def _all_changes(self) -> dict[str, list[tuple[str, str, Work, str]]]:
