@@ -293,7 +293,9 @@ def cmd_mount(args: argparse.Namespace) -> int:
         raise PbeError(problem)
     check_mountpoint(mountpoint)
     _need_index(cfg)
-    tree = Tree(cfg, args.nsfw, ai=args.ai)
+    # The mount answers before the works load; it keeps what readdir sends itself,
+    # so the tree's cache of folders (with their records) can be smaller.
+    tree = Tree(cfg, args.nsfw, ai=args.ai, defer=True, cache_dirs=1024)
     allow_delete = args.allow_delete or not cfg.settings.read_only
     log.info("mounted %s at %s (NSFW %s%s); unmount with Ctrl-C or `fusermount3 -u %s`", tree.archive.describe(),
              mountpoint, tree.policy, ", deletion allowed" if allow_delete else ", read-only", mountpoint)

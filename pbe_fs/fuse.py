@@ -26,6 +26,9 @@ from __future__ import annotations
 
 import errno
 import functools
+import threading
+from array import array
+from collections import OrderedDict
 import logging
 import os
 import signal
@@ -51,6 +54,8 @@ _HIDE_SECONDS = 60.0
 # Entries change only with the index generation, which invalidates them:
 # the timeout is a backstop. meta.json also follows pixiv's counters.
 _LONG, _SHORT = 24 * 3600.0, 1.0
+_OPENED = 1024  # files whose path and entry an OPEN remembers (per generation)
+_LOAD_AFTER = 1.0  # seconds after the mount comes up (a listing that needs the works loads them itself)
 # An artwork-folder inode: flag, view, which folder of the work in the view,
 # artwork id, quality folder (0: top), place in the folder's listing + 1 (0: the folder).
 _ART = 1 << 62
@@ -62,6 +67,27 @@ _INSIDE = (1 << _ID) - 1  # the quality and entry bits
 # all re-read, since a number is a place in the listing and a page added or gone moves
 # every place after it (the kernel must not keep one file's pages for another)
 _GENERATED_ENTRIES = 24
+
+
+# What readdir answers, kept compactly per folder and index generation, up to this many
+# bytes: an artwork folder's listing once for all the views that show its work (only the
+# numbers' prefix differs), so a walk of every view builds each work's listing once.
+_LISTING_BYTES = 32 << 20
+_FIELDS = 5  # per entry: number (or its low bits), mode (| _SHORT_BIT), st_nlink, st_size, st_mtime_ns
+_SHORT_BIT = 1 << 32  # in mode: the short timeout (an entry that may change within a generation)
+
+
+class _Listing:
+    """A folder's entries as readdir sends them: names and five numbers
+    each (about 80 bytes an entry, where a tree Node and its attributes
+    object take about 1 KB). A number >= 0 is ORed with the folder's own
+    number (a child's low bits; a view folder's base is 0); < 0 is -number."""
+
+    __slots__ = ("names", "fields", "size")
+
+    def __init__(self, names: list[bytes], fields: array) -> None:
+        self.names, self.fields = names, fields
+        self.size = 120 + fields.itemsize * len(fields) + sum(len(n) + 41 for n in names)
 
 
 def _artwork_inode(view: str, number: int | None, artwork_id: int) -> int:
@@ -118,7 +144,13 @@ class Operations(pyfuse3.Operations):
         self._next_inode = ROOT + 1
         tree.keep_previous = True  # invalidate() asks what the last generation showed
         self._handles: dict[int, Reader] = {}
-        self._dirs: dict[int, tuple[int, tuple[str, ...], list[tuple[str, Node]]]] = {}
+        # files opened lately, by number: a re-read's OPEN is all it costs, and it is a round trip
+        self._opened: dict[int, tuple[int, tuple[str, ...], Node]] = {}
+        self._dirs: dict[int, tuple[int, _Listing]] = {}
+        self._listings: OrderedDict[tuple[int, ...], _Listing] = OrderedDict()
+        self._listings_bytes = 0
+        self._listings_generation = tree.generation
+        self._numbering = threading.Lock()  # listings are built in worker threads too
         self._next_fh = 1
         self._hidden: dict[tuple[str, ...], float] = {}
         self._uid, self._gid = os.getuid(), os.getgid()
@@ -129,9 +161,12 @@ class Operations(pyfuse3.Operations):
     def _numbered(self, path: tuple[str, ...]) -> int:
         inode = self._inode_of.get(path)
         if inode is None:
-            inode = self._inode_of[path] = self._next_inode
-            self._path_of[inode] = path
-            self._next_inode += 1
+            with self._numbering:
+                inode = self._inode_of.get(path)
+                if inode is None:
+                    inode = self._inode_of[path] = self._next_inode
+                    self._path_of[inode] = path
+                    self._next_inode += 1
         return inode
 
     def _child(self, parent_inode: int, parent: tuple[str, ...], name: str, node: Node,
@@ -228,23 +263,36 @@ class Operations(pyfuse3.Operations):
             log.debug("archive changed (generation %d): refreshing the mount", generation)
             self.nursery.start_soon(self.invalidate)
 
-    def _attrs(self, inode: int, path: tuple[str, ...], node: Node) -> pyfuse3.EntryAttributes:
-        a = pyfuse3.EntryAttributes()
-        a.st_ino = inode
-        writable = 0o200 if self.allow_delete else 0
+    def _fields(self, path: tuple[str, ...], node: Node) -> tuple[int, int, int, int]:
+        """mode (with _SHORT_BIT when the entry may change within a generation),
+        st_nlink, st_size and st_mtime_ns of an entry."""
         if node.is_dir:
-            a.st_mode = stat.S_IFDIR | 0o555 | writable
-            a.st_nlink = self.tree.links(path, node)
+            mode = stat.S_IFDIR | 0o555 | (0o200 if self.allow_delete else 0)
+            nlink = self.tree.links(path, node)
         else:
-            a.st_mode = stat.S_IFREG | 0o444
-            a.st_nlink = 1
-        a.st_size = node.size
-        a.st_blksize = 128 * 1024
-        a.st_blocks = (node.size + 511) // 512
-        ns = int(node.mtime * 1e9)
+            mode, nlink = stat.S_IFREG | 0o444, 1
+        if not node.immutable and node.artwork:
+            mode |= _SHORT_BIT
+        return mode, nlink, node.size, int(node.mtime * 1e9)
+
+    def _fill(self, a: pyfuse3.EntryAttributes, inode: int, mode: int, nlink: int, size: int, ns: int) -> None:
+        a.st_ino = inode
+        a.st_mode = mode & ~_SHORT_BIT
+        a.st_nlink = nlink
+        a.st_size = size
+        a.st_blocks = (size + 511) // 512
         a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = ns
+        a.entry_timeout = a.attr_timeout = _SHORT if mode & _SHORT_BIT else _LONG
+
+    def _new_attrs(self) -> pyfuse3.EntryAttributes:
+        a = pyfuse3.EntryAttributes()
+        a.st_blksize = 128 * 1024
         a.st_uid, a.st_gid = self._uid, self._gid
-        a.entry_timeout = a.attr_timeout = _LONG if node.immutable or not node.artwork else _SHORT
+        return a
+
+    def _attrs(self, inode: int, path: tuple[str, ...], node: Node) -> pyfuse3.EntryAttributes:
+        a = self._new_attrs()
+        self._fill(a, inode, *self._fields(path, node))
         return a
 
     # -- lookups ------------------------------------------------------------------
@@ -281,31 +329,82 @@ class Operations(pyfuse3.Operations):
         return self._attrs(inode, path, node)
 
     # -- directories ----------------------------------------------------------------
-    @_guard
-    async def opendir(self, inode: int, ctx: Any) -> int:
-        path = await self._path(inode)
-        if self.tree.is_cached(path):
-            entries = self.tree.list(path)
-        else:
-            entries = await trio.to_thread.run_sync(self.tree.list, path)
+    def _listing_key(self, inode: int) -> tuple[int, ...]:
+        """Where a folder's listing is kept: inside an artwork folder, by work
+        and quality folder (the same in every view), else by number."""
+        generation = self.tree.generation
+        if inode & _ART and not inode & _ENTRY_MAX:
+            return generation, (inode >> _ID) & _ID_MAX, (inode >> _SUB) & 7
+        return generation, -1, inode
+
+    def _build_listing(self, inode: int, path: tuple[str, ...]) -> _Listing:
+        """A folder's listing as readdir sends it (in a worker thread when
+        the tree must read a record or the index for it)."""
+        entries = self.tree.list(path)
         if entries is None:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
+        names: list[bytes] = []
+        fields = array("q")
+        base = inode if inode & _ART else 0
+        for i, (name, node) in enumerate(entries):
+            child = self._child(inode, path, name, node, i)
+            low = child & ~base if base and child & base == base else -child
+            names.append(os.fsencode(name))
+            fields.append(low)
+            fields.extend(self._fields(path + (name,), node))
+        return _Listing(names, fields)
+
+    def _keep_listing(self, key: tuple[int, ...], listing: _Listing) -> None:
+        """Bounded by bytes, least recently listed out first; a new
+        generation empties it."""
+        if key[0] != self._listings_generation:
+            return
+        if any(n < 0 for n in listing.fields[::_FIELDS]) and key[1] >= 0:
+            return  # numbered from a table, by path: not the same in every view
+        self._listings[key] = listing
+        self._listings_bytes += listing.size
+        while self._listings_bytes > _LISTING_BYTES and self._listings:
+            self._listings_bytes -= self._listings.popitem(last=False)[1].size
+
+    @_guard
+    async def opendir(self, inode: int, ctx: Any) -> int:
+        self.tell_kernel_if_changed()
+        if self.tree.generation != self._listings_generation:
+            self._listings.clear()
+            self._listings_bytes = 0
+            self._listings_generation = self.tree.generation
+        key = self._listing_key(inode)
+        listing = self._listings.get(key)
+        if listing is not None:
+            self._listings.move_to_end(key)
+        else:
+            path = await self._path(inode)
+            if self.tree.is_cached(path):
+                listing = self._build_listing(inode, path)
+            else:
+                listing = await trio.to_thread.run_sync(self._build_listing, inode, path)
+            self._keep_listing(key, listing)
         fh = self._next_fh
         self._next_fh += 1
         # a snapshot: offsets stay meaningful while a sync changes the folder
-        self._dirs[fh] = (inode, path, entries)
+        self._dirs[fh] = (inode, listing)
         return fh
 
     @_guard
     async def readdir(self, fh: int, start_id: int, token: Any) -> None:
-        inode, path, entries = self._dirs[fh]
-        for i in range(start_id, len(entries)):
-            name, node = entries[i]
-            child = path + (name,)
-            if self._hidden and self._is_hidden(child):
+        inode, listing = self._dirs[fh]
+        names, fields = listing.names, listing.fields
+        base = inode if inode & _ART else 0
+        hidden = await self._path(inode) if self._hidden else None
+        a = self._new_attrs()  # readdir_reply copies it: one object serves every entry
+        fill, reply = self._fill, pyfuse3.readdir_reply
+        for i in range(start_id, len(names)):
+            if hidden is not None and self._is_hidden(hidden + (os.fsdecode(names[i]),)):
                 continue
-            attrs = self._attrs(self._child(inode, path, name, node, i), child, node)
-            if not pyfuse3.readdir_reply(token, os.fsencode(name), attrs, i + 1):
+            j = i * _FIELDS
+            low = fields[j]
+            fill(a, base | low if low >= 0 else -low, fields[j + 1], fields[j + 2], fields[j + 3], fields[j + 4])
+            if not reply(token, names[i], a, i + 1):
                 break
 
     async def releasedir(self, fh: int) -> None:
@@ -316,16 +415,24 @@ class Operations(pyfuse3.Operations):
     async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT):
             raise pyfuse3.FUSEError(errno.EROFS)
-        path = await self._path(inode)
-        node = await self._node(path)
-        if node is None:
-            raise pyfuse3.FUSEError(errno.ENOENT)
-        if node.is_dir:
-            raise pyfuse3.FUSEError(errno.EISDIR)
-        if self.tree.is_cached(path[:-1]):
-            reader = self.tree.reader(path)  # contents are ready: no thread hop
+        generation = self.tree.generation
+        known = self._opened.get(inode)
+        if known is not None and known[0] == generation and not (self._hidden and self._is_hidden(known[1])):
+            path, node = known[1], known[2]  # opened again (a re-read): no decoding, no lookup
         else:
-            reader = await trio.to_thread.run_sync(self.tree.reader, path)
+            path = await self._path(inode)
+            node = await self._node(path)
+            if node is None:
+                raise pyfuse3.FUSEError(errno.ENOENT)
+            if node.is_dir:
+                raise pyfuse3.FUSEError(errno.EISDIR)
+            if len(self._opened) >= _OPENED:
+                self._opened.clear()
+            self._opened[inode] = (generation, path, node)
+        if self.tree.is_cached(path[:-1]):
+            reader = self.tree.reader(path, node)  # contents are ready: no thread hop
+        else:
+            reader = await trio.to_thread.run_sync(self.tree.reader, path, node)
         fh = self._next_fh
         self._next_fh += 1
         self._handles[fh] = reader
@@ -470,6 +577,14 @@ async def _watch_generation(ops: Operations, interval: float) -> None:
         ops.tell_kernel_if_changed()
 
 
+async def _load_soon(tree: Tree) -> None:
+    """Load the works once the mount has answered its first requests: the
+    load holds the GIL for a while (seconds at 200,000 works), and the
+    kernel's INIT and the first `stat` should not wait for it."""
+    await trio.sleep(_LOAD_AFTER)
+    await trio.to_thread.run_sync(tree.load)
+
+
 async def _watch_signals(ops: Operations, on_stop: Callable[[int], None] | None,
                          on_hup: Callable[[], None] | None) -> None:
     watched = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if on_hup else [])
@@ -544,6 +659,7 @@ def mount(tree: Tree, mountpoint: Path, *, allow_delete: bool, xattrs: bool = Fa
             nursery.start_soon(_watch_signals, ops, on_stop, on_hup)
             nursery.start_soon(_watch_generation, ops, poll_seconds)
             nursery.start_soon(trio.to_thread.run_sync, _widen_readahead, mountpoint)
+            nursery.start_soon(_load_soon, tree)
             await pyfuse3.main()
             nursery.cancel_scope.cancel()
 

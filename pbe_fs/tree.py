@@ -25,6 +25,7 @@ Views::
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -103,6 +104,12 @@ def _inode(path: "os.PathLike[str] | str") -> int:
         return os.stat(path).st_ino
     except OSError:
         return 0
+
+
+def _etag(data: bytes) -> str:
+    """A generated text file's ETag: its bytes' hash (no renderer versions to
+    fold in, and asking for them imports img2pdf and Pillow's plugins)."""
+    return hashlib.sha256(data).hexdigest()[:32]
 
 
 def is_noise(name: str) -> bool:
@@ -191,7 +198,10 @@ class Tree:
     """The archive as folders, for one NSFW policy."""
 
     def __init__(self, config: Config, policy: str | None = None, *, ai: str | None = None,
-                 cache_dirs: int = 4096) -> None:
+                 cache_dirs: int = 4096, defer: bool = False) -> None:
+        """``defer``: load the works on first need (see ``load``), so a
+        mount answers at once: its root and status.json need none, and
+        loading 200,000 works takes seconds (and the GIL)."""
         self.config = config
         self.policy = effective_policy(config.settings.display.nsfw, policy)
         self.ai_policy = effective_ai(config.settings.display.ai, ai)
@@ -205,7 +215,9 @@ class Tree:
         self._version = 0
         self._checked = 0.0
         self._stamp = time.time()
-        self._works: dict[int, Work] = {}
+        self._loaded: dict[int, Work] = {}
+        self._ready = threading.Event()
+        self._load_lock = threading.Lock()
         self._tags: dict[int, list[str]] | None = None
         self._changes: dict[str, list[tuple[str, str, Work, str]]] | None = None
         self._events: dict[int, list[tuple[str, str]]] | None = None
@@ -223,7 +235,25 @@ class Tree:
         if getattr(self.archive.store, "follow", False):
             from .follow import Follower
             self.follower = Follower(self.archive, on_record=self._keep_record).start()
-        self.refresh(force=True)
+        if not defer:
+            self.load()
+
+    def load(self) -> None:
+        """Load the works (once; the first caller loads, others wait): a
+        deferred tree does it on first need, or when its mount is idle."""
+        if self._ready.is_set():
+            return
+        with self._load_lock:
+            if not self._ready.is_set():
+                self.refresh(force=True)
+                self._ready.set()
+
+    @property
+    def _works(self) -> dict[int, Work]:
+        """Every archived work by id (loaded on first need)."""
+        if not self._ready.is_set():
+            self.load()
+        return self._loaded
 
     # -- generations -----------------------------------------------------------
     # When a generation of an index (inode, generation) was first loaded: the date of the
@@ -231,7 +261,10 @@ class Tree:
     stamp_of: Callable[[tuple[int, int]], float] = staticmethod(lambda key: time.time())
 
     def refresh(self, force: bool = False, interval: float = 0.5) -> bool:
-        """Notice a sync's commits; at most one index query per ``interval``."""
+        """Notice a sync's commits; at most one index query per ``interval``
+        (none before the first load: it will see them)."""
+        if not self._ready.is_set() and not force:
+            return False
         now = time.monotonic()
         if not force and now - self._checked < interval:
             return False
@@ -241,12 +274,12 @@ class Tree:
         if generation == self._generation and not force and not replaced:
             return False
         with self._lock:
-            if self.keep_previous and self._previous is None and self._works:
-                self._previous = (self._works, self._tags, self._events)
+            if self.keep_previous and self._previous is None and self._loaded:
+                self._previous = (self._loaded, self._tags, self._events)
             self._generation = generation
             self._version += 1
             self._stamp = self.stamp_of((_inode(self.index.path), generation))
-            self._works = self._load_works()
+            self._loaded = self._load_works()
             self._tags = None
             self._changes = None
             self._events = None
@@ -345,6 +378,8 @@ class Tree:
             return 2 + (work.subdirs if work else 0)
         if node.artwork:
             return 2
+        if not path:  # the views, without building the root (status.json's counts are a query)
+            return 2 + len(self.views())
         links = self._links.get(path)
         if links is None:
             entries = self._dir(path)
@@ -369,8 +404,9 @@ class Tree:
         """A strong validator: the same while the bytes are the same."""
         return node.etag or Cache.key(path, node.size, node.mtime)
 
-    def reader(self, path: tuple[str, ...]) -> Reader:
-        node = self.get(path)
+    def reader(self, path: tuple[str, ...], node: Node | None = None) -> Reader:
+        """An open file; ``node``: what ``get(path)`` answered, when the caller has it."""
+        node = node or self.get(path)
         if node is None or node.is_dir or node.content is None:
             raise TreeError("notfound", f"no such file: {'/'.join(path)}")
         return node.content().reader()
@@ -447,12 +483,14 @@ class Tree:
             if entries is not None:
                 self._dirs.move_to_end(key)
                 return entries
-        built = self._build(path) if key is path else self._artwork_dir(key[0], key[1:])  # type: ignore[arg-type]
-        if built is None:
-            return None
-        entries = _Folder(built)
+        built = {key: self._build(path)} if key is path else self._artwork_dirs(key)  # type: ignore[arg-type]
+        entries = None
         with self._lock:
-            self._dirs[key] = entries
+            for found, listing in built.items():
+                if listing is not None:
+                    self._dirs[found] = _Folder(listing)
+                    if found == key:
+                        entries = self._dirs[found]
             while len(self._dirs) > self._max_dirs:
                 self._dirs.popitem(last=False)
         return entries
@@ -473,7 +511,7 @@ class Tree:
     def _status_node(self) -> Node:
         data = json.dumps(status(self.archive), ensure_ascii=False, indent=2).encode() + b"\n"
         return Node(False, self._stamp, len(data), content=lambda: BytesContent(data), immutable=False,
-                    etag=Cache.key(data))
+                    etag=_etag(data))
 
     def _folder(self, work: Work) -> Node:
         node = work.node
@@ -545,7 +583,7 @@ class Tree:
                         for at, event, work, what in events)
         data = lines.encode()
         entries["index.txt"] = Node(False, self._stamp, len(data), content=lambda: BytesContent(data), immutable=False,
-                                    etag=Cache.key(data))
+                                    etag=_etag(data))
         return entries
 
     def _all_changes(self) -> dict[str, list[tuple[str, str, Work, str]]]:
@@ -678,17 +716,26 @@ class Tree:
 
 
     # -- inside an artwork folder -------------------------------------------------------
-    def _artwork_dir(self, aid: int, rest: tuple[str, ...]) -> dict[str, Node] | None:
+    def _artwork_dirs(self, key: tuple[int, ...]) -> dict[tuple, dict[str, Node] | None]:
+        """The listing of key = (id, *rest), and with it those of the work's
+        folder and quality folders: one reading of its record for all (a
+        walk opens each of them next)."""
+        aid, rest = key[0], tuple(key[1:])
         work = self._works.get(aid)
-        if work is None:
-            return None
-        found = self.record(aid)
-        if found is None:
-            return None
+        found = self.record(aid) if work is not None else None
+        if work is None or found is None:
+            return {key: None}
         record, raw = found
-        return ArtworkFolder(self.archive.store, record, raw, cache=self.cache,
-                             top=self._top_of({f["role"] for f in record.get("files", [])}),
-                             mtime=work.mtime).listing(rest)
+        folder = ArtworkFolder(self.archive.store, record, raw, cache=self.cache,
+                               top=self._top_of({f["role"] for f in record.get("files", [])}), mtime=work.mtime)
+        if len(rest) > 1:
+            return {key: folder.listing(rest)}
+        built: dict[tuple, dict[str, Node] | None] = {(aid,): folder.listing(())}
+        for role in folder.subfolders():
+            built[(aid, role)] = folder.listing((role,))
+        if key not in built:
+            built[key] = folder.listing(rest)
+        return built
 
     def record(self, aid: int) -> tuple[dict, dict] | None:
         """(record, raw) of an archived work, or None. On a bucket, from the

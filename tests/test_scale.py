@@ -103,3 +103,31 @@ def test_long_kernel_caches_see_a_sync_within_the_poll(tmp_path: Path) -> None:
             assert "Traceback" not in m.stderr()
         finally:
             assert m.stop() == 0
+
+
+PAGED = 96000011
+
+
+def test_a_page_added_by_a_sync_shows_in_every_view_of_the_work(tmp_path: Path) -> None:
+    """An artwork folder's listing is kept once for all the views of its work:
+    a sync that adds a page must reach each of them, within the poll."""
+    with FakePixiv([(Work(PAGED, "pages", (52, "Bo", "bo"), type="manga", pages=2), "public")]) as fake:
+        config = write_config(tmp_path, fake, sync={"sizes": ["original"]})
+        pbe(config, "sync", "--no-progress", check=True)
+        m = Mount(config, tmp_path / "mnt")
+        try:
+            folders = [m.path("by-id", str(PAGED)),
+                       m.path("by-ingress", next(n for n in os.listdir(m.path("by-ingress")) if str(PAGED) in n))]
+            for folder in folders:  # listed (and kept) from both views before the sync
+                names = os.listdir(folder)
+                assert f"{PAGED}_p1.jpg" in names and f"{PAGED}_p2.jpg" not in names
+            fake.works[PAGED].pages = 3
+            fake.works[PAGED].revision = 1
+            pbe(config, "sync", "--full", "--no-progress", check=True)
+            time.sleep(1.5)  # the poll interval (1 s) and a little
+            for folder in folders:
+                assert f"{PAGED}_p2.jpg" in os.listdir(folder), folder
+                assert (folder / f"{PAGED}_p2.jpg").read_bytes()[:2] == b"\xff\xd8"
+            assert "Traceback" not in m.stderr()
+        finally:
+            assert m.stop() == 0
