@@ -289,6 +289,11 @@ class Tree:
         return True
 
     @property
+    def index_generation(self) -> int:
+        """The index's change counter as this tree last loaded it."""
+        return self._generation
+
+    @property
     def generation(self) -> int:
         """Changes whenever the tree reloads (a sync's commit, a rebuilt index)."""
         return self._version

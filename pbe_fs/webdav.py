@@ -357,10 +357,17 @@ class Provider(DAVProvider):
                 return self._propfind(parts, node, depth, environ, start_response)
         return default_handler(environ, start_response)
 
-    def refresh_all(self) -> None:
-        """Every tree this process serves looks at the index now."""
-        for tree in self.gallery.trees():
+    def refresh_all(self) -> int:
+        """Every tree this process serves looks at the index now; the
+        generation all of them have reached."""
+        trees = self.gallery.trees()
+        for tree in trees:
             tree.refresh(interval=0)
+        return min(tree.index_generation for tree in trees)
+
+    def index_generation(self) -> int:
+        """The newest index generation a tree of this process has loaded."""
+        return max(tree.index_generation for tree in self.gallery.trees())
 
     def fast_file(self, environ: dict[str, Any], start_response: Callable[..., Any], access: Access) -> Any:
         """GET or HEAD of a file answered without wsgidav, or None.
@@ -686,18 +693,23 @@ class _Nonces:
                 db.execute("COMMIT")
 
 
+_WORD = struct.Struct("<q")
+
+
 class Shared:
     """What the worker processes of one server share, in an anonymous
     shared mapping made before forking.
 
-    * A word that a worker which changed the archive (DELETE, a gallery
-      POST) rewrites with a random value before it answers; every worker
-      compares it with what it saw last at the start of each request and,
-      when it moved, looks at the index at once instead of within its poll
-      interval. So a DELETE answered by one worker is gone for the next
-      request on any other, as it was with one process. (A sync from
-      outside is noticed within the poll interval, as before.) Random, not
-      a counter: two workers writing at once still move it.
+    * A word holding the newest index generation a worker committed
+      itself (DELETE, a gallery POST), written before it answers; every
+      worker compares it with what it saw last at the start of each
+      request and, when it is ahead, looks at the index at once (again,
+      for up to a second, until its trees reach that generation) instead
+      of within its poll interval. So a DELETE answered by one worker is
+      gone for the next request on any other, as it was with one process.
+      (A sync from outside is noticed within the poll interval, as before.)
+      Only ever raised, under the lock: two workers writing at once keep
+      the higher.
     * The date each index generation was first loaded (the view folders'
       and status.json's Last-Modified, part of some ETags): the first
       worker to load a generation writes it, the others read it, so every
@@ -711,7 +723,7 @@ class Shared:
         import multiprocessing
 
         self._map = mmap.mmap(-1, 8 + self._SLOTS * self._SLOT.size)  # MAP_SHARED: workers see each other's writes
-        self._seen = self._map[:8]
+        self._seen = 0
         self._lock = multiprocessing.Lock()  # a semaphore in shared memory: it works across fork
         self._catching = threading.Lock()  # this process's threads, one refresh at a time
 
@@ -719,20 +731,26 @@ class Shared:
         """In a worker: every tree of this process takes its dates from here."""
         Tree.stamp_of = staticmethod(self.stamp)
 
-    def changed(self) -> None:
-        self._map[:8] = os.urandom(8)
+    def changed(self, generation: int) -> None:
+        """This worker committed ``generation`` of the index."""
+        with self._lock:
+            if generation > _WORD.unpack_from(self._map)[0]:
+                _WORD.pack_into(self._map, 0, generation)
 
-    def catch_up(self, refresh: Callable[[], None]) -> None:
-        """Run ``refresh`` if another worker changed the archive since this
-        process last looked; a request arriving meanwhile waits for it
-        (it would otherwise find the word seen and read the old tree)."""
-        value = self._map[:8]
-        if value == self._seen:
+    def catch_up(self, refresh: Callable[[], int]) -> None:
+        """If another worker committed a generation this process has not
+        seen, ``refresh`` (which answers the generation its trees now
+        have) until they reach it; a request arriving meanwhile waits (it
+        would otherwise read the old tree). Bounded: after a rebuilt index
+        the numbers may start again lower."""
+        target = _WORD.unpack_from(self._map)[0]
+        if target <= self._seen:
             return
         with self._catching:
-            if value != self._seen:
-                refresh()
-                self._seen = value
+            deadline = time.monotonic() + 1.0
+            while target > self._seen and refresh() < target and time.monotonic() < deadline:
+                time.sleep(0.01)
+            self._seen = max(self._seen, target)
 
     def stamp(self, key: tuple[int, int]) -> float:
         inode, generation = key
@@ -825,7 +843,7 @@ def _front(app: Callable[..., Any], access: Access, provider: Provider, nonces: 
 
         result = app(environ, respond)
         if peers is not None and environ["REQUEST_METHOD"] in _GUARDED:
-            peers.changed()  # before the answer leaves: the client's next request may land elsewhere
+            peers.changed(provider.index_generation())  # before the answer leaves: the client's next request may land elsewhere
         if replaced:
             return _plain(result, replaced[0], start_response)
         return result if started else _watch(result, replaced, start_response)
