@@ -120,7 +120,8 @@ class ArtworkFolder:
             aid = self.id
             shas = [f["sha256"] for f in files]
             entries[f"{aid}.zip"] = self._generated(self._zip(files), ("zip", shas))
-            entries[f"{aid}.pdf"] = self._generated(self._pdf(files), ("pdf", shas))
+            if not any(f.get("damaged") for f in files):  # a page that does not decode makes no PDF page
+                entries[f"{aid}.pdf"] = self._generated(self._pdf(files), ("pdf", shas))
             # its ComicInfo.xml follows the metadata, but only a sync changes that: the mount
             # invalidates a CBZ then (fuse.invalidate), so readers keep the page cache meanwhile
             book, xml = self._cbz(files)

@@ -735,11 +735,13 @@ class Tree:
                                top=self._top_of({f["role"] for f in record.get("files", [])}), mtime=work.mtime)
         if len(rest) > 1:
             return {key: folder.listing(rest)}
-        built: dict[tuple, dict[str, Node] | None] = {(aid,): folder.listing(())}
-        for role in folder.subfolders():
-            built[(aid, role)] = folder.listing((role,))
-        if key not in built:
-            built[key] = folder.listing(rest)
+        built: dict[tuple, dict[str, Node] | None] = {key: folder.listing(rest)}
+        for sibling in [(aid,), *((aid, role) for role in folder.subfolders())]:
+            if sibling not in built:
+                try:
+                    built[sibling] = folder.listing(sibling[1:])
+                except Exception as exc:  # noqa: BLE001 - a sibling's trouble is its own: it fails when asked for
+                    log.debug("%d: listing %s ahead failed: %s", aid, sibling[1:], exc)
         return built
 
     def record(self, aid: int) -> tuple[dict, dict] | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 import zlib
 from pathlib import Path
 
@@ -46,3 +47,18 @@ def assert_clean(root: Path, temp: Path) -> None:
 def expected_ids(fake: FakePixiv, private: bool = True) -> set[int]:
     restricts = ["public", "private"] if private else ["public"]
     return {wid for r in restricts for _, wid in fake.bookmarks[r] if fake.works[wid].state == "live"}
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below pid (a server's workers and the syncs they start)."""
+    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True).stdout
+    children: dict[int, list[int]] = {}
+    for line in out.splitlines():
+        child, parent = map(int, line.split())
+        children.setdefault(parent, []).append(child)
+    found, todo = [], list(children.get(pid, []))
+    while todo:
+        one = todo.pop()
+        found.append(one)
+        todo += children.get(one, [])
+    return found

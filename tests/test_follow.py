@@ -17,6 +17,7 @@ import pytest
 
 from tests.conftest import Mount, Server, pbe
 from tests.fakepixiv import FakePixiv, Work
+from tests.helpers import descendants
 from tests.s3rig import SeaweedS3
 from tests.test_s3 import PREFIX, s3_config, weed  # noqa: F401 (weed: the module's SeaweedFS)
 
@@ -188,8 +189,9 @@ def test_reindex_while_serving_is_seen_without_a_restart(weed, tmp_path) -> None
             pbe(first, "sync", "--no-progress", check=True)
             pbe(second, "reindex", check=True)
             within(lambda: "96000300" in listed(server.url, "by-id"))
-            fds = [os.readlink(f"/proc/{server.proc.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{server.proc.pid}/fd")]
-            # the server reads the new file (threads idle since drop the old one at their next request)
+            fds = [os.readlink(f"/proc/{pid}/fd/{fd}") for pid in [server.proc.pid, *descendants(server.proc.pid)]
+                   for fd in os.listdir(f"/proc/{pid}/fd")]
+            # the server (a worker of it) reads the new file (threads idle since drop the old one at their next request)
             assert [f for f in fds if f.endswith("/index.sqlite3")], fds
         finally:
             assert server.stop() == 0

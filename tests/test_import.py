@@ -174,7 +174,7 @@ def left_in_session(sid: int) -> list[int]:
 
 def test_kill_nine_then_the_same_command_finishes_byte_exact(tmp_path: Path) -> None:
     works = default_works() + [(Work(95000000 + n, f"many {n}", (7000 + n % 9, f"a{n % 9}", f"a{n % 9}")), "public")
-                               for n in range(300)]
+                               for n in range(500)]
     with FakePixiv(works) as fake:
         old = tmp_path / "old"
         source = old_app_folder(fake, old)
@@ -188,7 +188,7 @@ def test_kill_nine_then_the_same_command_finishes_byte_exact(tmp_path: Path) -> 
         for attempt in range(12):
             proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                     start_new_session=True)
-            time.sleep(0.4 + rng.random() * 1.2)
+            time.sleep(0.2 + rng.random() * 0.9)  # the import of 500 works takes a few seconds
             if proc.poll() is not None:
                 break
             proc.send_signal(signal.SIGKILL)

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 
 from tests.conftest import GONE, Server, http_request, pbe
+from tests.helpers import descendants
 
 TOKEN = {"Authorization": "Basic " + base64.b64encode(b"me:seed-ro-token").decode()}
 META = "/by-id/93012350/meta.json"
@@ -44,21 +45,6 @@ def rss_kb(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 total += int(line.split()[1])
     return total
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below pid (a server's workers and the syncs they start)."""
-    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True).stdout
-    children: dict[int, list[int]] = {}
-    for line in out.splitlines():
-        child, parent = map(int, line.split())
-        children.setdefault(parent, []).append(child)
-    found, todo = [], list(children.get(pid, []))
-    while todo:
-        one = todo.pop()
-        found.append(one)
-        todo += children.get(one, [])
-    return found
 
 
 def syncs_of(pid: int) -> list[int]:
