@@ -701,14 +701,15 @@ class Shared:
     shared mapping made before forking.
 
     * A word holding the newest index generation a worker committed
-      itself (DELETE, a gallery POST), written before it answers; every
+      itself (DELETE, a gallery POST; written before it answers) or was
+      the first to load (a sync's commit, seen by its poll); every
       worker compares it with what it saw last at the start of each
       request and, when it is ahead, looks at the index at once (again,
       for up to a second, until its trees reach that generation) instead
       of within its poll interval. So a DELETE answered by one worker is
-      gone for the next request on any other, as it was with one process.
-      (A sync from outside is noticed within the poll interval, as before.)
-      Only ever raised, under the lock: two workers writing at once keep
+      gone for the next request on any other, as it was with one process,
+      and a sync's new work, once one worker has shown it, is shown by
+      all (the first notices it within its poll interval). Only ever raised, under the lock: two workers writing at once keep
       the higher.
     * The date each index generation was first loaded (the view folders'
       and status.json's Last-Modified, part of some ETags): the first
@@ -761,6 +762,10 @@ class Shared:
                 return kept[2]
             now = time.time()
             self._SLOT.pack_into(self._map, offset, inode, generation, now)
+            # the first worker to see a generation (a sync's commit, by its poll) tells
+            # the others: no client sees a work on one worker, then not on the next
+            if generation > _WORD.unpack_from(self._map)[0]:
+                _WORD.pack_into(self._map, 0, generation)
             return now
 
 
@@ -843,7 +848,16 @@ def _front(app: Callable[..., Any], access: Access, provider: Provider, nonces: 
 
         result = app(environ, respond)
         if peers is not None and environ["REQUEST_METHOD"] in _GUARDED:
-            peers.changed(provider.index_generation())  # before the answer leaves: the client's next request may land elsewhere
+            # wsgidav's layers are generators: the change happens while the answer is
+            # iterated. Run it to the end (answers to DELETE and POST are small), then
+            # publish, all before a byte leaves: the client's next request may land elsewhere.
+            iterated = result
+            try:
+                result = list(iterated)
+            finally:
+                if hasattr(iterated, "close"):
+                    iterated.close()
+            peers.changed(provider.index_generation())
         if replaced:
             return _plain(result, replaced[0], start_response)
         return result if started else _watch(result, replaced, start_response)
