@@ -195,6 +195,11 @@ class Index:
             conn.close()
             self._local.conn = None
 
+    @property
+    def inode(self) -> int:
+        """The index file this process reads (a rebuild puts a new one in place; ``follow`` notices)."""
+        return self._inode or _inode(self.path)
+
     def follow(self) -> bool:
         """Reconnect if the file was replaced (a rebuild renames a new index
         over the old one); True when it was. Cheap enough to call per poll."""

@@ -28,7 +28,6 @@ import functools
 import hashlib
 import json
 import logging
-import os
 import threading
 import time
 from collections import OrderedDict
@@ -97,13 +96,6 @@ def effective_policy(instance: str, requested: str | None) -> str:
         return requested
     raise PbeError(f"--nsfw {requested} is looser than the instance policy {instance!r} (display.nsfw), "
                    "which only 'hidden' or 'required' allow")
-
-
-def _inode(path: "os.PathLike[str] | str") -> int:
-    try:
-        return os.stat(path).st_ino
-    except OSError:
-        return 0
 
 
 def _etag(data: bytes) -> str:
@@ -278,7 +270,7 @@ class Tree:
                 self._previous = (self._loaded, self._tags, self._events)
             self._generation = generation
             self._version += 1
-            self._stamp = self.stamp_of((_inode(self.index.path), generation))
+            self._stamp = self.stamp_of((self.index.inode, generation))
             self._loaded = self._load_works()
             self._tags = None
             self._changes = None

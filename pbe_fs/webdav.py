@@ -338,10 +338,8 @@ class Provider(DAVProvider):
                 if url:  # filesystem_options.proxy false: the client fetches from the bucket itself
                     return _answer(start_response, "302 Found", "", extra=[("Location", url), ("Cache-Control", "no-store")])
             if node is not None and "HTTP_RANGE" in environ:
-                refused = _normalise_range(environ, node.size)
-                if refused:
-                    return _answer(start_response, "416 Range Not Satisfiable", "range not satisfiable\n",
-                                   extra=[("Content-Range", f"bytes */{node.size}")])
+                if _normalise_range(environ, node.size):
+                    return _unsatisfiable(start_response, node.size)
         if method == "OPTIONS":
             return self._options(parts, start_response)
         if method == "DELETE":
@@ -400,8 +398,7 @@ class Provider(DAVProvider):
                    ("ETag", f'"{tree.etag(parts, node)}"'), ("Accept-Ranges", "bytes")]
         if "HTTP_RANGE" in environ:
             if _normalise_range(environ, size):
-                return _answer(start_response, "416 Range Not Satisfiable", "range not satisfiable\n",
-                               extra=[("Content-Range", f"bytes */{size}")])
+                return _unsatisfiable(start_response, size)
             if "HTTP_RANGE" in environ and size:
                 first, _, last = environ["HTTP_RANGE"][6:].partition("-")
                 start, status = int(first), "206 Partial Content"
@@ -594,6 +591,11 @@ def _pieces(reader: Reader, start: int, length: int) -> Any:
         reader.close()
 
 
+def _unsatisfiable(start_response: Callable[..., Any], size: int) -> list[bytes]:
+    return _answer(start_response, "416 Range Not Satisfiable", "range not satisfiable\n",
+                   extra=[("Content-Range", f"bytes */{size}")])
+
+
 def _answer(start_response: Callable[..., Any], status: str, body: str, ctype: str = "text/plain; charset=utf-8",
             extra: list[tuple[str, str]] | None = None) -> list[bytes]:
     data = body.encode()
@@ -735,8 +737,12 @@ class Shared:
     def changed(self, generation: int) -> None:
         """This worker committed ``generation`` of the index."""
         with self._lock:
-            if generation > _WORD.unpack_from(self._map)[0]:
-                _WORD.pack_into(self._map, 0, generation)
+            self._raise(generation)
+
+    def _raise(self, generation: int) -> None:
+        """The shared word to ``generation`` if that is newer (under the lock)."""
+        if generation > _WORD.unpack_from(self._map)[0]:
+            _WORD.pack_into(self._map, 0, generation)
 
     def catch_up(self, refresh: Callable[[], int]) -> None:
         """If another worker committed a generation this process has not
@@ -764,8 +770,7 @@ class Shared:
             self._SLOT.pack_into(self._map, offset, inode, generation, now)
             # the first worker to see a generation (a sync's commit, by its poll) tells
             # the others: no client sees a work on one worker, then not on the next
-            if generation > _WORD.unpack_from(self._map)[0]:
-                _WORD.pack_into(self._map, 0, generation)
+            self._raise(generation)
             return now
 
 
