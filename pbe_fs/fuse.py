@@ -1,4 +1,4 @@
-"""The FUSE adapter: pyfuse3 operations over the shared tree.
+"""The FUSE adapter: the kernel's requests (``fusekernel``) over the shared tree.
 
 It knows inodes, errnos and kernel caches, and nothing about names or
 views: every answer comes from ``Tree``.
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import itertools
 import threading
 from array import array
 from collections import OrderedDict
@@ -34,14 +35,13 @@ import os
 import signal
 import stat
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import pyfuse3
-import trio
 
-from . import names
+from . import fusekernel, names
+from .fusekernel import FuseError, Offload
 from .artwork import QUALITIES
 from .errors import PbeError
 from .render.segments import Reader
@@ -49,7 +49,7 @@ from .tree import VIEWS, Node, Tree, TreeError
 
 log = logging.getLogger("pbe_fs.fuse")
 
-ROOT = pyfuse3.ROOT_INODE
+ROOT = fusekernel.ROOT_INODE
 _HIDE_SECONDS = 60.0
 # Entries change only with the index generation, which invalidates them:
 # the timeout is a backstop. meta.json also follows pixiv's counters.
@@ -96,41 +96,37 @@ def _artwork_inode(view: str, number: int | None, artwork_id: int) -> int:
         return 0
     return _ART | VIEWS.index(view) << _VIEW | number << _NUMBER | artwork_id << _ID
 _ERRNO = {"notfound": errno.ENOENT, "readonly": errno.EROFS, "forbidden": errno.EACCES, "busy": errno.EBUSY}
-F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _guard(handler: F) -> F:
     """Unexpected errors become EIO and one log line; the mount lives on."""
     @functools.wraps(handler)
-    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return await handler(*args, **kwargs)
-        except pyfuse3.FUSEError:
+            return handler(*args, **kwargs)
+        except (FuseError, Offload):
             raise
         except TreeError as exc:
-            raise pyfuse3.FUSEError(_ERRNO.get(exc.kind, errno.EIO)) from None
+            raise FuseError(_ERRNO.get(exc.kind, errno.EIO)) from None
         except OSError as exc:
             log.error("%s: %s", handler.__name__, exc)
-            raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
+            raise FuseError(exc.errno or errno.EIO) from None
         except PbeError as exc:  # the bucket failed us: one line, not a traceback
             log.error("%s: %s", handler.__name__, exc)
-            raise pyfuse3.FUSEError(errno.EIO) from None
+            raise FuseError(errno.EIO) from None
         except Exception:
             log.exception("%s failed", handler.__name__)
-            raise pyfuse3.FUSEError(errno.EIO) from None
+            raise FuseError(errno.EIO) from None
     return wrapper  # type: ignore[return-value]
 
 
-def _refuse(*_: Any, **__: Any) -> Any:
-    async def refuse(*args: Any, **kwargs: Any) -> Any:
-        raise pyfuse3.FUSEError(errno.EROFS)
-    return refuse
+class Operations:
+    """What the kernel asks, answered from the tree (see fusekernel.Operations).
 
-
-class Operations(pyfuse3.Operations):
-    supports_dot_lookup = True
-    enable_writeback_cache = False
-    enable_acl = False
+    Answers are computed on the request thread when the tree has what they
+    need at hand; ``_io`` sends a request that must read a record or the
+    index to a worker thread instead."""
 
     def __init__(self, tree: Tree, *, allow_delete: bool, xattrs: bool = False) -> None:
         super().__init__()
@@ -146,16 +142,23 @@ class Operations(pyfuse3.Operations):
         self._handles: dict[int, Reader] = {}
         # files opened lately, by number: a re-read's OPEN is all it costs, and it is a round trip
         self._opened: dict[int, tuple[int, tuple[str, ...], Node]] = {}
-        self._dirs: dict[int, tuple[int, _Listing]] = {}
         self._listings: OrderedDict[tuple[int, ...], _Listing] = OrderedDict()
         self._listings_bytes = 0
         self._listings_generation = tree.generation
         self._numbering = threading.Lock()  # listings are built in worker threads too
-        self._next_fh = 1
+        self._keeping = threading.Lock()
+        self._next_fh = itertools.count(1)
         self._hidden: dict[tuple[str, ...], float] = {}
         self._uid, self._gid = os.getuid(), os.getgid()
-        self.nursery: trio.Nursery | None = None  # for work that must wait until a request is answered
+        self.session: fusekernel.Session | None = None
         self._told = tree.generation
+
+    def _io(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """fn's answer, which means I/O: on the request thread, hand the
+        request to a worker (it runs again from the start there)."""
+        if self.session is not None and self.session.on_loop:
+            raise Offload
+        return fn(*args)
 
     # -- inode numbers ------------------------------------------------------------
     def _numbered(self, path: tuple[str, ...]) -> int:
@@ -195,7 +198,7 @@ class Operations(pyfuse3.Operations):
             return ROOT
         node = self.tree.get(path)
         if node is None:
-            raise pyfuse3.FUSEError(errno.ENOENT)
+            raise FuseError(errno.ENOENT)
         return self._child(self._encode(path[:-1]), path[:-1], path[-1], node)
 
     def _decode(self, inode: int) -> tuple[str, ...]:
@@ -203,24 +206,24 @@ class Operations(pyfuse3.Operations):
             try:
                 return self._path_of[inode]
             except KeyError:
-                raise pyfuse3.FUSEError(errno.ESTALE) from None
+                raise FuseError(errno.ESTALE) from None
         view = VIEWS[(inode >> _VIEW) & 15] if (inode >> _VIEW) & 15 < len(VIEWS) else ""
         path = self.tree.artwork_path((inode >> _ID) & _ID_MAX, view, (inode >> _NUMBER) & _NUMBER_MAX)
         if path is None:
-            raise pyfuse3.FUSEError(errno.ENOENT)  # the work went, or left this view
+            raise FuseError(errno.ENOENT)  # the work went, or left this view
         sub, entry = (inode >> _SUB) & 7, inode & _ENTRY_MAX
         if sub > len(QUALITIES):
-            raise pyfuse3.FUSEError(errno.ENOENT)
+            raise FuseError(errno.ENOENT)
         if sub:
             path += (QUALITIES[sub - 1],)
         if entry:
             entries = self.tree.list(path) or []
             if entry > len(entries):
-                raise pyfuse3.FUSEError(errno.ENOENT)
+                raise FuseError(errno.ENOENT)
             path += (entries[entry - 1][0],)
         return path
 
-    async def _path(self, inode: int) -> tuple[str, ...]:
+    def _path(self, inode: int) -> tuple[str, ...]:
         """The path an inode stands for; off the loop when that means I/O
         (an artwork folder's listing, a view's tags or events)."""
         if not inode & _ART:
@@ -233,24 +236,30 @@ class Operations(pyfuse3.Operations):
             sub = (inode >> _SUB) & 7
             if self.tree.is_cached(path + (QUALITIES[sub - 1],) if sub else path):
                 return self._decode(inode)
-        return await trio.to_thread.run_sync(self._decode, inode)
+        return self._io(self._decode, inode)
 
     def _is_hidden(self, path: tuple[str, ...]) -> bool:
         until = self._hidden.get(path)
-        if until is None:
-            return False
-        if until < time.monotonic():
-            del self._hidden[path]
-            return False
-        return True
+        return until is not None and until >= time.monotonic()
 
-    async def _node(self, path: tuple[str, ...]) -> Node | None:
+    def show_unhidden(self) -> None:
+        """Entries whose minute is up show again: the kernel kept their
+        folders' listings without them, so those are invalidated."""
+        now = time.monotonic()
+        for path, until in list(self._hidden.items()):
+            if until < now and self._hidden.pop(path, None) is not None and self.session is not None:
+                try:
+                    self.session.invalidate_inode(self._encode(path[:-1]))
+                except FuseError:
+                    pass  # the folder went meanwhile
+
+    def _node(self, path: tuple[str, ...]) -> Node | None:
         if self._is_hidden(path):
             return None
         if self.tree.is_cached(path[:-1]):
             node = self.tree.get(path)
         else:
-            node = await trio.to_thread.run_sync(self.tree.get, path)
+            node = self._io(self.tree.get, path)
         self.tell_kernel_if_changed()
         return node
 
@@ -258,10 +267,10 @@ class Operations(pyfuse3.Operations):
         """Whoever notices a new generation first (a request, or the poll
         loop) has the kernel's caches invalidated, after this request."""
         generation = self.tree.generation
-        if generation != self._told and self.nursery is not None:
+        if generation != self._told and self.session is not None:
             self._told = generation
             log.debug("archive changed (generation %d): refreshing the mount", generation)
-            self.nursery.start_soon(self.invalidate)
+            self.session.submit(self.invalidate)
 
     def _fields(self, path: tuple[str, ...], node: Node) -> tuple[int, int, int, int]:
         """mode (with _SHORT_BIT when the entry may change within a generation),
@@ -275,30 +284,14 @@ class Operations(pyfuse3.Operations):
             mode |= _SHORT_BIT
         return mode, nlink, node.size, int(node.mtime * 1e9)
 
-    def _fill(self, a: pyfuse3.EntryAttributes, inode: int, mode: int, nlink: int, size: int, ns: int) -> None:
-        a.st_ino = inode
-        a.st_mode = mode & ~_SHORT_BIT
-        a.st_nlink = nlink
-        a.st_size = size
-        a.st_blocks = (size + 511) // 512
-        a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = ns
-        a.entry_timeout = a.attr_timeout = _SHORT if mode & _SHORT_BIT else _LONG
-
-    def _new_attrs(self) -> pyfuse3.EntryAttributes:
-        a = pyfuse3.EntryAttributes()
-        a.st_blksize = 128 * 1024
-        a.st_uid, a.st_gid = self._uid, self._gid
-        return a
-
-    def _attrs(self, inode: int, path: tuple[str, ...], node: Node) -> pyfuse3.EntryAttributes:
-        a = self._new_attrs()
-        self._fill(a, inode, *self._fields(path, node))
-        return a
+    def _attrs(self, inode: int, path: tuple[str, ...], node: Node) -> fusekernel.Entry:
+        mode, nlink, size, ns = self._fields(path, node)
+        return inode, mode & ~_SHORT_BIT, nlink, size, ns, _SHORT if mode & _SHORT_BIT else _LONG
 
     # -- lookups ------------------------------------------------------------------
     @_guard
-    async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None) -> pyfuse3.EntryAttributes:
-        parent = await self._path(parent_inode)
+    def lookup(self, parent_inode: int, name: bytes) -> fusekernel.Entry:
+        parent = self._path(parent_inode)
         text = os.fsdecode(name)
         if text == ".":
             path = parent
@@ -306,26 +299,23 @@ class Operations(pyfuse3.Operations):
             path = parent[:-1]
         else:
             path = parent + (text,)
-        node = await self._node(path) if path else self.tree.get(())
+        node = self._node(path) if path else self.tree.get(())
         if node is None:
-            raise pyfuse3.FUSEError(errno.ENOENT)
+            raise FuseError(errno.ENOENT)
         if text == ".":
             inode = parent_inode
         elif text == "..":
-            inode = await trio.to_thread.run_sync(self._encode, path)
+            inode = self._io(self._encode, path)
         else:  # what numbering needs (the folder's listing, its tags) was loaded to find node
             inode = self._child(parent_inode, parent, text, node)
         return self._attrs(inode, path, node)
 
-    async def forget(self, inode_list: list[tuple[int, int]]) -> None:
-        pass  # numbers are computed, not kept: nothing to let go of
-
     @_guard
-    async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
-        path = await self._path(inode)
-        node = await self._node(path) if path else self.tree.get(())
+    def getattr(self, inode: int) -> fusekernel.Entry:
+        path = self._path(inode)
+        node = self._node(path) if path else self.tree.get(())
         if node is None:
-            raise pyfuse3.FUSEError(errno.ENOENT)
+            raise FuseError(errno.ENOENT)
         return self._attrs(inode, path, node)
 
     # -- directories ----------------------------------------------------------------
@@ -342,7 +332,7 @@ class Operations(pyfuse3.Operations):
         the tree must read a record or the index for it)."""
         entries = self.tree.list(path)
         if entries is None:
-            raise pyfuse3.FUSEError(errno.ENOTDIR)
+            raise FuseError(errno.ENOTDIR)
         names: list[bytes] = []
         fields = array("q")
         base = inode if inode & _ART else 0
@@ -357,179 +347,160 @@ class Operations(pyfuse3.Operations):
     def _keep_listing(self, key: tuple[int, ...], listing: _Listing) -> None:
         """Bounded by bytes, least recently listed out first; a new
         generation empties it."""
-        if key[0] != self._listings_generation:
-            return
-        if any(n < 0 for n in listing.fields[::_FIELDS]) and key[1] >= 0:
-            return  # numbered from a table, by path: not the same in every view
-        self._listings[key] = listing
-        self._listings_bytes += listing.size
-        while self._listings_bytes > _LISTING_BYTES and self._listings:
-            self._listings_bytes -= self._listings.popitem(last=False)[1].size
+        with self._keeping:
+            if key[0] != self._listings_generation:
+                return
+            if any(n < 0 for n in listing.fields[::_FIELDS]) and key[1] >= 0:
+                return  # numbered from a table, by path: not the same in every view
+            self._listings[key] = listing
+            self._listings_bytes += listing.size
+            while self._listings_bytes > _LISTING_BYTES and self._listings:
+                self._listings_bytes -= self._listings.popitem(last=False)[1].size
 
-    @_guard
-    async def opendir(self, inode: int, ctx: Any) -> int:
-        self.tell_kernel_if_changed()
-        if self.tree.generation != self._listings_generation:
-            self._listings.clear()
-            self._listings_bytes = 0
-            self._listings_generation = self.tree.generation
-        key = self._listing_key(inode)
-        listing = self._listings.get(key)
-        if listing is not None:
-            self._listings.move_to_end(key)
+    def _listing(self, inode: int) -> _Listing:
+        """A folder's listing: kept, or built (on a worker when that reads a
+        record or the index)."""
+        with self._keeping:
+            if self.tree.generation != self._listings_generation:
+                self._listings.clear()
+                self._listings_bytes = 0
+                self._listings_generation = self.tree.generation
+            key = self._listing_key(inode)
+            listing = self._listings.get(key)
+            if listing is not None:
+                self._listings.move_to_end(key)
+                return listing
+        path = self._path(inode)
+        if self.tree.is_cached(path):
+            listing = self._build_listing(inode, path)
         else:
-            path = await self._path(inode)
-            if self.tree.is_cached(path):
-                listing = self._build_listing(inode, path)
-            else:
-                listing = await trio.to_thread.run_sync(self._build_listing, inode, path)
-            self._keep_listing(key, listing)
-        fh = self._next_fh
-        self._next_fh += 1
-        # a snapshot: offsets stay meaningful while a sync changes the folder
-        self._dirs[fh] = (inode, listing)
-        return fh
+            listing = self._io(self._build_listing, inode, path)
+        self._keep_listing(key, listing)
+        return listing
 
     @_guard
-    async def readdir(self, fh: int, start_id: int, token: Any) -> None:
-        inode, listing = self._dirs[fh]
+    def readdir(self, inode: int, offset: int, out: fusekernel.DirBuffer) -> None:
+        """The kernel keeps what this sends (no OPENDIR: see fusekernel) until
+        a new generation invalidates the folder; it asks again from offset 0
+        then, so offsets always count in one listing."""
+        self.tell_kernel_if_changed()
+        listing = self._listing(inode)
         names, fields = listing.names, listing.fields
         base = inode if inode & _ART else 0
-        hidden = await self._path(inode) if self._hidden else None
-        a = self._new_attrs()  # readdir_reply copies it: one object serves every entry
-        fill, reply = self._fill, pyfuse3.readdir_reply
-        for i in range(start_id, len(names)):
+        hidden = self._path(inode) if self._hidden else None
+        add = out.add
+        for i in range(offset, len(names)):
             if hidden is not None and self._is_hidden(hidden + (os.fsdecode(names[i]),)):
                 continue
             j = i * _FIELDS
-            low = fields[j]
-            fill(a, base | low if low >= 0 else -low, fields[j + 1], fields[j + 2], fields[j + 3], fields[j + 4])
-            if not reply(token, names[i], a, i + 1):
+            low, mode = fields[j], fields[j + 1]
+            if not add(names[i], i + 1, base | low if low >= 0 else -low, mode & ~_SHORT_BIT, fields[j + 2],
+                       fields[j + 3], fields[j + 4], _SHORT if mode & _SHORT_BIT else _LONG):
                 break
-
-    async def releasedir(self, fh: int) -> None:
-        self._dirs.pop(fh, None)
 
     # -- files ----------------------------------------------------------------------
     @_guard
-    async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
+    def open(self, inode: int, flags: int) -> tuple[int, int]:
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT):
-            raise pyfuse3.FUSEError(errno.EROFS)
+            raise FuseError(errno.EROFS)
         generation = self.tree.generation
         known = self._opened.get(inode)
         if known is not None and known[0] == generation and not (self._hidden and self._is_hidden(known[1])):
             path, node = known[1], known[2]  # opened again (a re-read): no decoding, no lookup
         else:
-            path = await self._path(inode)
-            node = await self._node(path)
+            path = self._path(inode)
+            node = self._node(path)
             if node is None:
-                raise pyfuse3.FUSEError(errno.ENOENT)
+                raise FuseError(errno.ENOENT)
             if node.is_dir:
-                raise pyfuse3.FUSEError(errno.EISDIR)
+                raise FuseError(errno.EISDIR)
             if len(self._opened) >= _OPENED:
                 self._opened.clear()
             self._opened[inode] = (generation, path, node)
         if self.tree.is_cached(path[:-1]):
             reader = self.tree.reader(path, node)  # contents are ready: no thread hop
         else:
-            reader = await trio.to_thread.run_sync(self.tree.reader, path, node)
-        fh = self._next_fh
-        self._next_fh += 1
+            reader = self._io(self.tree.reader, path, node)
+        fh = next(self._next_fh)
         self._handles[fh] = reader
         # Files that can change (status.json, meta.json) bypass the page cache:
         # a read must never mix old cached pages or an old size with new bytes.
-        return pyfuse3.FileInfo(fh=fh, keep_cache=node.immutable, direct_io=not node.immutable)
+        return fh, fusekernel.FOPEN_KEEP_CACHE if node.immutable else fusekernel.FOPEN_DIRECT_IO
 
     @_guard
-    async def read(self, fh: int, off: int, size: int) -> bytes:
+    def read(self, fh: int, off: int, size: int) -> bytes:
         reader = self._handles.get(fh)
         if reader is None:
-            raise pyfuse3.FUSEError(errno.EBADF)
+            raise FuseError(errno.EBADF)
         if reader.blocking and not reader.ready(off, size):  # a bucket's miss waits on the network; the loop must not
-            return await trio.to_thread.run_sync(reader.read, off, size)
+            return self._io(reader.read, off, size)
         return reader.read(off, size)
 
-    async def flush(self, fh: int) -> None:
-        raise pyfuse3.FUSEError(errno.ENOSYS)  # nothing to flush: the kernel stops asking on every close
-
-    async def release(self, fh: int) -> None:
-        reader = self._handles.pop(fh, None)
+    def release(self, fh: int) -> None:
+        reader = self._handles.get(fh)
         if reader is not None and reader.blocking:  # may wait for a block in flight: not on the loop
-            await trio.to_thread.run_sync(reader.close)
-        elif reader is not None:
+            self._io(lambda: None)
+        reader = self._handles.pop(fh, None)
+        if reader is not None:
             reader.close()
 
     # -- extended attributes -----------------------------------------------------------
     @_guard
-    async def getxattr(self, inode: int, name: bytes, ctx: Any) -> bytes:
+    def getxattr(self, inode: int, name: bytes) -> bytes:
         if not self.xattrs:
             # ENOSYS once and the kernel stops asking: without it, `ls -l`
             # costs three round trips per entry (SELinux label, two ACLs).
-            raise pyfuse3.FUSEError(errno.ENOSYS)
+            raise FuseError(errno.ENOSYS)
         if not name.startswith(b"user."):  # ls -l asks every entry for ACLs and SELinux labels
-            raise pyfuse3.FUSEError(errno.ENODATA)
-        value = self.tree.xattrs(await self._path(inode)).get(os.fsdecode(name))
+            raise FuseError(errno.ENODATA)
+        value = self.tree.xattrs(self._path(inode)).get(os.fsdecode(name))
         if value is None:
-            raise pyfuse3.FUSEError(errno.ENODATA)
+            raise FuseError(errno.ENODATA)
         return value
 
     @_guard
-    async def listxattr(self, inode: int, ctx: Any) -> list[bytes]:
+    def listxattr(self, inode: int) -> list[bytes]:
         if not self.xattrs:
-            raise pyfuse3.FUSEError(errno.ENOSYS)
-        return [n.encode() for n in self.tree.xattrs(await self._path(inode))]
-
-    async def setxattr(self, *args: Any) -> None:
-        raise pyfuse3.FUSEError(errno.EROFS)
-
-    async def removexattr(self, *args: Any) -> None:
-        raise pyfuse3.FUSEError(errno.EROFS)
+            raise FuseError(errno.ENOSYS)
+        return [n.encode() for n in self.tree.xattrs(self._path(inode))]
 
     @_guard
-    async def statfs(self, ctx: Any) -> pyfuse3.StatvfsData:
-        st = os.statvfs(self.tree.archive.root)
-        data = pyfuse3.StatvfsData()
-        for attr in ("f_bsize", "f_frsize", "f_blocks", "f_bfree", "f_bavail", "f_files", "f_ffree", "f_favail"):
-            setattr(data, attr, getattr(st, attr))
-        data.f_namemax = 255
-        return data
+    def statfs(self) -> os.statvfs_result:
+        return os.statvfs(self.tree.archive.root)
 
     # -- deletion ------------------------------------------------------------------------
-    async def _deletable(self, parent_inode: int, name: bytes) -> tuple[tuple[str, ...], Node]:
-        path = await self._path(parent_inode) + (os.fsdecode(name),)
-        node = await self._node(path)
+    def _deletable(self, parent_inode: int, name: bytes) -> tuple[tuple[str, ...], Node]:
+        path = self._path(parent_inode) + (os.fsdecode(name),)
+        node = self._node(path)
         if node is None:
-            raise pyfuse3.FUSEError(errno.ENOENT)
+            raise FuseError(errno.ENOENT)
         if not self.allow_delete or not node.artwork:
-            raise pyfuse3.FUSEError(errno.EROFS)
+            raise FuseError(errno.EROFS)
         if self.tree.is_gone(node.artwork):
             log.warning("refused to delete %s: the work is gone from pixiv, this is its only copy", "/".join(path))
-            raise pyfuse3.FUSEError(errno.EACCES)
+            raise FuseError(errno.EACCES)
         return path, node
 
     @_guard
-    async def unlink(self, parent_inode: int, name: bytes, ctx: Any) -> None:
-        path, node = await self._deletable(parent_inode, name)
+    def unlink(self, parent_inode: int, name: bytes) -> None:
+        path, node = self._deletable(parent_inode, name)
         if node.is_dir:
-            raise pyfuse3.FUSEError(errno.EISDIR)
+            raise FuseError(errno.EISDIR)
         self._hidden[path] = time.monotonic() + _HIDE_SECONDS
 
     @_guard
-    async def rmdir(self, parent_inode: int, name: bytes, ctx: Any) -> None:
-        path, node = await self._deletable(parent_inode, name)
+    def rmdir(self, parent_inode: int, name: bytes) -> None:
+        path, node = self._deletable(parent_inode, name)
         if not node.is_artwork_root:
             self._hidden[path] = time.monotonic() + _HIDE_SECONDS
             return
-        await trio.to_thread.run_sync(self.tree.delete, path)
+        self._io(self.tree.delete, path)
         self._hidden = {p: t for p, t in self._hidden.items() if p[: len(path)] != path}
-        # After replying: the kernel holds the parent's lock until this rmdir returns.
+        # On another worker: the kernel holds the parent's lock until this rmdir is answered.
         self.tell_kernel_if_changed()
 
-    # every other write refuses: a read-only tree
-    setattr = mkdir = mknod = symlink = link = rename = create = write = _refuse()  # type: ignore[assignment]
-
     # -- cache invalidation ------------------------------------------------------------
-    async def invalidate(self, everything: bool = False) -> None:
+    def invalidate(self, everything: bool = False) -> None:
         """Tell the kernel what a sync or a deletion changed.
 
         The artwork folders of works that changed or went are dropped from
@@ -539,7 +510,7 @@ class Operations(pyfuse3.Operations):
         known (or ``everything``: the policy changed) is dropped whole.
         """
         self.tree.refresh(interval=0)
-        stale, unknown = await trio.to_thread.run_sync(self.tree.stale_since)
+        stale, unknown = self.tree.stale_since()
         if everything:
             unknown = set(VIEWS)
         entries = [(ROOT, os.fsencode(view)) for view in sorted(unknown)]
@@ -555,50 +526,54 @@ class Operations(pyfuse3.Operations):
                 inodes += [folder | sub << _SUB | entry for sub in range(len(QUALITIES) + 1)
                            for entry in range(min(_ENTRY_MAX, files + _GENERATED_ENTRIES) + 1)]
 
-        def tell_kernel() -> None:
-            for parent, name in entries:
-                try:
-                    pyfuse3.invalidate_entry(parent, name)
-                except OSError:
-                    pass
-            for inode in inodes:
-                try:
-                    pyfuse3.invalidate_inode(inode, attr_only=False)
-                except OSError:
-                    pass
-        await trio.to_thread.run_sync(tell_kernel)
+        assert self.session is not None
+        for parent, name in entries:
+            self.session.invalidate_entry(parent, name)
+        for inode in inodes:  # its attributes, its pages and (a folder) its kept listing
+            self.session.invalidate_inode(inode)
 
 
-async def _watch_generation(ops: Operations, interval: float) -> None:
+def _watch_generation(ops: Operations, interval: float, stopped: threading.Event) -> None:
     """Notice a sync's commits even when nobody is looking at the mount."""
-    while True:
-        await trio.sleep(interval)
-        await trio.to_thread.run_sync(lambda: ops.tree.refresh(force=False, interval=0))
-        ops.tell_kernel_if_changed()
+    while not stopped.wait(interval):
+        try:
+            ops.tree.refresh(force=False, interval=0)
+            ops.tell_kernel_if_changed()
+            ops.show_unhidden()
+        except Exception:
+            log.exception("watching the index")
 
 
-async def _load_soon(tree: Tree) -> None:
+def _load_soon(tree: Tree, stopped: threading.Event) -> None:
     """Load the works once the mount has answered its first requests: the
     load holds the GIL for a while (seconds at 200,000 works), and the
     kernel's INIT and the first `stat` should not wait for it."""
-    await trio.sleep(_LOAD_AFTER)
-    await trio.to_thread.run_sync(tree.load)
+    if not stopped.wait(_LOAD_AFTER):
+        tree.load()
 
 
-async def _watch_signals(ops: Operations, on_stop: Callable[[int], None] | None,
-                         on_hup: Callable[[], None] | None) -> None:
-    watched = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if on_hup else [])
-    with trio.open_signal_receiver(*watched) as signals:
-        async for signum in signals:
-            if signum == signal.SIGHUP and on_hup:
-                await trio.to_thread.run_sync(on_hup)
-                await ops.invalidate(everything=True)  # the NSFW policy may have changed every listing
-                continue
-            log.info("%s: unmounting", signal.Signals(signum).name)
-            if on_stop:
-                on_stop(signum)
-            pyfuse3.terminate()
-            return
+def _on_signals(session: fusekernel.Session, ops: Operations, on_stop: Callable[[int], None] | None,
+                on_hup: Callable[[], None] | None) -> Callable[[], None]:
+    """SIGINT/SIGTERM unmount, SIGHUP reloads (when on_hup is given);
+    returns what puts the previous handlers back."""
+    def stop(signum: int, _frame: Any) -> None:
+        log.info("%s: unmounting", signal.Signals(signum).name)
+        if on_stop:
+            on_stop(signum)
+        session.stop()
+
+    def hup(_signum: int, _frame: Any) -> None:
+        def reload() -> None:
+            assert on_hup is not None
+            on_hup()
+            ops.invalidate(everything=True)  # the NSFW policy may have changed every listing
+        session.submit(reload)
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    handlers = {signal.SIGINT: stop, signal.SIGTERM: stop, **({signal.SIGHUP: hup} if on_hup else {})}
+    previous = {signum: signal.signal(signum, handler) for signum, handler in handlers.items()}
+    return lambda: [signal.signal(signum, handler) for signum, handler in previous.items()] and None
 
 
 def check_mountpoint(mountpoint: Path) -> None:
@@ -618,13 +593,13 @@ READAHEAD_KB = 1024
 def _widen_readahead(mountpoint: Path) -> None:
     """Let the kernel read ahead 1 MiB at a time instead of 128 KiB.
 
-    Every FUSE request costs a round trip through the kernel and pyfuse3;
+    Every FUSE request costs a round trip through the kernel and this process;
     a sequential read of a 5 MB original in 1 MiB requests instead of
     128 KiB ones is about 1.5× faster (measured here). Only root may write
     the setting; without it the mount works as before.
     """
     try:
-        # Called from a worker thread once the loop runs: the stat is answered
+        # Called from a thread of its own: the stat is answered
         # by this very mount, after the kernel's INIT (which resets the value).
         dev = os.stat(mountpoint).st_dev
         Path(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb").write_text(f"{READAHEAD_KB}\n")
@@ -642,31 +617,24 @@ def mount(tree: Tree, mountpoint: Path, *, allow_delete: bool, xattrs: bool = Fa
     """
     check_mountpoint(mountpoint)
     ops = Operations(tree, allow_delete=allow_delete, xattrs=xattrs)
-    options = set(pyfuse3.default_options)
-    options |= {"fsname=pbe-fs", "subtype=pbe-fs", "default_permissions"}
-    if not allow_delete:
-        options.add("ro")
+    options = ["fsname=pbe-fs", "subtype=pbe-fs", "default_permissions", "ro" if not allow_delete else "rw",
+               "nosuid", "nodev"]
+    session = fusekernel.Session(ops, mountpoint, options)
     try:
-        pyfuse3.init(ops, str(mountpoint), options)
-    except RuntimeError as exc:
-        raise PbeError(f"cannot mount {mountpoint}: {exc}") from None
+        session.mount()
+    except OSError as exc:
+        raise PbeError(f"cannot mount {mountpoint}: {exc.strerror}") from None
+    ops.session = session
     if on_ready:
         on_ready()
-
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            ops.nursery = nursery
-            nursery.start_soon(_watch_signals, ops, on_stop, on_hup)
-            nursery.start_soon(_watch_generation, ops, poll_seconds)
-            nursery.start_soon(trio.to_thread.run_sync, _widen_readahead, mountpoint)
-            nursery.start_soon(_load_soon, tree)
-            await pyfuse3.main()
-            nursery.cancel_scope.cancel()
-
+    stopped = threading.Event()
+    restore = _on_signals(session, ops, on_stop, on_hup)
+    for job in (lambda: _watch_generation(ops, poll_seconds, stopped), lambda: _load_soon(tree, stopped),
+                lambda: _widen_readahead(mountpoint)):
+        threading.Thread(target=job, name="fuse-watch", daemon=True).start()
     try:
-        trio.run(main)
+        session.serve()
     finally:
-        try:
-            pyfuse3.close(unmount=True)
-        except Exception as exc:  # already unmounted by fusermount3 -u
-            log.debug("close: %s", exc)
+        stopped.set()
+        restore()
+        session.unmount()

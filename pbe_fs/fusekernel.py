@@ -1,0 +1,397 @@
+"""FUSE's kernel protocol over /dev/fuse: mounting, requests, replies and
+cache notifications, for a read-mostly tree.
+
+Why not a binding (pyfuse3 was one): the speed of a mount is decided by
+what the kernel may cache and by how many requests reach this process, and
+both are set in the protocol itself. Speaking it directly lets the mount
+answer OPENDIR with ENOSYS, so the kernel never sends OPENDIR or RELEASEDIR
+again and keeps every folder's entries in its own cache (which also needs
+the folder's number on READDIR: it is in every request's header, a binding
+left it out); it also spares each request a trip through an event loop.
+The whole protocol a read-only tree needs is a few structs.
+
+One thread (the caller of ``serve``) reads requests and answers those whose
+answer is at hand. An operation that would wait on I/O raises ``Offload``
+when it finds itself on that thread; the request then runs again, from the
+start, on a worker thread, which answers it. Operations are synchronous.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import errno
+import logging
+import os
+import socket
+import struct
+import subprocess
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+log = logging.getLogger("pbe_fs.fuse")
+
+ROOT_INODE = 1
+_MAJOR, _MINOR = 7, 38  # the structs below are those of protocol 7.38
+_MAX_WRITE = 4096  # nothing is ever written; the kernel's minimum
+_BUFFER = 64 * 1024  # a request: header, arguments and at most a name (or a refused write)
+_MAX_PAGES = 256  # reads of up to 1 MiB
+
+_HEADER = struct.Struct("<IIQQIIIHH")  # fuse_in_header
+_OUT = struct.Struct("<IiQ")  # fuse_out_header
+_ATTR = "QQQQQQIIIIIIIIII"  # fuse_attr
+_ENTRY = struct.Struct("<QQQQII" + _ATTR)  # fuse_entry_out
+_ATTR_OUT = struct.Struct("<QII" + _ATTR)  # fuse_attr_out
+_DIRENT = struct.Struct("<QQII")  # fuse_dirent without its name
+_ENTRY_PLUS = struct.Struct("<QQQQII" + _ATTR + "QQII")  # fuse_direntplus without its name
+_READ_IN = struct.Struct("<QQII")  # fuse_read_in: fh, offset, size, read_flags (the rest unused)
+_OPEN_IN = struct.Struct("<II")
+_OPEN_OUT = struct.Struct("<QII")
+_RELEASE_IN = struct.Struct("<Q")
+_GETXATTR_IN = struct.Struct("<II")
+_GETXATTR_OUT = struct.Struct("<II")
+_STATFS_OUT = struct.Struct("<QQQQQIIII24x")
+_INIT_IN = struct.Struct("<IIII")
+_INIT_OUT = struct.Struct("<IIIIHHIIHHI28x")
+_INVAL_INODE = struct.Struct("<Qqq")
+_INVAL_ENTRY = struct.Struct("<QII")
+
+# opcodes
+LOOKUP, FORGET, GETATTR, SETATTR, READLINK, SYMLINK = 1, 2, 3, 4, 5, 6
+MKNOD, MKDIR, UNLINK, RMDIR, RENAME, LINK, OPEN, READ, WRITE, STATFS, RELEASE = 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18
+SETXATTR, GETXATTR, LISTXATTR, REMOVEXATTR, INIT, OPENDIR, READDIR, RELEASEDIR = 21, 22, 23, 24, 26, 27, 28, 29
+CREATE, INTERRUPT, DESTROY, BATCH_FORGET, FALLOCATE, READDIRPLUS, RENAME2, TMPFILE = 35, 36, 38, 42, 43, 44, 45, 51
+_NO_REPLY = {FORGET, BATCH_FORGET, INTERRUPT}
+_WRITES = {SETATTR, SYMLINK, MKNOD, MKDIR, RENAME, LINK, WRITE, SETXATTR, REMOVEXATTR, CREATE, FALLOCATE,
+           RENAME2, TMPFILE}
+
+# init flags
+_ASYNC_READ, _EXPORT_SUPPORT, _AUTO_INVAL_DATA = 1 << 0, 1 << 4, 1 << 12
+_DO_READDIRPLUS, _READDIRPLUS_AUTO, _ASYNC_DIO = 1 << 13, 1 << 14, 1 << 15
+_PARALLEL_DIROPS, _MAX_PAGES_FLAG = 1 << 18, 1 << 22
+_WANTED = (_ASYNC_READ | _EXPORT_SUPPORT | _AUTO_INVAL_DATA | _DO_READDIRPLUS | _READDIRPLUS_AUTO | _ASYNC_DIO
+           | _PARALLEL_DIROPS | _MAX_PAGES_FLAG)
+
+FOPEN_DIRECT_IO, FOPEN_KEEP_CACHE = 1 << 0, 1 << 1
+_NOTIFY_INVAL_INODE, _NOTIFY_INVAL_ENTRY = 2, 3
+
+
+class FuseError(Exception):
+    """An answer of errno to the request being handled."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(os.strerror(code))
+        self.errno = code
+
+
+class _Stopped(BaseException):
+    """Raised by a signal handler into the request thread."""
+
+
+class Offload(Exception):
+    """Raised by an operation on the request thread when its answer needs
+    I/O: the request is handled again on a worker thread."""
+
+
+# An entry as the kernel is told of it: number, mode, links, size,
+# modification time (ns) and how long the kernel may keep it (s).
+Entry = tuple[int, int, int, int, int, float]
+
+
+class Operations(Protocol):
+    def lookup(self, parent: int, name: bytes) -> Entry: ...
+    def getattr(self, inode: int) -> Entry: ...
+    def open(self, inode: int, flags: int) -> tuple[int, int]: ...
+    def read(self, fh: int, offset: int, size: int) -> bytes: ...
+    def release(self, fh: int) -> None: ...
+    def readdir(self, inode: int, offset: int, out: "DirBuffer") -> None: ...
+    def getxattr(self, inode: int, name: bytes) -> bytes: ...
+    def listxattr(self, inode: int) -> list[bytes]: ...
+    def statfs(self) -> os.statvfs_result: ...
+    def unlink(self, parent: int, name: bytes) -> None: ...
+    def rmdir(self, parent: int, name: bytes) -> None: ...
+
+
+def _name(arg: memoryview) -> bytes:
+    return bytes(arg).split(b"\0", 1)[0]
+
+
+def _valid(seconds: float) -> tuple[int, int]:
+    whole = int(seconds)
+    return whole, int((seconds - whole) * 1e9)
+
+
+class DirBuffer:
+    """A READDIR or READDIRPLUS answer, filled up to the size the kernel
+    asked for. ``add`` says False when the entry did not fit."""
+
+    __slots__ = ("_parts", "_room", "_plus", "_uid", "_gid")
+
+    def __init__(self, size: int, plus: bool, uid: int, gid: int) -> None:
+        self._parts: list[bytes] = []
+        self._room = size
+        self._plus = plus
+        self._uid, self._gid = uid, gid
+
+    def add(self, name: bytes, next_offset: int, inode: int, mode: int, nlink: int, size: int, ns: int,
+            timeout: float) -> bool:
+        used = (_ENTRY_PLUS.size if self._plus else _DIRENT.size) + len(name)
+        padded = (used + 7) & ~7
+        if padded > self._room:
+            return False
+        self._room -= padded
+        kind = (mode & 0o170000) >> 12
+        if self._plus:
+            secs, nsec = divmod(ns, 1_000_000_000)
+            valid, valid_ns = _valid(timeout)
+            self._parts.append(_ENTRY_PLUS.pack(
+                inode, 0, valid, valid, valid_ns, valid_ns,
+                inode, size, (size + 511) // 512, secs, secs, secs, nsec, nsec, nsec, mode, nlink,
+                self._uid, self._gid, 0, 128 * 1024, 0,
+                inode, next_offset, len(name), kind))
+        else:
+            self._parts.append(_DIRENT.pack(inode, next_offset, len(name), kind))
+        self._parts.append(name + b"\0" * (padded - used))
+        return True
+
+    def data(self) -> bytes:
+        return b"".join(self._parts)
+
+
+class Session:
+    """One mount: its /dev/fuse connection, the thread that reads it and the
+    workers that answer what needs I/O."""
+
+    def __init__(self, ops: Operations, mountpoint: Path, options: list[str], workers: int = 16) -> None:
+        self.ops = ops
+        self.mountpoint = mountpoint
+        self.options = options
+        self.uid, self.gid = os.getuid(), os.getgid()
+        self._fd = -1
+        self._loop_thread = 0
+        self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="fuse")
+        self._handlers: dict[int, Callable[[int, memoryview, int], bytes | None]] = {
+            LOOKUP: self._lookup, GETATTR: self._getattr, OPEN: self._open, READ: self._read,
+            RELEASE: self._release, OPENDIR: self._opendir, READDIR: self._readdir,
+            READDIRPLUS: self._readdirplus, RELEASEDIR: lambda *_: b"", STATFS: self._statfs,
+            GETXATTR: self._getxattr, LISTXATTR: self._listxattr, UNLINK: self._unlink, RMDIR: self._rmdir,
+            INIT: self._init, DESTROY: lambda *_: b"",
+        }
+
+    # -- mounting -------------------------------------------------------------------
+    def mount(self) -> None:
+        """Mount through fusermount3 (as root too: one way for everyone),
+        which hands the /dev/fuse connection back over a socket."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            env = {**os.environ, "_FUSE_COMMFD": str(theirs.fileno())}
+            done = subprocess.run(["fusermount3", "-o", ",".join(self.options), "--", str(self.mountpoint)],
+                                  env=env, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            theirs.close()
+            if done.returncode != 0:
+                raise OSError(errno.EIO, done.stderr.strip().removeprefix("fusermount3: ") or "fusermount3 failed")
+            _, fds, _, _ = socket.recv_fds(ours, 1, 1)
+        except FileNotFoundError:
+            raise OSError(errno.ENOENT, "fusermount3 is missing: install fuse3 (apt-get install fuse3)") from None
+        finally:
+            ours.close()
+            theirs.close()
+        if not fds:
+            raise OSError(errno.EIO, "fusermount3 did not hand over the connection")
+        self._fd = fds[0]
+
+    def _detach(self) -> None:
+        """Unmount (quietly: it may be gone already)."""
+        subprocess.run(["fusermount3", "-u", "-q", "-z", "--", str(self.mountpoint)],
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def unmount(self) -> None:
+        """Unmount and close the connection, once ``serve`` has returned."""
+        self._detach()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._fd >= 0:
+            os.close(self._fd)  # what the kernel still waits for is answered with an error
+            self._fd = -1
+
+    # -- the request loop --------------------------------------------------------------
+    @property
+    def on_loop(self) -> bool:
+        return threading.get_ident() == self._loop_thread
+
+    def stop(self) -> None:
+        """End ``serve``. From a signal handler (on the request thread, which
+        is blocked reading the connection) it raises out of that read; from
+        elsewhere it detaches the mount, which ends the connection."""
+        if self.on_loop:
+            raise _Stopped
+        self._detach()
+
+    def serve(self) -> None:
+        """Answer requests until the mount goes away or ``stop`` is called.
+
+        One blocking read per request: a poll before each would be two more
+        system calls on every request of a walk."""
+        self._loop_thread = threading.get_ident()
+        fd, handle = self._fd, self._handle
+        try:
+            while True:
+                try:
+                    data = os.read(fd, _BUFFER)
+                except OSError as exc:
+                    if exc.errno == errno.ENOENT:  # the request was interrupted before we read it
+                        continue
+                    if exc.errno in (errno.ENODEV, errno.EBADF):  # unmounted
+                        return
+                    raise
+                handle(data, True)
+        except _Stopped:
+            return
+        finally:
+            self._loop_thread = 0
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run fn on a worker thread (invalidations, work after a reply)."""
+        def run() -> None:
+            try:
+                fn(*args)
+            except Exception:
+                log.exception("%s failed", getattr(fn, "__name__", fn))
+        try:
+            self._pool.submit(run)
+        except RuntimeError:  # shutting down
+            pass
+
+    def _handle(self, data: bytes, on_loop: bool) -> None:
+        _, opcode, unique, nodeid, _, _, _, _, _ = _HEADER.unpack_from(data)
+        if opcode in _NO_REPLY:
+            return
+        handler = self._handlers.get(opcode)
+        try:
+            if handler is None:
+                raise FuseError(errno.EROFS if opcode in _WRITES else errno.ENOSYS)
+            reply = handler(nodeid, memoryview(data)[_HEADER.size:], unique)
+        except Offload:
+            if on_loop:
+                self._pool.submit(self._handle, data, False)
+                return
+            log.error("opcode %d: asked for a worker while on one", opcode)
+            self._reply_error(unique, errno.EIO)
+        except FuseError as exc:
+            self._reply_error(unique, exc.errno)
+        except Exception:
+            log.exception("opcode %d failed", opcode)
+            self._reply_error(unique, errno.EIO)
+        else:
+            if reply is not None:
+                self._send(_OUT.pack(_OUT.size + len(reply), 0, unique) + reply)
+
+    def _send(self, message: bytes) -> None:
+        try:
+            os.write(self._fd, message)
+        except OSError as exc:  # ENOENT: the request was interrupted meanwhile; ENODEV: unmounted
+            if exc.errno not in (errno.ENOENT, errno.ENODEV, errno.EBADF):
+                log.error("answering the kernel: %s", exc)
+
+    def _reply_error(self, unique: int, code: int) -> None:
+        self._send(_OUT.pack(_OUT.size, -code, unique))
+
+    # -- notifications ------------------------------------------------------------------
+    def invalidate_entry(self, parent: int, name: bytes) -> None:
+        """Forget parent/name (never from the request thread: the kernel may
+        wait on a request that thread has still to answer)."""
+        body = _INVAL_ENTRY.pack(parent, len(name), 0) + name + b"\0"
+        self._notify(_NOTIFY_INVAL_ENTRY, body)
+
+    def invalidate_inode(self, inode: int) -> None:
+        """Forget an entry's attributes, cached pages and cached listing."""
+        self._notify(_NOTIFY_INVAL_INODE, _INVAL_INODE.pack(inode, 0, 0))
+
+    def _notify(self, code: int, body: bytes) -> None:
+        try:
+            os.write(self._fd, _OUT.pack(_OUT.size + len(body), code, 0) + body)
+        except OSError:
+            pass  # ENOENT: the kernel does not have it cached
+
+    # -- requests ----------------------------------------------------------------------
+    def _entry(self, entry: Entry) -> bytes:
+        inode, mode, nlink, size, ns, timeout = entry
+        secs, nsec = divmod(ns, 1_000_000_000)
+        valid, valid_ns = _valid(timeout)
+        return _ENTRY.pack(inode, 0, valid, valid, valid_ns, valid_ns, inode, size, (size + 511) // 512,
+                           secs, secs, secs, nsec, nsec, nsec, mode, nlink, self.uid, self.gid, 0, 128 * 1024, 0)
+
+    def _init(self, nodeid: int, arg: memoryview, unique: int) -> bytes:
+        major, minor, readahead, flags = _INIT_IN.unpack_from(arg)
+        if major != _MAJOR:
+            log.error("the kernel speaks FUSE %d.%d, this mount %d.%d", major, minor, _MAJOR, _MINOR)
+            raise FuseError(errno.EPROTO)
+        return _INIT_OUT.pack(_MAJOR, _MINOR, readahead, flags & _WANTED, 0, 0, _MAX_WRITE, 1, _MAX_PAGES, 0, 0)
+
+    def _lookup(self, nodeid: int, arg: memoryview, unique: int) -> bytes:
+        return self._entry(self.ops.lookup(nodeid, _name(arg)))
+
+    def _getattr(self, nodeid: int, arg: memoryview, unique: int) -> bytes:
+        inode, mode, nlink, size, ns, timeout = self.ops.getattr(nodeid)
+        secs, nsec = divmod(ns, 1_000_000_000)
+        valid, valid_ns = _valid(timeout)
+        return _ATTR_OUT.pack(valid, valid_ns, 0, inode, size, (size + 511) // 512, secs, secs, secs,
+                              nsec, nsec, nsec, mode, nlink, self.uid, self.gid, 0, 128 * 1024, 0)
+
+    def _opendir(self, nodeid: int, arg: memoryview, unique: int) -> bytes:
+        # "Not implemented": from now on the kernel opens folders itself, keeps
+        # their listings (FOPEN_CACHE_DIR is its default then) and sends READDIR
+        # with the folder's number; a new index generation invalidates them.
+        raise FuseError(errno.ENOSYS)
+
+    def _readdir(self, nodeid: int, arg: memoryview, unique: int, plus: bool = False) -> bytes:
+        _, offset, size, _ = _READ_IN.unpack_from(arg)
+        out = DirBuffer(size, plus, self.uid, self.gid)
+        self.ops.readdir(nodeid, offset, out)
+        return out.data()
+
+    def _readdirplus(self, nodeid: int, arg: memoryview, unique: int) -> bytes:
+        return self._readdir(nodeid, arg, unique, plus=True)
+
+    def _open(self, nodeid: int, arg: memoryview, unique: int) -> bytes:
+        flags, _ = _OPEN_IN.unpack_from(arg)
+        fh, open_flags = self.ops.open(nodeid, flags)
+        return _OPEN_OUT.pack(fh, open_flags, 0)
+
+    def _read(self, nodeid: int, arg: memoryview, unique: int) -> bytes:
+        fh, offset, size, _ = _READ_IN.unpack_from(arg)
+        return self.ops.read(fh, offset, size)
+
+    def _release(self, nodeid: int, arg: memoryview, unique: int) -> bytes:
+        self.ops.release(_RELEASE_IN.unpack_from(arg)[0])
+        return b""
+
+    def _statfs(self, nodeid: int, arg: memoryview, unique: int) -> bytes:
+        st = self.ops.statfs()
+        return _STATFS_OUT.pack(st.f_blocks, st.f_bfree, st.f_bavail, st.f_files, st.f_ffree, st.f_bsize, 255,
+                                st.f_frsize, 0)
+
+    def _sized(self, data: bytes, arg: memoryview) -> bytes:
+        """getxattr/listxattr: the size when asked for 0 bytes, else the data if it fits."""
+        size = _GETXATTR_IN.unpack_from(arg)[0]
+        if size == 0:
+            return _GETXATTR_OUT.pack(len(data), 0)
+        if len(data) > size:
+            raise FuseError(errno.ERANGE)
+        return data
+
+    def _getxattr(self, nodeid: int, arg: memoryview, unique: int) -> bytes:
+        name = bytes(arg[_GETXATTR_IN.size:]).split(b"\0", 1)[0]
+        return self._sized(self.ops.getxattr(nodeid, name), arg)
+
+    def _listxattr(self, nodeid: int, arg: memoryview, unique: int) -> bytes:
+        return self._sized(b"".join(n + b"\0" for n in self.ops.listxattr(nodeid)), arg)
+
+    def _unlink(self, nodeid: int, arg: memoryview, unique: int) -> bytes:
+        self.ops.unlink(nodeid, _name(arg))
+        return b""
+
+    def _rmdir(self, nodeid: int, arg: memoryview, unique: int) -> bytes:
+        self.ops.rmdir(nodeid, _name(arg))
+        return b""
