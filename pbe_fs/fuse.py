@@ -34,10 +34,12 @@ import logging
 import os
 import signal
 import stat
+import struct
+import zlib
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 
 from . import fusekernel, names
@@ -73,7 +75,8 @@ _GENERATED_ENTRIES = 24
 # bytes: an artwork folder's listing once for all the views that show its work (only the
 # numbers' prefix differs), so a walk of every view builds each work's listing once.
 _LISTING_BYTES = 32 << 20
-_FIELDS = 5  # per entry: number (or its low bits), mode (| _SHORT_BIT), st_nlink, st_size, st_mtime_ns
+_FIELDS = 6  # per entry: number (or its low bits), mode (| _SHORT_BIT), st_nlink, st_size, st_mtime_ns, generation
+_SIZE_TIME = struct.Struct("<qq")
 _SHORT_BIT = 1 << 32  # in mode: the short timeout (an entry that may change within a generation)
 
 
@@ -88,6 +91,15 @@ class _Listing:
     def __init__(self, names: list[bytes], fields: array) -> None:
         self.names, self.fields = names, fields
         self.size = 120 + fields.itemsize * len(fields) + sum(len(n) + 41 for n in names)
+
+
+class _Opened(NamedTuple):
+    """What an OPEN of a number found: valid for one index generation."""
+
+    generation: int
+    path: tuple[str, ...]
+    node: Node
+    backing: bool  # the kernel reads the file itself (passthrough)
 
 
 def _artwork_inode(view: str, number: int | None, artwork_id: int) -> int:
@@ -141,7 +153,7 @@ class Operations:
         tree.keep_previous = True  # invalidate() asks what the last generation showed
         self._handles: dict[int, Reader] = {}
         # files opened lately, by number: a re-read's OPEN is all it costs, and it is a round trip
-        self._opened: dict[int, tuple[int, tuple[str, ...], Node]] = {}
+        self._opened: dict[int, _Opened] = {}
         self._listings: OrderedDict[tuple[int, ...], _Listing] = OrderedDict()
         self._listings_bytes = 0
         self._listings_generation = tree.generation
@@ -272,21 +284,26 @@ class Operations:
             log.debug("archive changed (generation %d): refreshing the mount", generation)
             self.session.submit(self.invalidate)
 
-    def _fields(self, path: tuple[str, ...], node: Node) -> tuple[int, int, int, int]:
+    def _fields(self, path: tuple[str, ...], node: Node) -> tuple[int, int, int, int, int]:
         """mode (with _SHORT_BIT when the entry may change within a generation),
-        st_nlink, st_size and st_mtime_ns of an entry."""
+        st_nlink, st_size, st_mtime_ns and the kernel's generation of an entry.
+
+        A file's number is a place in its folder's listing, so after a sync
+        it may name other bytes: the generation (from the bytes' ETag) then
+        differs and the kernel starts a new inode, instead of mixing the two
+        files' cached pages (or refusing the OPENs of an inode it reads
+        through an old file, passthrough)."""
+        ns = int(node.mtime * 1e9)
         if node.is_dir:
             mode = stat.S_IFDIR | 0o555 | (0o200 if self.allow_delete else 0)
-            nlink = self.tree.links(path, node)
-        else:
-            mode, nlink = stat.S_IFREG | 0o444, 1
-        if not node.immutable and node.artwork:
-            mode |= _SHORT_BIT
-        return mode, nlink, node.size, int(node.mtime * 1e9)
+            return mode, self.tree.links(path, node), node.size, ns, 0
+        mode = stat.S_IFREG | 0o444 | (_SHORT_BIT if not node.immutable and node.artwork else 0)
+        identity = node.etag.encode() if node.etag else _SIZE_TIME.pack(node.size, ns)
+        return mode, 1, node.size, ns, zlib.crc32(identity)
 
     def _attrs(self, inode: int, path: tuple[str, ...], node: Node) -> fusekernel.Entry:
-        mode, nlink, size, ns = self._fields(path, node)
-        return inode, mode & ~_SHORT_BIT, nlink, size, ns, _SHORT if mode & _SHORT_BIT else _LONG
+        mode, nlink, size, ns, generation = self._fields(path, node)
+        return inode, mode & ~_SHORT_BIT, nlink, size, ns, _SHORT if mode & _SHORT_BIT else _LONG, generation
 
     # -- lookups ------------------------------------------------------------------
     @_guard
@@ -395,18 +412,23 @@ class Operations:
             j = i * _FIELDS
             low, mode = fields[j], fields[j + 1]
             if not add(names[i], i + 1, base | low if low >= 0 else -low, mode & ~_SHORT_BIT, fields[j + 2],
-                       fields[j + 3], fields[j + 4], _SHORT if mode & _SHORT_BIT else _LONG):
+                       fields[j + 3], fields[j + 4], _SHORT if mode & _SHORT_BIT else _LONG, fields[j + 5]):
                 break
 
     # -- files ----------------------------------------------------------------------
     @_guard
-    def open(self, inode: int, flags: int) -> tuple[int, int]:
+    def open(self, inode: int, flags: int) -> tuple[int, int, int]:
+        """(fh, open flags, passthrough id): an archived file the kernel may
+        read itself is registered once and then opened without a reader."""
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT):
             raise FuseError(errno.EROFS)
         generation = self.tree.generation
         known = self._opened.get(inode)
-        if known is not None and known[0] == generation and not (self._hidden and self._is_hidden(known[1])):
-            path, node = known[1], known[2]  # opened again (a re-read): no decoding, no lookup
+        if known is not None and known.generation == generation and not (self._hidden and self._is_hidden(known.path)):
+            backing = self.session.backings.current(inode) if known.backing and self.session.backings else 0
+            if backing:
+                return next(self._next_fh), 0, backing  # a re-read costs this round trip and nothing else
+            path, node = known.path, known.node  # opened again: no decoding, no lookup
         else:
             path = self._path(inode)
             node = self._node(path)
@@ -414,18 +436,32 @@ class Operations:
                 raise FuseError(errno.ENOENT)
             if node.is_dir:
                 raise FuseError(errno.EISDIR)
-            if len(self._opened) >= _OPENED:
-                self._opened.clear()
-            self._opened[inode] = (generation, path, node)
+            known = None
         if self.tree.is_cached(path[:-1]):
             reader = self.tree.reader(path, node)  # contents are ready: no thread hop
         else:
             reader = self._io(self.tree.reader, path, node)
+        backing = 0
+        if node.immutable and self.session is not None and self.session.backings is not None:
+            fd = reader.whole_file()
+            backing = self.session.backings.register(inode, fd, node.etag) if fd is not None else 0
+        if known is None or backing:
+            self._remember(inode, _Opened(generation, path, node, bool(backing)))
         fh = next(self._next_fh)
+        if backing:
+            reader.close()
+            return fh, 0, backing
         self._handles[fh] = reader
         # Files that can change (status.json, meta.json) bypass the page cache:
         # a read must never mix old cached pages or an old size with new bytes.
-        return fh, fusekernel.FOPEN_KEEP_CACHE if node.immutable else fusekernel.FOPEN_DIRECT_IO
+        return fh, fusekernel.FOPEN_KEEP_CACHE if node.immutable else fusekernel.FOPEN_DIRECT_IO, 0
+
+    def _remember(self, inode: int, opened: _Opened) -> None:
+        """Keep what an OPEN found, for the next OPEN of the same number."""
+        with self._keeping:
+            if len(self._opened) >= _OPENED:
+                self._opened.clear()
+            self._opened[inode] = opened
 
     @_guard
     def read(self, fh: int, off: int, size: int) -> bytes:
@@ -540,6 +576,8 @@ def _watch_generation(ops: Operations, interval: float, stopped: threading.Event
             ops.tree.refresh(force=False, interval=0)
             ops.tell_kernel_if_changed()
             ops.show_unhidden()
+            if ops.session is not None and ops.session.backings is not None:
+                ops.session.backings.sweep()
         except Exception:
             log.exception("watching the index")
 

@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import concurrent.futures
 import errno
+import fcntl
 import logging
 import os
 import socket
 import struct
 import subprocess
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -33,7 +36,7 @@ from typing import Any, Protocol
 log = logging.getLogger("pbe_fs.fuse")
 
 ROOT_INODE = 1
-_MAJOR, _MINOR = 7, 38  # the structs below are those of protocol 7.38
+_MAJOR, _MINOR = 7, 40  # the structs below are those of protocol 7.40
 _MAX_WRITE = 4096  # nothing is ever written; the kernel's minimum
 _BUFFER = 64 * 1024  # a request: header, arguments and at most a name (or a refused write)
 _MAX_PAGES = 256  # reads of up to 1 MiB
@@ -52,8 +55,10 @@ _RELEASE_IN = struct.Struct("<Q")
 _GETXATTR_IN = struct.Struct("<II")
 _GETXATTR_OUT = struct.Struct("<II")
 _STATFS_OUT = struct.Struct("<QQQQQIIII24x")
-_INIT_IN = struct.Struct("<IIII")
-_INIT_OUT = struct.Struct("<IIIIHHIIHHI28x")
+_INIT_IN = struct.Struct("<IIIII")  # major, minor, max_readahead, flags, flags2 (with _INIT_EXT)
+_INIT_OUT = struct.Struct("<IIIIHHIIHHII24x")
+_BACKING_MAP = struct.Struct("<iIQ")  # fuse_backing_map: fd, flags, padding
+_BACKING_OPEN, _BACKING_CLOSE = 0x4010E501, 0x4004E502  # _IOW(229, 1, fuse_backing_map), _IOW(229, 2, u32)
 _INVAL_INODE = struct.Struct("<Qqq")
 _INVAL_ENTRY = struct.Struct("<QII")
 
@@ -69,11 +74,13 @@ _WRITES = {SETATTR, SYMLINK, MKNOD, MKDIR, RENAME, LINK, WRITE, SETXATTR, REMOVE
 # init flags
 _ASYNC_READ, _EXPORT_SUPPORT, _AUTO_INVAL_DATA = 1 << 0, 1 << 4, 1 << 12
 _DO_READDIRPLUS, _READDIRPLUS_AUTO, _ASYNC_DIO = 1 << 13, 1 << 14, 1 << 15
-_PARALLEL_DIROPS, _MAX_PAGES_FLAG = 1 << 18, 1 << 22
+_PARALLEL_DIROPS, _MAX_PAGES_FLAG, _INIT_EXT = 1 << 18, 1 << 22, 1 << 30
+_PASSTHROUGH2 = 1 << (37 - 32)  # in flags2
 _WANTED = (_ASYNC_READ | _EXPORT_SUPPORT | _AUTO_INVAL_DATA | _DO_READDIRPLUS | _READDIRPLUS_AUTO | _ASYNC_DIO
            | _PARALLEL_DIROPS | _MAX_PAGES_FLAG)
 
-FOPEN_DIRECT_IO, FOPEN_KEEP_CACHE = 1 << 0, 1 << 1
+FOPEN_DIRECT_IO, FOPEN_KEEP_CACHE, _FOPEN_PASSTHROUGH = 1 << 0, 1 << 1, 1 << 7
+_STACK_DEPTH = 2  # an archive on overlayfs (depth 1) may still be read through
 _NOTIFY_INVAL_INODE, _NOTIFY_INVAL_ENTRY = 2, 3
 
 
@@ -94,15 +101,16 @@ class Offload(Exception):
     I/O: the request is handled again on a worker thread."""
 
 
-# An entry as the kernel is told of it: number, mode, links, size,
-# modification time (ns) and how long the kernel may keep it (s).
-Entry = tuple[int, int, int, int, int, float]
+# An entry as the kernel is told of it: number, mode, links, size, modification
+# time (ns), how long the kernel may keep it (s) and its generation (a number
+# naming other bytes than before must come with another generation).
+Entry = tuple[int, int, int, int, int, float, int]
 
 
 class Operations(Protocol):
     def lookup(self, parent: int, name: bytes) -> Entry: ...
     def getattr(self, inode: int) -> Entry: ...
-    def open(self, inode: int, flags: int) -> tuple[int, int]: ...
+    def open(self, inode: int, flags: int) -> tuple[int, int, int]: ...
     def read(self, fh: int, offset: int, size: int) -> bytes: ...
     def release(self, fh: int) -> None: ...
     def readdir(self, inode: int, offset: int, out: "DirBuffer") -> None: ...
@@ -135,7 +143,7 @@ class DirBuffer:
         self._uid, self._gid = uid, gid
 
     def add(self, name: bytes, next_offset: int, inode: int, mode: int, nlink: int, size: int, ns: int,
-            timeout: float) -> bool:
+            timeout: float, generation: int) -> bool:
         used = (_ENTRY_PLUS.size if self._plus else _DIRENT.size) + len(name)
         padded = (used + 7) & ~7
         if padded > self._room:
@@ -146,7 +154,7 @@ class DirBuffer:
             secs, nsec = divmod(ns, 1_000_000_000)
             valid, valid_ns = _valid(timeout)
             self._parts.append(_ENTRY_PLUS.pack(
-                inode, 0, valid, valid, valid_ns, valid_ns,
+                inode, generation, valid, valid, valid_ns, valid_ns,
                 inode, size, (size + 511) // 512, secs, secs, secs, nsec, nsec, nsec, mode, nlink,
                 self._uid, self._gid, 0, 128 * 1024, 0,
                 inode, next_offset, len(name), kind))
@@ -157,6 +165,105 @@ class DirBuffer:
 
     def data(self) -> bytes:
         return b"".join(self._parts)
+
+
+class _Backing:
+    __slots__ = ("key", "id", "opens", "replaced")
+
+    def __init__(self, key: tuple[int | str, ...], backing_id: int) -> None:
+        self.key, self.id, self.opens, self.replaced = key, backing_id, 0, False
+
+
+class Backings:
+    """Passthrough registrations, one per number. The kernel binds an inode
+    to one backing file while any file of it is open (an OPEN naming another
+    fails with EIO), so a number's OPENs name the same id for as long as
+    its file is the same; an id is let go of once nothing holds it open."""
+
+    LIMIT = 4096  # registered files (each keeps an open file in the kernel)
+
+    def __init__(self, fuse_fd: int) -> None:
+        self._fd = fuse_fd
+        self._lock = threading.Lock()
+        self._by_inode: OrderedDict[int, _Backing] = OrderedDict()
+        self._by_fh: dict[int, _Backing] = {}
+        self._retired: list[tuple[float, int]] = []
+
+    def current(self, inode: int) -> int:
+        """The id a number's file was registered with, or 0."""
+        with self._lock:
+            backing = self._by_inode.get(inode)
+            if backing is None:
+                return 0
+            self._by_inode.move_to_end(inode)
+            return backing.id
+
+    def register(self, inode: int, fd: int, identity: str = "") -> int:
+        """The id for the file open at fd, under number inode; 0 when the
+        kernel refuses (READs then come here as usual). ``identity`` names
+        the bytes (an ETag): a file replaced by the same bytes keeps its id,
+        as the kernel's inode for the number keeps its old backing file."""
+        st = os.fstat(fd)
+        key: tuple[int | str, ...] = (identity,) if identity else (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        with self._lock:
+            backing = self._by_inode.get(inode)
+            if backing is not None and backing.key == key:
+                self._by_inode.move_to_end(inode)
+                return backing.id
+        try:
+            new_id = fcntl.ioctl(self._fd, _BACKING_OPEN, bytearray(_BACKING_MAP.pack(fd, 0, 0)))
+        except OSError as exc:
+            log.debug("passthrough refused: %s", exc)
+            return 0
+        with self._lock:
+            old = self._by_inode.get(inode)
+            if old is not None and old.key == key:  # registered meanwhile by another worker
+                self._retire(new_id)
+                return old.id
+            self._by_inode[inode] = _Backing(key, new_id)
+            if old is not None:
+                self._let_go(old)
+            for number in list(self._by_inode)[:max(0, len(self._by_inode) - self.LIMIT)]:
+                if self._by_inode[number].opens == 0:
+                    self._let_go(self._by_inode.pop(number))
+        return new_id
+
+    def opened(self, fh: int, inode: int, backing_id: int) -> None:
+        with self._lock:
+            backing = self._by_inode.get(inode)
+            if backing is not None and backing.id == backing_id:
+                backing.opens += 1
+                self._by_fh[fh] = backing
+
+    def released(self, fh: int) -> None:
+        with self._lock:
+            backing = self._by_fh.pop(fh, None)
+            if backing is not None:
+                backing.opens -= 1
+                if backing.replaced and backing.opens == 0:
+                    self._retire(backing.id)
+
+    def _let_go(self, backing: _Backing) -> None:
+        backing.replaced = True
+        if backing.opens == 0:
+            self._retire(backing.id)
+
+    def _retire(self, backing_id: int) -> None:
+        # not at once: the kernel looks an id up only when the process that
+        # opened reads our answer, which may have named it
+        self._retired.append((time.monotonic(), backing_id))
+
+    def sweep(self, grace: float = 1.0) -> None:
+        """Close the ids let go of more than ``grace`` seconds ago."""
+        with self._lock:
+            now = time.monotonic()
+            due = [i for t, i in self._retired if now - t > grace]
+            self._retired = [(t, i) for t, i in self._retired if now - t <= grace]
+        for backing_id in due:
+            try:
+                fcntl.ioctl(self._fd, _BACKING_CLOSE, bytearray(struct.pack("<I", backing_id)))
+            except OSError as exc:
+                log.debug("closing passthrough id %d: %s", backing_id, exc)
 
 
 class Session:
@@ -170,6 +277,8 @@ class Session:
         self.uid, self.gid = os.getuid(), os.getgid()
         self._fd = -1
         self._loop_thread = 0
+        self.passthrough = False  # set at INIT: the kernel can read whole archived files itself
+        self.backings: Backings | None = None
         self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="fuse")
         self._handlers: dict[int, Callable[[int, memoryview, int], bytes | None]] = {
             LOOKUP: self._lookup, GETATTR: self._getattr, OPEN: self._open, READ: self._read,
@@ -316,24 +425,30 @@ class Session:
 
     # -- requests ----------------------------------------------------------------------
     def _entry(self, entry: Entry) -> bytes:
-        inode, mode, nlink, size, ns, timeout = entry
+        inode, mode, nlink, size, ns, timeout, generation = entry
         secs, nsec = divmod(ns, 1_000_000_000)
         valid, valid_ns = _valid(timeout)
-        return _ENTRY.pack(inode, 0, valid, valid, valid_ns, valid_ns, inode, size, (size + 511) // 512,
+        return _ENTRY.pack(inode, generation, valid, valid, valid_ns, valid_ns, inode, size, (size + 511) // 512,
                            secs, secs, secs, nsec, nsec, nsec, mode, nlink, self.uid, self.gid, 0, 128 * 1024, 0)
 
     def _init(self, nodeid: int, arg: memoryview, unique: int) -> bytes:
-        major, minor, readahead, flags = _INIT_IN.unpack_from(arg)
+        major, minor, readahead, flags, flags2 = _INIT_IN.unpack_from(bytes(arg[:_INIT_IN.size]).ljust(_INIT_IN.size, b"\0"))
         if major != _MAJOR:
             log.error("the kernel speaks FUSE %d.%d, this mount %d.%d", major, minor, _MAJOR, _MINOR)
             raise FuseError(errno.EPROTO)
-        return _INIT_OUT.pack(_MAJOR, _MINOR, readahead, flags & _WANTED, 0, 0, _MAX_WRITE, 1, _MAX_PAGES, 0, 0)
+        # Passthrough (Linux 6.9+, root only): opening a file hands the kernel
+        # the archived file itself, and reads never come here.
+        self.passthrough = bool(flags & _INIT_EXT and flags2 & _PASSTHROUGH2) and os.geteuid() == 0
+        wanted2 = _PASSTHROUGH2 if self.passthrough else 0
+        self.backings = Backings(self._fd) if self.passthrough else None
+        return _INIT_OUT.pack(_MAJOR, _MINOR, readahead, flags & _WANTED | (_INIT_EXT if wanted2 else 0), 0, 0,
+                              _MAX_WRITE, 1, _MAX_PAGES, 0, wanted2, _STACK_DEPTH if wanted2 else 0)
 
     def _lookup(self, nodeid: int, arg: memoryview, unique: int) -> bytes:
         return self._entry(self.ops.lookup(nodeid, _name(arg)))
 
     def _getattr(self, nodeid: int, arg: memoryview, unique: int) -> bytes:
-        inode, mode, nlink, size, ns, timeout = self.ops.getattr(nodeid)
+        inode, mode, nlink, size, ns, timeout, _ = self.ops.getattr(nodeid)
         secs, nsec = divmod(ns, 1_000_000_000)
         valid, valid_ns = _valid(timeout)
         return _ATTR_OUT.pack(valid, valid_ns, 0, inode, size, (size + 511) // 512, secs, secs, secs,
@@ -356,15 +471,21 @@ class Session:
 
     def _open(self, nodeid: int, arg: memoryview, unique: int) -> bytes:
         flags, _ = _OPEN_IN.unpack_from(arg)
-        fh, open_flags = self.ops.open(nodeid, flags)
-        return _OPEN_OUT.pack(fh, open_flags, 0)
+        fh, open_flags, backing_id = self.ops.open(nodeid, flags)
+        if backing_id and self.backings is not None:  # its own page cache serves it: no other flag (KEEP_CACHE is EIO)
+            open_flags = _FOPEN_PASSTHROUGH
+            self.backings.opened(fh, nodeid, backing_id)
+        return _OPEN_OUT.pack(fh, open_flags, backing_id)
 
     def _read(self, nodeid: int, arg: memoryview, unique: int) -> bytes:
         fh, offset, size, _ = _READ_IN.unpack_from(arg)
         return self.ops.read(fh, offset, size)
 
     def _release(self, nodeid: int, arg: memoryview, unique: int) -> bytes:
-        self.ops.release(_RELEASE_IN.unpack_from(arg)[0])
+        fh = _RELEASE_IN.unpack_from(arg)[0]
+        if self.backings is not None:
+            self.backings.released(fh)
+        self.ops.release(fh)
         return b""
 
     def _statfs(self, nodeid: int, arg: memoryview, unique: int) -> bytes:

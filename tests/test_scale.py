@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+import zipfile
 from collections import Counter
 from pathlib import Path
 
@@ -118,16 +119,29 @@ def test_a_page_added_by_a_sync_shows_in_every_view_of_the_work(tmp_path: Path) 
         try:
             folders = [m.path("by-id", str(PAGED)),
                        m.path("by-ingress", next(n for n in os.listdir(m.path("by-ingress")) if str(PAGED) in n))]
+            archived = tmp_path / "data/artworks" / str(PAGED)
+            held = []
             for folder in folders:  # listed (and kept) from both views before the sync
                 names = os.listdir(folder)
                 assert f"{PAGED}_p1.jpg" in names and f"{PAGED}_p2.jpg" not in names
+                for name in names:  # read once: the mount remembers what each number opened
+                    if not (folder / name).is_dir():
+                        (folder / name).read_bytes()
+                held.append(open(folder / f"{PAGED}_p1.jpg", "rb"))  # open across the sync
+            before = (archived / f"{PAGED}_p1.jpg").read_bytes()
             fake.works[PAGED].pages = 3
             fake.works[PAGED].revision = 1
             pbe(config, "sync", "--full", "--no-progress", check=True)
             time.sleep(1.5)  # the poll interval (1 s) and a little
-            for folder in folders:
+            for folder, fh in zip(folders, held):
                 assert f"{PAGED}_p2.jpg" in os.listdir(folder), folder
-                assert (folder / f"{PAGED}_p2.jpg").read_bytes()[:2] == b"\xff\xd8"
+                # every number now names another place in the listing: each file reads its own bytes
+                for page in range(3):
+                    name = f"{PAGED}_p{page}.jpg"
+                    assert (folder / name).read_bytes() == (archived / name).read_bytes(), (folder, name)
+                assert zipfile.ZipFile(folder / f"{PAGED}.zip").testzip() is None
+                with fh:
+                    assert fh.read() == before  # what was open still reads what it opened
             assert "Traceback" not in m.stderr()
         finally:
             assert m.stop() == 0
