@@ -2,7 +2,7 @@
 process, sharing one tree.
 
 Threads: cheroot serves WebDAV from its pool, a sync thread wakes every
-``sync.interval_minutes``, and the main thread runs the FUSE mount on trio
+``sync.interval_minutes``, and the main thread reads the FUSE mount's requests
 (or just waits for a signal when no ``mount.path`` is set). Every part
 reads the same index; a sync's commits reach the mount and the server
 through the index's generation counter.
