@@ -110,7 +110,8 @@ Entry = tuple[int, int, int, int, int, float, int]
 class Operations(Protocol):
     def lookup(self, parent: int, name: bytes) -> Entry: ...
     def getattr(self, inode: int) -> Entry: ...
-    def open(self, inode: int, flags: int) -> tuple[int, int, int]: ...
+    def open(self, inode: int, flags: int) -> tuple[int, int, int]:
+        """(fh, FOPEN_* flags, passthrough id from ``Backings.register`` or 0)"""
     def read(self, fh: int, offset: int, size: int) -> bytes: ...
     def release(self, fh: int) -> None: ...
     def readdir(self, inode: int, offset: int, out: "DirBuffer") -> None: ...
@@ -125,9 +126,15 @@ def _name(arg: memoryview) -> bytes:
     return bytes(arg).split(b"\0", 1)[0]
 
 
-def _valid(seconds: float) -> tuple[int, int]:
-    whole = int(seconds)
-    return whole, int((seconds - whole) * 1e9)
+def _entry_fields(inode: int, mode: int, nlink: int, size: int, ns: int, timeout: float, generation: int,
+                  uid: int, gid: int) -> tuple[int, ...]:
+    """fuse_entry_out's fields (the head of fuse_direntplus too)."""
+    secs, nsec = divmod(ns, 1_000_000_000)
+    valid = int(timeout)
+    valid_ns = int((timeout - valid) * 1e9)
+    return (inode, generation, valid, valid, valid_ns, valid_ns,
+            inode, size, (size + 511) // 512, secs, secs, secs, nsec, nsec, nsec, mode, nlink, uid, gid, 0,
+            128 * 1024, 0)
 
 
 class DirBuffer:
@@ -151,12 +158,8 @@ class DirBuffer:
         self._room -= padded
         kind = (mode & 0o170000) >> 12
         if self._plus:
-            secs, nsec = divmod(ns, 1_000_000_000)
-            valid, valid_ns = _valid(timeout)
             self._parts.append(_ENTRY_PLUS.pack(
-                inode, generation, valid, valid, valid_ns, valid_ns,
-                inode, size, (size + 511) // 512, secs, secs, secs, nsec, nsec, nsec, mode, nlink,
-                self._uid, self._gid, 0, 128 * 1024, 0,
+                *_entry_fields(inode, mode, nlink, size, ns, timeout, generation, self._uid, self._gid),
                 inode, next_offset, len(name), kind))
         else:
             self._parts.append(_DIRENT.pack(inode, next_offset, len(name), kind))
@@ -425,14 +428,10 @@ class Session:
 
     # -- requests ----------------------------------------------------------------------
     def _entry(self, entry: Entry) -> bytes:
-        inode, mode, nlink, size, ns, timeout, generation = entry
-        secs, nsec = divmod(ns, 1_000_000_000)
-        valid, valid_ns = _valid(timeout)
-        return _ENTRY.pack(inode, generation, valid, valid, valid_ns, valid_ns, inode, size, (size + 511) // 512,
-                           secs, secs, secs, nsec, nsec, nsec, mode, nlink, self.uid, self.gid, 0, 128 * 1024, 0)
+        return _ENTRY.pack(*_entry_fields(*entry, self.uid, self.gid))
 
     def _init(self, nodeid: int, arg: memoryview, unique: int) -> bytes:
-        major, minor, readahead, flags, flags2 = _INIT_IN.unpack_from(bytes(arg[:_INIT_IN.size]).ljust(_INIT_IN.size, b"\0"))
+        major, minor, readahead, flags, flags2 = _INIT_IN.unpack_from(bytes(arg).ljust(_INIT_IN.size, b"\0"))
         if major != _MAJOR:
             log.error("the kernel speaks FUSE %d.%d, this mount %d.%d", major, minor, _MAJOR, _MINOR)
             raise FuseError(errno.EPROTO)
@@ -448,11 +447,8 @@ class Session:
         return self._entry(self.ops.lookup(nodeid, _name(arg)))
 
     def _getattr(self, nodeid: int, arg: memoryview, unique: int) -> bytes:
-        inode, mode, nlink, size, ns, timeout, _ = self.ops.getattr(nodeid)
-        secs, nsec = divmod(ns, 1_000_000_000)
-        valid, valid_ns = _valid(timeout)
-        return _ATTR_OUT.pack(valid, valid_ns, 0, inode, size, (size + 511) // 512, secs, secs, secs,
-                              nsec, nsec, nsec, mode, nlink, self.uid, self.gid, 0, 128 * 1024, 0)
+        fields = _entry_fields(*self.ops.getattr(nodeid), self.uid, self.gid)
+        return _ATTR_OUT.pack(fields[3], fields[5], 0, *fields[6:])  # attr_valid, its ns, padding, fuse_attr
 
     def _opendir(self, nodeid: int, arg: memoryview, unique: int) -> bytes:
         # "Not implemented": from now on the kernel opens folders itself, keeps
