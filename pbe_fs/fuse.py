@@ -81,8 +81,8 @@ _SHORT_BIT = 1 << 32  # in mode: the short timeout (an entry that may change wit
 
 
 class _Listing:
-    """A folder's entries as readdir sends them: names and five numbers
-    each (about 80 bytes an entry, where a tree Node and its attributes
+    """A folder's entries as readdir sends them: names and six numbers
+    each (about 90 bytes an entry, where a tree Node and its attributes
     object take about 1 KB). A number >= 0 is ORed with the folder's own
     number (a child's low bits; a view folder's base is 0); < 0 is -number."""
 
