@@ -38,7 +38,7 @@ log = logging.getLogger("pbe_fs.fuse")
 ROOT_INODE = 1
 _MAJOR, _MINOR = 7, 40  # the structs below are those of protocol 7.40
 _MAX_WRITE = 4096  # nothing is ever written; the kernel's minimum
-_BUFFER = 64 * 1024  # a request: header, arguments and at most a name (or a refused write)
+_BUFFER = 64 * 1024 + 4096  # a request: header, arguments and a name, or an xattr value (64 KiB at most)
 _MAX_PAGES = 256  # reads of up to 1 MiB
 
 _HEADER = struct.Struct("<IIQQIIIHH")  # fuse_in_header
@@ -352,7 +352,10 @@ class Session:
                 try:
                     data = os.read(fd, _BUFFER)
                 except OSError as exc:
-                    if exc.errno == errno.ENOENT:  # the request was interrupted before we read it
+                    if exc.errno in (errno.ENOENT, errno.EINTR, errno.EAGAIN):  # interrupted before we read it
+                        continue
+                    if exc.errno == errno.EINVAL:  # a request larger than any we take: the kernel fails it
+                        log.warning("the kernel sent a request larger than %d bytes; it was refused", _BUFFER)
                         continue
                     if exc.errno in (errno.ENODEV, errno.EBADF):  # unmounted
                         return

@@ -306,6 +306,14 @@ def test_deletion(tmp_path: Path, fake: FakePixiv) -> None:
         proc = subprocess.run(["rm", "-r", str(m.path("by-id", str(GONE)))], capture_output=True, text=True, timeout=20)
         assert proc.returncode != 0 and "Permission denied" in proc.stderr
         assert (data / str(GONE)).is_dir()
+        # a writable mount passes writes to pbe-fs, which refuses them, the largest request too
+        folder = m.path("by-id", str(GONE))
+        for attempt in (lambda: os.setxattr(folder, "user.big", b"x" * 65536), lambda: os.mkdir(folder / "x"),
+                        lambda: open(folder / "new.txt", "w"), lambda: os.rename(folder, m.path("by-id", "x"))):
+            with pytest.raises(OSError) as err:
+                attempt()
+            assert err.value.errno in (errno.EROFS, errno.EACCES, errno.EPERM, errno.E2BIG, errno.EIO)
+        assert os.listdir(folder)  # still answering
     finally:
         assert m.stop() == 0
     # read_only is true in this config: without --allow-delete nothing can go
