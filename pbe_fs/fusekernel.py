@@ -400,11 +400,12 @@ class Session:
             self._reply_error(unique, errno.EIO)
         else:
             if reply is not None:
-                self._send(_OUT.pack(_OUT.size + len(reply), 0, unique) + reply)
+                self._send(_OUT.pack(_OUT.size + len(reply), 0, unique), reply)
 
-    def _send(self, message: bytes) -> None:
+    def _send(self, *message: bytes) -> None:
+        """One answer, in one write (a READ's MiB is not copied to join it to its header)."""
         try:
-            os.write(self._fd, message)
+            os.writev(self._fd, message)
         except OSError as exc:  # ENOENT: the request was interrupted meanwhile; ENODEV: unmounted
             if exc.errno not in (errno.ENOENT, errno.ENODEV, errno.EBADF):
                 log.error("answering the kernel: %s", exc)
