@@ -153,7 +153,7 @@ def mount_problem(mountpoint: Path, state: dict[str, Any] | None = None) -> str 
         return (f"{mountpoint} is already mounted by {describe(named[0])}: it is in use; stop that process "
                 f"(`kill {named[0]}`, or `systemctl --user stop pbe-fs` for the service) to unmount it")
     try:
-        os.stat(mountpoint)
+        os.statvfs(mountpoint)  # asks the server itself: a stat may be answered from the kernel's caches
     except OSError:  # "Transport endpoint is not connected": its process is gone
         return f"{mountpoint} is a dead mount (its process ended): `fusermount3 -u {mountpoint}`, then try again"
     return f"{mountpoint} is already mounted ({kind}) by a process pbe-fs cannot name: mount on another folder"

@@ -362,6 +362,27 @@ def test_unmount_on_sigterm_sigint_and_fusermount(mounted: Mount, synced, tmp_pa
     assert m.proc.wait(timeout=10) == 0
 
 
+def test_a_killed_mount_is_named_dead_and_can_be_mounted_again(synced, tmp_path: Path) -> None:
+    """kill -9 leaves the mount point behind; the kernel may still answer a
+    `stat` or an `ls` of it from its caches, but a new mount must say it is
+    dead and how to clear it, and mount once it is cleared."""
+    config, _ = synced
+    m = Mount(config, tmp_path / "mnt")
+    assert os.listdir(m.mountpoint) and os.stat(m.mountpoint).st_nlink  # both kept by the kernel now
+    m.proc.kill()
+    m.proc.wait(timeout=10)
+    again = pbe(config, "mount", str(m.mountpoint))
+    assert again.returncode != 0 and "Traceback" not in again.stderr
+    assert "dead mount" in again.stderr and f"fusermount3 -u {m.mountpoint}" in again.stderr
+    assert len(again.stderr.strip().splitlines()) == 1
+    subprocess.run(["fusermount3", "-u", str(m.mountpoint)], check=True)
+    m = Mount(config, tmp_path / "mnt")
+    try:
+        assert "by-id" in os.listdir(m.mountpoint)
+    finally:
+        assert m.stop() == 0
+
+
 def test_mount_refuses_bad_mountpoints(synced, tmp_path: Path) -> None:
     config, _ = synced
     proc = pbe(config, "mount", str(tmp_path / "missing"))
