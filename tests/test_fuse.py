@@ -371,11 +371,13 @@ def test_a_killed_mount_is_named_dead_and_can_be_mounted_again(synced, tmp_path:
     assert os.listdir(m.mountpoint) and os.stat(m.mountpoint).st_nlink  # both kept by the kernel now
     m.proc.kill()
     m.proc.wait(timeout=10)
-    again = pbe(config, "mount", str(m.mountpoint))
-    assert again.returncode != 0 and "Traceback" not in again.stderr
-    assert "dead mount" in again.stderr and f"fusermount3 -u {m.mountpoint}" in again.stderr
-    assert len(again.stderr.strip().splitlines()) == 1
-    subprocess.run(["fusermount3", "-u", str(m.mountpoint)], check=True)
+    try:
+        again = pbe(config, "mount", str(m.mountpoint))
+        assert again.returncode != 0 and "Traceback" not in again.stderr
+        assert "dead mount" in again.stderr and f"fusermount3 -u {m.mountpoint}" in again.stderr
+        assert len(again.stderr.strip().splitlines()) == 1
+    finally:
+        subprocess.run(["fusermount3", "-u", str(m.mountpoint)], check=True)
     m = Mount(config, tmp_path / "mnt")
     try:
         assert "by-id" in os.listdir(m.mountpoint)
