@@ -473,6 +473,10 @@ def _follow_importer(importer: int) -> None:
 
 
 def _place_chunk(jobs: list[_PlaceJob]) -> list[_Placed]:
+    """One task's works (``CHUNK``), in order. A work that fails is said in
+    its ``_Placed``; what ``_place`` lets through (a full disk) ends the
+    task and the run: the task's works before it stay unseen in incoming,
+    and the next run places them again."""
     return [_place(job) for job in jobs]
 
 
