@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image
 
 from .errors import LockedError, NewerFormat, RecordError
+from .jsontext import dumps
 from .storage import Store, open_store
 from .storage.local import LocalStore, discard, move_into, write_atomic
 
@@ -157,8 +158,6 @@ def write_json(path: Path, data: Any) -> None:
     write_atomic(path, dumps(data))
 
 
-def dumps(data: Any) -> bytes:
-    return (json.dumps(data, ensure_ascii=False, indent=1, sort_keys=False) + "\n").encode()
 
 
 def artwork_key(artwork_id: int, path: str = "") -> str:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import errno
 import io
+import itertools
 import logging
 import os
 import multiprocessing
@@ -67,6 +68,11 @@ BATCH, BATCH_SECONDS = 500, 2.0
 # Works handed to the workers ahead of the one committed next: enough that
 # they keep placing while the parent flushes a batch to disk.
 WINDOW = 2 * BATCH
+# Works a worker is handed at a time: one task per work cost the parent's
+# pool threads a wake-up, a pickle and a future per work, on the same two
+# cores the workers need, and left workers waiting on the pool's short
+# queue (workers + 1 tasks) whenever the parent was busy committing.
+CHUNK = 16
 # While a batch is being published the next one grows, up to this.
 MAX_BATCH = 5 * BATCH
 # Files up to this size are read once, hashed and decoded from memory.
@@ -252,21 +258,25 @@ class Importer:
         # From the first commit on, the next sync must look at every bookmark.
         walk_mark(self.archive).touch()
         link = self.mode in ("link", "move")
-        window: deque[tuple[Future[_Placed], FoundWork, str, dict[str, Any] | None]] = deque()
+        window: deque[tuple[Future[list[_Placed]], list[tuple[FoundWork, str, dict[str, Any] | None]]]] = deque()
+        ahead = 0  # works in the window
         pending = iter(todo)
         while True:
-            while len(window) < max(WINDOW, self.workers * 4):
-                item = next(pending, None)
-                if item is None:
+            while ahead < max(WINDOW, self.workers * 4 * CHUNK):
+                chunk = list(itertools.islice(pending, CHUNK))
+                if not chunk:
                     break
-                work, kind, known = item
-                window.append((pool.submit(_place, self._job(work, kind, known, link)), work, kind, known))
+                jobs = [self._job(work, kind, known, link) for work, kind, known in chunk]
+                window.append((pool.submit(_place_chunk, jobs), chunk))
+                ahead += len(chunk)
             if not window:
                 break
-            future, work, kind, known = window.popleft()
-            self._placed(work, kind, known, future.result(), ledger)
-            self._flush(ledger)
-            self.progress.work_done()
+            future, chunk = window.popleft()
+            ahead -= len(chunk)
+            for (work, kind, known), placed in zip(chunk, future.result()):
+                self._placed(work, kind, known, placed, ledger)
+                self._flush(ledger)
+                self.progress.work_done()
         self._flush(ledger, wait=True)
 
     def _job(self, work: FoundWork, kind: str, known: dict[str, Any] | None, link: bool) -> _PlaceJob:
@@ -460,6 +470,14 @@ def _follow_importer(importer: int) -> None:
             except ProcessLookupError:
                 os._exit(1)
     threading.Thread(target=watch, name="importer-watch", daemon=True).start()
+
+
+def _place_chunk(jobs: list[_PlaceJob]) -> list[_Placed]:
+    """One task's works (``CHUNK``), in order. A work that fails is said in
+    its ``_Placed``; what ``_place`` lets through (a full disk) ends the
+    task and the run: the task's works before it stay unseen in incoming,
+    and the next run places them again."""
+    return [_place(job) for job in jobs]
 
 
 def _place(job: _PlaceJob) -> _Placed:
