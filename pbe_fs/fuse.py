@@ -161,7 +161,6 @@ class Operations:
         self._keeping = threading.Lock()
         self._next_fh = itertools.count(1)
         self._hidden: dict[tuple[str, ...], float] = {}
-        self._uid, self._gid = os.getuid(), os.getgid()
         self.session: fusekernel.Session | None = None
         self._told = tree.generation
 
