@@ -50,15 +50,8 @@ def publish_works(archive: Archive, works: list[Work], *, written: bool = False)
     import runs it on a thread while it goes on placing the next works; a
     kill after it leaves works the next run adopts from their records."""
     batch = len(works) > 1 and isinstance(archive.store, LocalStore)
-    if written:
-        pass
-    elif batch:  # unseen until published, and flushed below before that; creating files is waiting, so side by side
-        with ThreadPoolExecutor(4, thread_name_prefix="commit") as pool:
-            list(pool.map(lambda w: _write(w[0] / RAW, dumps(w[2])) and _write(w[0] / RECORD, dumps(w[1])), works))
-    else:
-        for folder, record, raw in works:
-            write_json(folder / RAW, raw)
-            write_json(folder / RECORD, record)
+    if not written:
+        _write_json_files(works, batch)
     if batch:
         _flush(archive.root)
         for folder, record, _ in works:
@@ -67,6 +60,17 @@ def publish_works(archive: Archive, works: list[Work], *, written: bool = False)
     else:
         for _, record, _ in works:
             archive.publish(int(record["id"]))
+
+
+def _write_json_files(works: list[Work], batch: bool) -> None:
+    """Each work's raw and record JSON, into its unpublished folder."""
+    if batch:  # unseen until published, and flushed before that; creating files is waiting, so side by side
+        with ThreadPoolExecutor(4, thread_name_prefix="commit") as pool:
+            list(pool.map(lambda w: _write(w[0] / RAW, dumps(w[2])) and _write(w[0] / RECORD, dumps(w[1])), works))
+    else:
+        for folder, record, raw in works:
+            write_json(folder / RAW, raw)
+            write_json(folder / RECORD, record)
 
 
 def record_works(archive: Archive, index: Index, ledger: Ledger, works: list[Work]) -> None:
