@@ -36,7 +36,7 @@ import zipfile
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -86,7 +86,9 @@ class StoredFile:
     url: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        # Its fields are plain values: no need for asdict's deep copy, which
+        # cost an import more than the rest of the record.
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> StoredFile:

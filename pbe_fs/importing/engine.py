@@ -513,7 +513,7 @@ def _write_work(job: _PlaceJob, stored: list[StoredFile]) -> dict[str, Any]:
     published)."""
     assert job.record is not None
     record = job.record
-    record["files"] = sorted((_file_json(f) for f in stored), key=lambda f: f["path"])
+    record["files"] = sorted((f.to_json() for f in stored), key=lambda f: f["path"])
     if any(f.role == IMPORTED_MEDIA for f in stored):
         record.setdefault("partial", []).append("animation imported as converted media, without its frames")
     # What the import could not verify, said in its history event too: the index keeps that for `status`.
@@ -528,18 +528,6 @@ def _write_work(job: _PlaceJob, stored: list[StoredFile]) -> dict[str, Any]:
         (job.folder / job.original[0]).write_bytes(dumps(job.original[1]))
     (job.folder / RECORD).write_bytes(dumps(record))
     return record
-
-
-_FIELDS = tuple(StoredFile.__dataclass_fields__)
-
-
-def _file_json(f: StoredFile) -> dict[str, Any]:
-    """``StoredFile.to_json`` without ``asdict``'s deep copy (its fields are
-    plain values), which cost more than the rest of the record."""
-    data = {name: getattr(f, name) for name in _FIELDS}
-    if isinstance(f, _Damaged):
-        data["damaged"] = f.damaged
-    return data
 
 
 def _works(batch: list[tuple[FoundWork, _Placed, dict[str, Any]]]) -> list[Work]:
