@@ -473,8 +473,12 @@ class Operations:
 
     def release(self, fh: int) -> None:
         reader = self._handles.get(fh)
-        if reader is not None and reader.blocking:  # may wait for a block in flight: not on the loop
-            self._io(lambda: None)
+        if reader is not None and reader.blocking:  # may wait for a block in flight: not on the request thread
+            self._io(self._close, fh)
+        else:
+            self._close(fh)
+
+    def _close(self, fh: int) -> None:
         reader = self._handles.pop(fh, None)
         if reader is not None:
             reader.close()

@@ -177,6 +177,10 @@ class _Backing:
         self.key, self.id, self.opens, self.replaced = key, backing_id, 0, False
 
 
+def _file_key(st: os.stat_result) -> tuple[int, ...]:
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
 class Backings:
     """Passthrough registrations, one per number. The kernel binds an inode
     to one backing file while any file of it is open (an OPEN naming another
@@ -206,8 +210,7 @@ class Backings:
         kernel refuses (READs then come here as usual). ``identity`` names
         the bytes (an ETag): a file replaced by the same bytes keeps its id,
         as the kernel's inode for the number keeps its old backing file."""
-        st = os.fstat(fd)
-        key: tuple[int | str, ...] = (identity,) if identity else (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        key: tuple[int | str, ...] = (identity,) if identity else _file_key(os.fstat(fd))
         with self._lock:
             backing = self._by_inode.get(inode)
             if backing is not None and backing.key == key:
