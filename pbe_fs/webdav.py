@@ -33,7 +33,6 @@ import sqlite3
 import struct
 import threading
 import time
-from collections import OrderedDict
 from email.utils import formatdate
 from typing import Any, Callable
 

@@ -206,7 +206,7 @@ class S3Store:
         None) or with that ETag. False when someone else got there first.
         Endpoints that ignore or refuse conditional writes get a plain PUT
         (the race that leaves is described in docs/s3.md)."""
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
         extra = {"IfNoneMatch": "*"} if etag is None else {"IfMatch": etag}
         self._check_silence("PUT")
         try:
