@@ -8,7 +8,6 @@ animations before anyone lists the folder.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from .render import pdf as pdf_render
 from .render import zip as zip_render
 from .render.cache import Cache
 from .archive import artwork_key
-from .render.segments import BlobContent, BytesContent, Content, FileContent, Segments
+from .render.segments import BlobContent, BytesContent, CachedFile, Content, Segments
 from .storage import Store
 
 QUALITIES = ("original", "large", "medium", "square_medium")
@@ -31,33 +30,100 @@ def top_quality(configured: str, roles: Any) -> str:
     return configured if configured in roles else "original"
 
 
+def _once(make: Callable[[], Any]) -> Callable[[], Any]:
+    """make's answer, made on the first call (functools.cache costs 30 µs to set up, per file listed)."""
+    made: list[Any] = []
+
+    def get() -> Any:
+        if not made:
+            made.append(make())
+        return made[0]
+    return get
+
+
+def _basename(path: str) -> str:
+    return path.rpartition("/")[2]
+
+
 def prepare(store: Store, record: dict[str, Any], raw: dict[str, Any], cache: Cache, configured_top: str) -> None:
     """Make a freshly archived work's generated files (the sync calls this
-    once the work is in), so that no listing ever waits for a render."""
+    once the work is in), so that nobody opening one waits for a render."""
     roles = {f["role"] for f in record.get("files", [])}
     artwork = ArtworkFolder(store, record, raw, cache=cache, top=top_quality(configured_top, roles), mtime=0)
-    artwork.listing(())
-    for role in artwork.subfolders():
-        artwork.listing((role,))
+    for rest in [(), *((role,) for role in artwork.subfolders())]:
+        for node in (artwork.listing(rest) or {}).values():
+            if node.pending:
+                node.size  # noqa: B018 - makes it
 
 
-@dataclass(frozen=True, slots=True)
 class Node:
-    """What a path is. ``artwork`` is set for an artwork folder and all in it."""
+    """What a path is. ``artwork`` is set for an artwork folder and all in it.
 
-    is_dir: bool
-    mtime: float
-    size: int = 0
-    artwork: int = 0
-    is_artwork_root: bool = False
-    content: Callable[[], Content] | None = None  # files: how to get at the bytes
-    immutable: bool = True
-    etag: str = ""  # changes exactly when the bytes do
-    blob: str = ""  # an archived file as it is: its key in the store (for redirects)
-    # its bytes follow metadata a sync may change under the same name (a CBZ's ComicInfo.xml):
-    # the mount is told precisely, but an HTTP cache must ask again (its ETag) before reuse
-    revalidate: bool = False
+    A generated file (``Node.generated``) is made lazily: its size and ETag
+    are worked out when first asked for, since that can mean reading a PDF
+    skeleton from the cache or rendering it, and a walk (``find``, a
+    backup's scan) lists a work's twelve generated files without wanting
+    any of them. Two threads asking at once both make the same bytes.
+    """
 
+    __slots__ = ("is_dir", "mtime", "_size", "artwork", "is_artwork_root", "content", "immutable", "_etag",
+                 "blob", "revalidate", "_make", "_identity", "_made")
+
+    def __init__(self, is_dir: bool, mtime: float, size: int = 0, artwork: int = 0, is_artwork_root: bool = False,
+                 content: Callable[[], Content] | None = None, immutable: bool = True, etag: str = "",
+                 blob: str = "", revalidate: bool = False) -> None:
+        self.is_dir, self.mtime, self._size, self.artwork = is_dir, mtime, size, artwork
+        self.is_artwork_root = is_artwork_root
+        self.content = content  # files: how to get at the bytes
+        self.immutable = immutable
+        self._etag: str | None = etag  # changes exactly when the bytes do
+        self.blob = blob  # an archived file as it is: its key in the store (for redirects)
+        # its bytes follow metadata a sync may change under the same name (a CBZ's ComicInfo.xml):
+        # the mount is told precisely, but an HTTP cache must ask again (its ETag) before reuse
+        self.revalidate = revalidate
+        self._make: Callable[[], Content] | None = None
+        self._identity: object = None
+        self._made: Content | None = None
+
+    @classmethod
+    def generated(cls, mtime: float, artwork: int, make: Callable[[], Content], identity: object, *,
+                  immutable: bool = True, revalidate: bool = False) -> Node:
+        """A file made from archived ones; ``identity`` (or what it returns, if
+        callable) names its bytes: their ETag is made from it."""
+        node = cls(False, mtime, -1, artwork, immutable=immutable, revalidate=revalidate)
+        node._make, node._identity, node._etag = make, identity, None
+        node.content = node._content
+        return node
+
+    def _content(self) -> Content:
+        made = self._made
+        if made is None:
+            assert self._make is not None
+            made = self._made = self._make()
+            self._size = made.size
+        return made
+
+    @property
+    def size(self) -> int:
+        if self._size < 0:
+            return self._content().size
+        return self._size
+
+    @property
+    def etag(self) -> str:
+        if self._etag is None:
+            identity = self._identity
+            self._etag = Cache.key(identity() if callable(identity) else identity)
+        return self._etag
+
+    @property
+    def pending(self) -> bool:
+        """Whether learning its size still means making it (reading the cache, maybe rendering)."""
+        return self._size < 0
+
+    def __repr__(self) -> str:
+        kind = "folder" if self.is_dir else "file"
+        return f"<Node {kind} artwork={self.artwork} size={'?' if self._size < 0 else self._size}>"
 
 
 class ArtworkFolder:
@@ -90,19 +156,18 @@ class ArtworkFolder:
         return Node(False, self.mtime, size, self.id, content=lambda: BlobContent(store, key, size, sha),
                     etag=sha[:32], blob=key)
 
-    def _generated(self, content: Content, identity: object, *, immutable: bool = True,
+    def _generated(self, make: Callable[[], Content], identity: object, *, immutable: bool = True,
                    revalidate: bool = False) -> Node:
-        return Node(False, self.mtime, content.size, self.id, content=lambda: content, etag=Cache.key(identity),
-                    immutable=immutable, revalidate=revalidate)
+        return Node.generated(self.mtime, self.id, make, identity, immutable=immutable, revalidate=revalidate)
 
     def _zip(self, files: list[dict[str, Any]], member_names: list[str] | None = None) -> Segments:
-        members = [zip_render.Member(member_names[i] if member_names else Path(f["path"]).name,
+        members = [zip_render.Member(member_names[i] if member_names else _basename(f["path"]),
                                      self.key(f), f["size"], f["crc32"], f["sha256"]) for i, f in enumerate(files)]
         return zip_render.layout(members, self.when, self.store)
 
     def _cbz(self, files: list[dict[str, Any]]) -> tuple[Segments, bytes]:
         """The pages as a CBZ, and its ComicInfo.xml (which the etag follows)."""
-        members = [zip_render.Member(Path(f["path"]).name, self.key(f), f["size"], f["crc32"], f["sha256"])
+        members = [zip_render.Member(_basename(f["path"]), self.key(f), f["size"], f["crc32"], f["sha256"])
                    for f in files]
         pages = [comicinfo.PageInfo(f.get("width") or 0, f.get("height") or 0, f["size"]) for f in files]
         xml = comicinfo.comicinfo(self.raw, pages)
@@ -113,21 +178,21 @@ class ArtworkFolder:
         return pdf_render.pdf(self.cache, self.store, pages)
 
     def _quality(self, role: str) -> dict[str, Node]:
-        """A quality's images with their zip and pdf."""
+        """A quality's images with their zip and pdf (made when first asked for)."""
         files = self.by_role.get(role, [])
-        entries = {Path(f["path"]).name: self._file(f) for f in files}
+        entries = {_basename(f["path"]): self._file(f) for f in files}
         if files and not (role == "original" and self.ugoira):
             aid = self.id
             shas = [f["sha256"] for f in files]
-            entries[f"{aid}.zip"] = self._generated(self._zip(files), ("zip", shas))
+            entries[f"{aid}.zip"] = self._generated(lambda: self._zip(files), ("zip", shas))
             if not any(f.get("damaged") for f in files):  # a page that does not decode makes no PDF page
-                entries[f"{aid}.pdf"] = self._generated(self._pdf(files), ("pdf", shas))
+                entries[f"{aid}.pdf"] = self._generated(lambda: self._pdf(files), ("pdf", shas))
             # its ComicInfo.xml follows the metadata, but only a sync changes that: the mount
             # invalidates a CBZ then (fuse.invalidate), so readers keep the page cache meanwhile
-            book, xml = self._cbz(files)
-            entries[f"{aid}.cbz"] = self._generated(book, ("cbz", shas, xml), revalidate=True)
+            book = _once(lambda: self._cbz(files))
+            entries[f"{aid}.cbz"] = self._generated(lambda: book()[0], lambda: ("cbz", shas, book()[1]),
+                                                    revalidate=True)
         return entries
-
 
     @property
     def ugoira(self) -> dict[str, Any] | None:
@@ -142,10 +207,10 @@ class ArtworkFolder:
         for role in self.subfolders():
             entries[role] = Node(True, self.mtime, 0, self.id)
         aid = self.id
-        meta_json = meta.meta_json(self.record, self.raw)
+        meta_json = _once(lambda: meta.meta_json(self.record, self.raw))
         # the work's state (gone, restrict, history) lives in it: it changes when a sync says so
-        entries["meta.json"] = self._generated(BytesContent(meta_json), meta_json, immutable=False)
-        entries["pixiv.url"] = self._generated(BytesContent(meta.internet_shortcut(aid)), aid)
+        entries["meta.json"] = self._generated(lambda: BytesContent(meta_json()), meta_json, immutable=False)
+        entries["pixiv.url"] = self._generated(lambda: BytesContent(meta.internet_shortcut(aid)), aid)
         cover = self.cover()
         if cover is not None:
             entries["folder.jpg"] = self._file(cover)
@@ -172,14 +237,13 @@ class ArtworkFolder:
             frame_names = frame_names[: len(originals)]
             sources = [self.key(f) for f in originals]
             key = [f["sha256"] for f in originals]
-            entries[f"{aid}_ugoira.zip"] = self._generated(self._zip(originals, frame_names), ("ugoira", key, frame_names))
+            entries[f"{aid}_ugoira.zip"] = self._generated(lambda: self._zip(originals, frame_names),
+                                                           ("ugoira", key, frame_names))
         cache, store = self.cache, self.store
         for fmt in ("gif", "webp"):
-            def make(fmt: str = fmt) -> Path:  # again at open: the cache may have dropped it since
+            def make(fmt: str = fmt) -> Path:
                 return anim.animation(cache, store, fmt, sources, frame_names, delays, key)
-            size = make().stat().st_size
-            entries[f"{aid}.{fmt}"] = Node(False, self.mtime, size, aid, etag=Cache.key(fmt, key, delays),
-                                           content=lambda make=make, size=size: FileContent(make(), size))
+            entries[f"{aid}.{fmt}"] = self._generated(lambda make=make: CachedFile(make), (fmt, key, delays))
         return entries
 
     def cover(self) -> dict[str, Any] | None:

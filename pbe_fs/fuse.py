@@ -297,10 +297,14 @@ class Operations:
             mode = stat.S_IFDIR | 0o555 | (0o200 if self.allow_delete else 0)
             return mode, self.tree.links(path, node), node.size, ns, 0
         mode = stat.S_IFREG | 0o444 | (_SHORT_BIT if not node.immutable and node.artwork else 0)
+        if node.pending:  # a generated file not made yet: listed by name alone (see DirBuffer.add)
+            return mode, 1, -1, ns, 0
         identity = node.etag.encode() if node.etag else _SIZE_TIME.pack(node.size, ns)
         return mode, 1, node.size, ns, zlib.crc32(identity)
 
     def _attrs(self, inode: int, path: tuple[str, ...], node: Node) -> fusekernel.Entry:
+        if node.pending:  # making it may read the cache or render: not on the request thread
+            self._io(lambda: node.size)
         mode, nlink, size, ns, generation = self._fields(path, node)
         return inode, mode & ~_SHORT_BIT, nlink, size, ns, _SHORT if mode & _SHORT_BIT else _LONG, generation
 
@@ -436,7 +440,7 @@ class Operations:
             if node.is_dir:
                 raise FuseError(errno.EISDIR)
             known = None
-        if self.tree.is_cached(path[:-1]):
+        if self.tree.is_cached(path[:-1]) and not node.pending:
             reader = self.tree.reader(path, node)  # contents are ready: no thread hop
         else:
             reader = self._io(self.tree.reader, path, node)

@@ -137,6 +137,9 @@ def _entry_fields(inode: int, mode: int, nlink: int, size: int, ns: int, timeout
             128 * 1024, 0)
 
 
+_NO_ENTRY = (0,) * len(_entry_fields(0, 0, 0, 0, 0, 0.0, 0, 0, 0))  # node id 0: "no attributes given"
+
+
 class DirBuffer:
     """A READDIR or READDIRPLUS answer, filled up to the size the kernel
     asked for. ``add`` says False when the entry did not fit."""
@@ -158,9 +161,11 @@ class DirBuffer:
         self._room -= padded
         kind = (mode & 0o170000) >> 12
         if self._plus:
-            self._parts.append(_ENTRY_PLUS.pack(
-                *_entry_fields(inode, mode, nlink, size, ns, timeout, generation, self._uid, self._gid),
-                inode, next_offset, len(name), kind))
+            # size < 0: attributes not worked out yet. Node id 0 gives the name alone (the kernel
+            # makes no inode for it, and LOOKs it UP if someone stats it: a walk never does).
+            head = _entry_fields(inode, mode, nlink, size, ns, timeout, generation, self._uid, self._gid) \
+                if size >= 0 else _NO_ENTRY
+            self._parts.append(_ENTRY_PLUS.pack(*head, inode, next_offset, len(name), kind))
         else:
             self._parts.append(_DIRENT.pack(inode, next_offset, len(name), kind))
         self._parts.append(name + b"\0" * (padded - used))

@@ -193,6 +193,36 @@ def test_pdf_page_counts(mounted: Mount) -> None:
     assert mounted.path("by-id", "93012348", "large", "93012348.pdf").stat().st_size > 0
 
 
+def test_a_walk_makes_no_generated_file_and_a_stat_makes_the_one_asked_for(synced, tmp_path: Path) -> None:
+    """A walk (find, a backup's scan, an indexer) lists every work's PDFs,
+    zips and animations but reads none: they are made when stat'ed or opened."""
+    config, _ = synced
+    cache = config.parent / "cache"
+    shutil.rmtree(cache, ignore_errors=True)  # as after a cache wipe: nothing made yet
+    m = Mount(config, tmp_path / "mnt")
+    try:
+        listed = 0
+        for folder, _dirs, files in os.walk(m.mountpoint):  # what find does: names and types, no stat of files
+            listed += sum(name.endswith((".pdf", ".gif", ".webp")) for name in files)
+        assert listed > 20
+        made = [p for p in cache.rglob("*") if p.is_file() and p.suffix in (".skel", ".gif", ".webp")]
+        assert made == []
+        pdf = m.path("by-id", "93012350", "large", "93012350.pdf")
+        size = pdf.stat().st_size
+        assert len(list(cache.rglob("*.skel"))) == 1 and not list(cache.rglob("*.gif"))
+        data = pdf.read_bytes()
+        assert size == len(data) and data.startswith(b"%PDF")
+        gif = m.path("by-id", "93012346", "93012346.gif")
+        assert gif.stat().st_size == len(gif.read_bytes()) > 0
+        assert len(list(cache.rglob("*.gif"))) == 1
+        # what the walk listed without sizes, ls -l shows with them
+        folder = m.path("by-id", "93012350")
+        files = [folder / name for name in os.listdir(folder) if (folder / name).is_file()]
+        assert len(files) > 12 and all(f.stat().st_size == len(f.read_bytes()) > 0 for f in files)
+    finally:
+        m.stop()
+
+
 def test_ugoira_animations(mounted: Mount, synced) -> None:
     config, _ = synced
     for aid, delays in ((93012346, [100, 60, 200]), (93012347, [80, 80])):

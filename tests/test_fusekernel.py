@@ -75,3 +75,15 @@ def test_entry_fields_are_what_lookup_and_getattr_send() -> None:
     fields = _entry_fields(9, FILE, 1, 1024, 2_000_000_001, 1.0, 3, 0, 0)
     assert ENTRY_OUT.unpack(ENTRY_OUT.pack(*fields))[:4] == (9, 3, 1, 1)
     assert fields[9:15] == (2, 2, 2, 1, 1, 1)  # seconds and nanoseconds of the three times
+
+
+def test_an_entry_without_attributes_goes_with_node_id_zero() -> None:
+    """size < 0: a generated file not made yet. The kernel takes node id 0 in a
+    READDIRPLUS entry as "no attributes": it lists the name and makes no inode."""
+    buf = DirBuffer(4096, plus=True, uid=0, gid=0)
+    assert buf.add(b"7.pdf", 3, 0x4000_0000_0000_0007, FILE, 1, -1, 0, 86400.0, 0)
+    assert buf.add(b"7.zip", 4, 0x4000_0000_0000_0008, FILE, 1, 463, 0, 86400.0, 5)
+    (ino, off, name, kind, entry), (_, _, _, _, known) = parse(buf.data(), plus=True)
+    assert (ino, off, name, kind) == (0x4000_0000_0000_0007, 3, b"7.pdf", 8)  # what getdents returns is whole
+    assert entry == (0,) * len(entry)
+    assert known[0] == 0x4000_0000_0000_0008 and known[7] == 463

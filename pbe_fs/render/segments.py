@@ -159,15 +159,16 @@ class SegmentsReader:
         self._handles.clear()
 
 
-class FileContent:
-    """A local file as it is (a cached animation)."""
+class CachedFile:
+    """A file in the cache as it is (an animation): ``make`` gives its path,
+    making it again if the cache dropped it since (its bytes are the same)."""
 
-    def __init__(self, path: Path, size: int) -> None:
-        self.path = path
-        self.size = size
+    def __init__(self, make: Callable[[], Path]) -> None:
+        self.make = make
+        self.size = make().stat().st_size
 
     def reader(self) -> SegmentsReader:
-        return Segments([FilePart(self.path, 0, self.size)]).reader()
+        return Segments([FilePart(self.make(), 0, self.size)]).reader()
 
 
 class BlobContent:
