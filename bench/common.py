@@ -74,6 +74,7 @@ def build(base: Path, works: int) -> tuple[Path, int, int]:
     cfg = base / "config.json"
     cfg.write_text(json.dumps({"pixiv": {"refresh": "x"}, "filesystem_options": {"path": "./data"},
                                "cache": {"path": "./cache"}}))
+    cfg.chmod(0o600)  # it names a (made-up) token: pbe-fs warns about a config others can read
     subprocess.run([sys.executable, "-m", "pbe_fs.cli", "-c", str(cfg), "-q", "reindex"], env=ENV, check=True)
     return cfg, big_id, manga_id
 

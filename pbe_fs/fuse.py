@@ -46,6 +46,7 @@ from . import fusekernel, names
 from .fusekernel import FuseError, Offload
 from .artwork import QUALITIES
 from .errors import PbeError
+from .render.cache import renderers
 from .render.segments import Reader
 from .tree import VIEWS, Node, Tree, TreeError
 
@@ -592,9 +593,12 @@ def _watch_generation(ops: Operations, interval: float, stopped: threading.Event
 def _load_soon(tree: Tree, stopped: threading.Event) -> None:
     """Load the works once the mount has answered its first requests: the
     load holds the GIL for a while (seconds at 200,000 works), and the
-    kernel's INIT and the first `stat` should not wait for it."""
+    kernel's INIT and the first `stat` should not wait for it. Then import
+    the renderers whose versions every generated file's ETag names
+    (img2pdf brings pikepdf: 60 ms the first `stat` of a zip would wait)."""
     if not stopped.wait(_LOAD_AFTER):
         tree.load()
+        renderers()
 
 
 def _on_signals(session: fusekernel.Session, ops: Operations, on_stop: Callable[[int], None] | None,

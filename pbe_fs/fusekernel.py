@@ -450,6 +450,8 @@ class Session:
         # Passthrough (Linux 6.9+, root only): opening a file hands the kernel
         # the archived file itself, and reads never come here.
         self.passthrough = bool(flags & _INIT_EXT and flags2 & _PASSTHROUGH2) and os.geteuid() == 0
+        log.info("archived files are read %s", "by the kernel itself (passthrough)" if self.passthrough else
+                 "through pbe-fs (the kernel reads them itself only for root, on Linux 6.9 or later)")
         wanted2 = _PASSTHROUGH2 if self.passthrough else 0
         self.backings = Backings(self._fd) if self.passthrough else None
         return _INIT_OUT.pack(_MAJOR, _MINOR, readahead, flags & _WANTED | (_INIT_EXT if wanted2 else 0), 0, 0,
