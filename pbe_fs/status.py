@@ -60,15 +60,24 @@ def status(archive: Archive) -> dict[str, Any]:
 def _imported_gaps(db: sqlite3.Connection) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """What imports could not verify, from their ``imported`` history events:
     files that did not decode and are still the ones archived (a sync that
-    fetched pixiv's copy replaced them), and works whose records are partial."""
+    fetched pixiv's copy replaced them), and works whose records are partial
+    (less what a later sync completed: its events say ``resolved``)."""
     damaged: list[dict[str, Any]] = []
     partial: list[dict[str, Any]] = []
-    rows = db.execute("SELECT artwork_id, at, detail FROM history WHERE event = 'imported'"
-                      " AND (detail LIKE '%\"damaged\"%' OR detail LIKE '%\"partial\"%') ORDER BY at, artwork_id")
-    for aid, at, detail in rows.fetchall():
+    rows = db.execute("SELECT artwork_id, at, event, detail FROM history WHERE (event = 'imported'"
+                      " AND (detail LIKE '%\"damaged\"%' OR detail LIKE '%\"partial\"%'))"
+                      " OR detail LIKE '%\"resolved\"%' ORDER BY artwork_id, idx")
+    for aid, at, kind, detail in rows.fetchall():
         try:
             event = json.loads(detail)
         except ValueError:
+            continue
+        if kind != "imported":
+            resolved = event.get("resolved") or []
+            if partial and partial[-1]["id"] == aid:
+                partial[-1]["why"] = [why for why in partial[-1]["why"] if why not in resolved]
+                if not partial[-1]["why"]:
+                    partial.pop()
             continue
         for bad in event.get("damaged") or []:
             row = db.execute("SELECT sha256 FROM files WHERE artwork_id = ? AND path = ?", (aid, bad.get("path"))).fetchone()
@@ -76,4 +85,6 @@ def _imported_gaps(db: sqlite3.Connection) -> tuple[list[dict[str, Any]], list[d
                 damaged.append({"id": aid, "path": bad["path"], "problem": bad.get("problem", ""), "since": at})
         if event.get("partial"):
             partial.append({"id": aid, "why": list(event["partial"]), "since": at})
+    damaged.sort(key=lambda d: (d["since"], d["id"]))
+    partial.sort(key=lambda p: (p["since"], p["id"]))
     return damaged, partial

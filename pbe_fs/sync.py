@@ -44,6 +44,7 @@ from .commit import commit_work, index_work
 from .config import Config
 from .errors import DiskFull, PbeError, RecordError, disk_full
 from .illust import FileSpec
+from .importing.found import ANIMATION_GAPS
 from .importing.mark import walk_mark
 from .index import Index
 from .ledger import Ledger
@@ -89,6 +90,19 @@ class SyncResult:
             parts.append(f"{len(self.problems)} unreadable records (`pbe-fs doctor`)")
         return ", ".join(parts)
 
+
+def _resolve(record: dict[str, Any], gaps: tuple[str, ...]) -> list[str]:
+    """Drop these reasons from the record's ``partial`` (an import's note of
+    what it could not bring); the ones dropped, for the history."""
+    partial = record.get("partial") or []
+    resolved = [why for why in partial if why in gaps]
+    if resolved:
+        kept = [why for why in partial if why not in gaps]
+        if kept:
+            record["partial"] = kept
+        else:
+            record.pop("partial", None)
+    return resolved
 
 @dataclass
 class _Job:
@@ -796,11 +810,14 @@ class Syncer:
             for path, stored in job.stored.items():
                 by_path[path] = stored.to_json()
             record["files"] = [by_path[p] for p in sorted(by_path)]
+            resolved: list[str] = []
             if job.ugoira and any(f.role == "ugoira_zip" for f in job.stored.values()):
                 record["ugoira"] = {"frames": illust.ugoira_frames(job.ugoira), "source": "zip"}
+                resolved = _resolve(record, ANIMATION_GAPS)  # an import's converted animation, completed
             repaired = sorted(set(job.stored) - set(kept))
             if repaired:
-                record["history"].append({"at": at, "event": "repaired", "files": repaired})
+                record["history"].append({"at": at, "event": "repaired", "files": repaired,
+                                          **({"resolved": resolved} if resolved else {})})
             if kept:
                 record["history"].append({"at": at, "event": "changed", "pages": {p: kept[p] for p in sorted(kept)}})
         self._update_record(job.id, change)

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from pbe_fs.importing.found import WITHOUT_FRAMES
 from tests.conftest import ROOT, pbe, write_config
 from tests.fakepixiv import FakePixiv, Work
 from tests.fakepixiv.data import default_works
@@ -515,5 +516,9 @@ def test_converted_ugoira(fake: FakePixiv, tmp_path: Path) -> None:
     roles = sorted(f["role"] for f in rec["files"])
     assert roles.count("imported_media") == 2 and roles.count("ugoira_zip") == 1
     assert [f["delay"] for f in rec["ugoira"]["frames"]] == fake.works[wid].frames
+    # complete now: the record says so, and so do its history and `status`
+    assert "partial" not in rec and rec["history"][-1]["resolved"] == [WITHOUT_FRAMES]
+    status = json.loads(pbe(config, "status", "--json", check=True).stdout)
+    assert status["partial"] == [] and "partial" not in pbe(config, "status", check=True).stdout
     for name, body in made.items():  # what was imported stays as it was
         assert (data / f"artworks/{wid}/imported/{name}").read_bytes() == body

@@ -56,7 +56,7 @@ from ..progress import Progress
 from ..recovery import open_index
 from ..storage.local import discard
 from ..sync import now
-from .found import IMPORTED_MEDIA, FoundFile, FoundWork
+from .found import IMPORTED_MEDIA, WITHOUT_FRAMES, FoundFile, FoundWork
 from .mark import walk_mark
 
 log = logging.getLogger("pbe_fs.import")
@@ -515,7 +515,7 @@ def _write_work(job: _PlaceJob, stored: list[StoredFile]) -> dict[str, Any]:
     record = job.record
     record["files"] = sorted((f.to_json() for f in stored), key=lambda f: f["path"])
     if any(f.role == IMPORTED_MEDIA for f in stored):
-        record.setdefault("partial", []).append("animation imported as converted media, without its frames")
+        record.setdefault("partial", []).append(WITHOUT_FRAMES)
     # What the import could not verify, said in its history event too: the index keeps that for `status`.
     event = record["history"][-1]
     damaged = [{"path": f["path"], "sha256": f["sha256"], "problem": f["damaged"]} for f in record["files"] if "damaged" in f]

@@ -15,6 +15,12 @@ from ..errors import PbeError
 # post-processor): kept as it is, outside the views' qualities.
 IMPORTED_MEDIA = "imported_media"
 
+# Why an imported record is partial, when a later sync can complete it: it
+# fetches an animation's frames zip and frame delays while pixiv serves them.
+WITHOUT_FRAMES = "animation imported as converted media, without its frames"
+WITHOUT_DELAYS = "animation without its frame delays"
+ANIMATION_GAPS = (WITHOUT_FRAMES, WITHOUT_DELAYS)
+
 
 @dataclass
 class FoundFile:

@@ -28,7 +28,7 @@ from typing import Any
 
 from .. import illust
 from . import gdarchive
-from .found import IMPORTED_MEDIA, FoundFile, FoundWork
+from .found import IMPORTED_MEDIA, WITHOUT_DELAYS, FoundFile, FoundWork
 
 log = logging.getLogger("pbe_fs.import")
 
@@ -123,7 +123,7 @@ def _work(aid: int, files: list[tuple[Path, int, str]], pixiv: _Pixiv) -> FoundW
             name = url.rsplit("/", 1)[-1] if url.endswith(".zip") else f"{aid}_ugoira.zip"
             found.append(FoundFile(str(path), name, "ugoira_zip", 0, url=url, kind="zip"))
             if ugoira is None:
-                partial.append("animation without its frame delays")
+                partial.append(WITHOUT_DELAYS)
         elif ext in _MEDIA and (ext not in _IMAGES or raw.get("type") == "ugoira"):  # a converted animation
             found.append(FoundFile(str(path), f"imported/{path.name}", IMPORTED_MEDIA, page, kind="media"))
         elif ext in _IMAGES:
