@@ -506,7 +506,12 @@ class Tree:
         return Node(True, self._stamp, immutable=False)
 
     def _status_node(self) -> Node:
-        data = json.dumps(status(self.archive), ensure_ascii=False, indent=2).encode() + b"\n"
+        """status.json: the same bytes from every process of a server for one
+        generation (its ETag and Range answers agree), so without the disk's
+        free space, which changes all the time (`pbe-fs status` shows it)."""
+        state = status(self.archive)
+        state.pop("disk_free", None)
+        data = json.dumps(state, ensure_ascii=False, indent=2).encode() + b"\n"
         return Node(False, self._stamp, len(data), content=lambda: BytesContent(data), immutable=False,
                     etag=_etag(data))
 

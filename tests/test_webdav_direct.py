@@ -24,8 +24,7 @@ NO_MATCH = {"If-None-Match": '"no-such-etag"'}  # changes nothing but the path t
 def answer(url: str, method: str, path: str, headers: dict[str, str],
            conn: "http.client.HTTPConnection | None" = None) -> tuple[int, list[tuple[str, str]], bytes]:
     """Status, headers but Date in order, body; on ``conn`` if given (one
-    connection stays with one worker: status.json's disk_free is each
-    worker's own snapshot)."""
+    connection stays with one worker)."""
     own = conn is None
     if own:
         parts = urlsplit(url)

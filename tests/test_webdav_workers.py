@@ -189,10 +189,18 @@ def dates_of(server: Server) -> set[bytes]:
                     for _ in range(FRESH)}
 
 
-def test_a_dead_worker_is_replaced(workers) -> None:
+def etags_of(server: Server) -> set[str]:
+    return {http_request(server.url, "HEAD", "/status.json")[1]["etag"] for _ in range(FRESH)}
+
+
+def test_a_dead_worker_is_replaced(workers, tmp_path: Path) -> None:
     server, _, _ = workers
     dates = dates_of(server)
     assert len(dates) == 1  # a date per index generation, whichever worker answers
+    etags = etags_of(server)
+    assert len(etags) == 1  # and the same bytes of status.json
+    (tmp_path / "filler").write_bytes(os.urandom(4 << 20))  # the disk's free space is not in it: it changes
+    os.sync()
     before = workers_of(server)
     os.kill(before[0], signal.SIGKILL)
     deadline = time.monotonic() + 30
@@ -211,6 +219,7 @@ def test_a_dead_worker_is_replaced(workers) -> None:
     assert "exited with -9; starting it again" in server.stderr()
     # the new worker loaded the same generation seconds later, and dates it as the others do
     assert dates_of(server) == dates
+    assert etags_of(server) == etags
 
 
 def _alive(pid: int) -> bool:
