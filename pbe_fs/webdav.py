@@ -33,7 +33,7 @@ import sqlite3
 import struct
 import threading
 import time
-from email.utils import formatdate
+from email.utils import formatdate, parsedate_to_datetime
 from typing import Any, Callable
 
 from cheroot import server as cheroot_server
@@ -330,6 +330,9 @@ class Provider(DAVProvider):
         if method in ("GET", "HEAD"):
             tree = environ["pbe.tree"] = self.gallery.tree_for(environ)
             node = tree.get(parts)
+            if node is not None and not node.is_dir and node.content is not None \
+                    and _unchanged(environ, tree.etag(parts, node), node.mtime):
+                return _not_modified(start_response, tree.etag(parts, node), node)
             if node is not None:
                 start_response = self.gallery.file_headers(start_response, node)
             if node is not None and node.blob and method == "GET":  # HEAD: the exact length, from us
@@ -539,6 +542,35 @@ def _plain_read(environ: dict[str, Any]) -> bool:
     """No header or body that makes wsgidav answer anything but the bytes."""
     return (not any(key in environ for key in _NOT_PLAIN) and environ.get("CONTENT_LENGTH") in (None, "", "0")
             and "logout" not in environ.get("QUERY_STRING", ""))
+
+
+def _unchanged(environ: dict[str, Any], etag: str, mtime: float) -> bool:
+    """Whether a conditional GET/HEAD of a file gets 304 (RFC 9110 13.2.2):
+    If-None-Match decides when present (If-Modified-Since is then ignored,
+    and dropped so that wsgidav ignores it too), else If-Modified-Since."""
+    wanted = environ.get("HTTP_IF_NONE_MATCH")
+    if wanted is not None:
+        tags = {t.strip().removeprefix("W/") for t in wanted.split(",")}
+        if "*" in tags or f'"{etag}"' in tags:
+            return True
+        environ.pop("HTTP_IF_MODIFIED_SINCE", None)
+        return False
+    since = environ.get("HTTP_IF_MODIFIED_SINCE")
+    if since is None:
+        return False
+    try:
+        return int(mtime) <= parsedate_to_datetime(since).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return False  # not a date: ignored, as RFC 9110 says
+
+
+def _not_modified(start_response: Callable[..., Any], etag: str, node: Node) -> list[bytes]:
+    """A 304 with what the 200 would have said about caching (wsgidav's own
+    304 carries neither ETag nor Cache-Control, which RFC 9110 requires)."""
+    start_response("304 Not Modified", [("ETag", f'"{etag}"'), ("Cache-Control", cache_control(node)),
+                                        ("Last-Modified", _http_date(node.mtime)), ("Date", _http_date(None)),
+                                        ("Content-Length", str(node.size))])  # the 200's, as RFC 9110 allows
+    return [b""]
 
 
 def _basic_login_ok(environ: dict[str, Any], access: Access) -> bool:

@@ -86,6 +86,21 @@ def test_get_range_etag_304(server: Server, synced) -> None:
     assert status == 206 and body == archived[10:20] and headers2["content-range"] == f"bytes 10-19/{len(archived)}"
     status, _, _ = request(server, "GET", "/by-id/93012350/93012350_p3.jpg", {"If-None-Match": headers["etag"]})
     assert status == 304
+    # a 304 says what the 200 said about caching (RFC 9110 15.4.5), for a file that may change too
+    for name in ("93012350_p3.jpg", "meta.json"):
+        path = f"/by-id/93012350/{name}"
+        _, full, _ = request(server, "GET", path)
+        later = "Fri, 01 Jan 2100 00:00:00 GMT"
+        for conditional in ({"If-None-Match": full["etag"]}, {"If-None-Match": f'"x", W/{full["etag"]}'},
+                            {"If-Modified-Since": later}, {"If-None-Match": "*"}):
+            status, h, body = request(server, "GET", path, conditional)
+            assert (status, body) == (304, b"") and h["etag"] == full["etag"], conditional
+            assert h["cache-control"] == full["cache-control"] and h["last-modified"] == full["last-modified"]
+        # If-None-Match decides when present: If-Modified-Since is then ignored
+        status, _, body = request(server, "GET", path, {"If-None-Match": '"other"', "If-Modified-Since": later})
+        assert status == 200 and len(body) == int(full["content-length"])
+        for since in ("Mon, 01 Jan 1990 00:00:00 GMT", "not a date"):
+            assert request(server, "GET", path, {"If-Modified-Since": since})[0] == 200
     for name in ("93012350.zip", "93012350.pdf", "meta.json"):
         status, h, whole = request(server, "GET", f"/by-id/93012350/{name}")
         status, _, part = request(server, "GET", f"/by-id/93012350/{name}", {"Range": "bytes=100-"})
