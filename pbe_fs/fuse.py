@@ -590,6 +590,14 @@ def _watch_generation(ops: Operations, interval: float, stopped: threading.Event
             log.exception("watching the index")
 
 
+def _quietly(job: Callable[[], None]) -> Callable[[], None]:
+    """job, in a thread that leaves stop and reload signals to the request thread."""
+    def run() -> None:
+        fusekernel.leave_signals_to_the_request_thread()
+        job()
+    return run
+
+
 def _load_soon(tree: Tree, stopped: threading.Event) -> None:
     """Load the works once the mount has answered its first requests: the
     load holds the GIL for a while (seconds at 200,000 works), and the
@@ -680,7 +688,7 @@ def mount(tree: Tree, mountpoint: Path, *, allow_delete: bool, xattrs: bool = Fa
     restore = _on_signals(session, ops, on_stop, on_hup)
     for job in (lambda: _watch_generation(ops, poll_seconds, stopped), lambda: _load_soon(tree, stopped),
                 lambda: _widen_readahead(mountpoint)):
-        threading.Thread(target=job, name="fuse-watch", daemon=True).start()
+        threading.Thread(target=_quietly(job), name="fuse-watch", daemon=True).start()
     try:
         session.serve()
     finally:

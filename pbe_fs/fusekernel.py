@@ -23,6 +23,7 @@ import errno
 import fcntl
 import logging
 import os
+import signal
 import socket
 import struct
 import subprocess
@@ -277,6 +278,17 @@ class Backings:
                 log.debug("closing passthrough id %d: %s", backing_id, exc)
 
 
+def leave_signals_to_the_request_thread() -> None:
+    """Block, in the calling thread, the signals that stop or reload a mount.
+
+    Python runs signal handlers in the main thread, and only when it runs
+    Python code; a mount's main thread waits in read() for the next request.
+    A signal the kernel hands to another thread sets Python's flag but does
+    not interrupt that read, so an idle mount would not stop on SIGTERM until
+    some request came. Every other thread of a mount calls this first."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+
+
 class Session:
     """One mount: its /dev/fuse connection, the thread that reads it and the
     workers that answer what needs I/O."""
@@ -290,7 +302,8 @@ class Session:
         self._loop_thread = 0
         self.passthrough = False  # set at INIT: the kernel can read whole archived files itself
         self.backings: Backings | None = None
-        self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="fuse")
+        self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="fuse",
+                                                           initializer=leave_signals_to_the_request_thread)
         self._handlers: dict[int, Callable[[int, memoryview, int], bytes | None]] = {
             LOOKUP: self._lookup, GETATTR: self._getattr, OPEN: self._open, READ: self._read,
             RELEASE: self._release, OPENDIR: self._opendir, READDIR: self._readdir,

@@ -385,7 +385,23 @@ def test_sync_while_mounted(tmp_path: Path, fake: FakePixiv) -> None:
         assert m.stop() == 0
 
 
+def blocked_signals(pid: int) -> dict[int, int]:
+    """Each thread of a process: the signals it blocks (SigBlk, a mask)."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        fields = dict(line.split(":\t", 1) for line in (task / "status").read_text().splitlines() if ":\t" in line)
+        out[int(task.name)] = int(fields["SigBlk"], 16)
+    return out
+
+
 def test_unmount_on_sigterm_sigint_and_fusermount(mounted: Mount, synced, tmp_path: Path) -> None:
+    # the kernel gives a process's signal to a thread that does not block it: only the
+    # request thread may take SIGTERM, SIGINT and SIGHUP, or an idle mount would not notice
+    mounted.path("by-id", "93012350", "93012350.pdf").read_bytes()  # workers and helper threads started
+    masks = blocked_signals(mounted.proc.pid)
+    stoppers = sum(1 << (s - 1) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
+    assert len(masks) > 2 and masks.pop(mounted.proc.pid) & stoppers == 0
+    assert all(mask & stoppers == stoppers for mask in masks.values()), masks
     assert mounted.stop(signal.SIGTERM) == 0
     assert not os.path.ismount(mounted.mountpoint)
     config, _ = synced
