@@ -188,6 +188,13 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def server_rss(pid: int) -> str:
+    """A server's memory: each worker's (the supervisor forks them; it serves nothing itself)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    workers = [rss_mb(int(c)) for c in children] or [rss_mb(pid)]
+    return f"{max(workers):.0f} MB a worker ({len(workers)}; supervisor {rss_mb(pid):.0f} MB)"
+
+
 def find(path: Path) -> None:
     subprocess.run(["find", str(path)], stdout=subprocess.DEVNULL, check=True)
 
@@ -335,7 +342,7 @@ def measure(works: int, repeat: int, tmp: Path, tags: int, whole_up_to: int,
         for g in groups:
             propfind(g)
         rows.append((size, f"server RSS after {len(groups)} PROPFINDs of tag folders",
-                     f"{rss_mb(server.proc.pid):.0f} MB", "", ""))
+                     server_rss(server.proc.pid), "", ""))
     finally:
         server.stop()
         ngx.terminate()
