@@ -214,6 +214,7 @@ class Tree:
         self._changes: dict[str, list[tuple[str, str, Work, str]]] | None = None
         self._events: dict[int, list[tuple[str, str]]] | None = None
         self._groups: dict[str, dict[str, list[Work]]] = {}  # by-artist, by-tag: built once per generation
+        self._dates: dict[str, dict[str, list[Work]]] | None = None  # by-date: year, month, works
         # what the previous generation showed, kept (when asked) until stale_since() is called
         self.keep_previous = False
         self._previous: tuple[dict[int, Work], dict[int, list[str]] | None,
@@ -276,6 +277,7 @@ class Tree:
             self._changes = None
             self._events = None
             self._groups = {}
+            self._dates = None
             self._links = {}
             self._dirs.clear()
         return True
@@ -529,37 +531,49 @@ class Tree:
         return [w for w in self._works.values() if self._in_view(w, view)]
 
     def _view_dir(self, view: str, sub: tuple[str, ...]) -> dict[str, Node] | None:
-        works = self._works_in(view)
+        """A view folder or a group folder in it. Groups (years and months,
+        artists, tags) are sorted out once per generation: a group folder is
+        then its members alone, not a pass over every work (listing by-tag
+        asks each of its tag folders for their size, and 50,000 tags times
+        200,000 works never ended)."""
         if view in ("by-ingress", "nsfw", "private", "ai", "by-id", "gone") and not sub:
-            return {_name(view, w): self._folder(w) for w in works}
+            return {_name(view, w): self._folder(w) for w in self._works_in(view)}
         if view == "by-date":
-            return self._by_date(works, sub)
+            return self._by_date(sub)
         if view == "changes":
             return self._changes_dir(sub)
         if view == "by-artist":
-            return self._grouped(view, works, sub, lambda w: [_artist(w)])
+            return self._grouped(view, sub, lambda w: [_artist(w)])
         if view == "by-tag":
             tags = self._all_tags()
-            return self._grouped(view, works, sub, lambda w: [_segment(t) for t in tags.get(w.id, [])])
+            return self._grouped(view, sub, lambda w: [_segment(t) for t in tags.get(w.id, [])])
         return None
 
-    def _by_date(self, works: list[Work], sub: tuple[str, ...]) -> dict[str, Node] | None:
-        if len(sub) == 0:
-            return {y: self._view_node() for y in {_ym(w)[0] for w in works}}
+    def _by_date(self, sub: tuple[str, ...]) -> dict[str, Node] | None:
+        dates = self._dates
+        if dates is None:
+            dates = {}
+            for w in self._works_in("by-date"):
+                year, month = _ym(w)
+                dates.setdefault(year, {}).setdefault(month, []).append(w)
+            self._dates = dates
+        if not sub:
+            return {y: self._view_node() for y in dates}
+        months = dates.get(sub[0])
+        if months is None:
+            return None
         if len(sub) == 1:
-            months = {_ym(w)[1] for w in works if _ym(w)[0] == sub[0]}
-            return {m: self._view_node() for m in months} if months else None
-        chosen = [w for w in works if _ym(w) == (sub[0], sub[1])]
+            return {m: self._view_node() for m in months}
+        chosen = months.get(sub[1])
         if not chosen:
             return None
         return {_name("by-date", w): self._folder(w) for w in chosen}
 
-    def _grouped(self, view: str, works: list[Work], sub: tuple[str, ...],
-                 keys: Callable[[Work], list[str]]) -> dict[str, Node] | None:
+    def _grouped(self, view: str, sub: tuple[str, ...], keys: Callable[[Work], list[str]]) -> dict[str, Node] | None:
         groups = self._groups.get(view)
         if groups is None:
             groups = {}
-            for w in works:
+            for w in self._works_in(view):
                 for key in keys(w):
                     groups.setdefault(key, []).append(w)
             self._groups[view] = groups
