@@ -331,8 +331,10 @@ class Provider(DAVProvider):
             tree = environ["pbe.tree"] = self.gallery.tree_for(environ)
             node = tree.get(parts)
             if node is not None and not node.is_dir and node.content is not None \
-                    and _unchanged(environ, tree.etag(parts, node), node.mtime):
-                return _not_modified(start_response, tree.etag(parts, node), node)
+                    and ("HTTP_IF_NONE_MATCH" in environ or "HTTP_IF_MODIFIED_SINCE" in environ):
+                etag = tree.etag(parts, node)  # worked out on first use for a generated file: only when asked
+                if _unchanged(environ, etag, node.mtime):
+                    return _not_modified(start_response, etag, node)
             if node is not None:
                 start_response = self.gallery.file_headers(start_response, node)
             if node is not None and node.blob and method == "GET":  # HEAD: the exact length, from us
