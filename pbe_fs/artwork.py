@@ -66,7 +66,7 @@ class Node:
     any of them. Two threads asking at once both make the same bytes.
     """
 
-    __slots__ = ("is_dir", "mtime", "_size", "artwork", "is_artwork_root", "content", "immutable", "_etag",
+    __slots__ = ("is_dir", "mtime", "_size", "artwork", "is_artwork_root", "_given", "immutable", "_etag",
                  "blob", "revalidate", "_make", "_identity", "_made")
 
     def __init__(self, is_dir: bool, mtime: float, size: int = 0, artwork: int = 0, is_artwork_root: bool = False,
@@ -74,7 +74,7 @@ class Node:
                  blob: str = "", revalidate: bool = False) -> None:
         self.is_dir, self.mtime, self._size, self.artwork = is_dir, mtime, size, artwork
         self.is_artwork_root = is_artwork_root
-        self.content = content  # files: how to get at the bytes
+        self._given = content
         self.immutable = immutable
         self._etag: str | None = etag  # changes exactly when the bytes do
         self.blob = blob  # an archived file as it is: its key in the store (for redirects)
@@ -92,10 +92,17 @@ class Node:
         callable) names its bytes: their ETag is made from it."""
         node = cls(False, mtime, -1, artwork, immutable=immutable, revalidate=revalidate)
         node._make, node._identity, node._etag = make, identity, None
-        node.content = node._content
         return node
 
-    def _content(self) -> Content:
+    @property
+    def content(self) -> Callable[[], Content] | None:
+        """Files: how to get at the bytes. (A generated node answers its own
+        method, not one kept in a slot: that would be a reference cycle, and
+        nodes would wait for the garbage collector instead of going when a
+        listing goes.)"""
+        return self._made_content if self._make is not None else self._given
+
+    def _made_content(self) -> Content:
         made = self._made
         if made is None:
             assert self._make is not None
@@ -106,7 +113,7 @@ class Node:
     @property
     def size(self) -> int:
         if self._size < 0:
-            return self._content().size
+            return self._made_content().size
         return self._size
 
     @property
