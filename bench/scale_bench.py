@@ -30,6 +30,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import statistics
 import subprocess
 import sys
@@ -211,7 +212,6 @@ def propfind(url: str) -> bytes:
 
 def members(url: str, count: int) -> list[str]:
     """The first ``count`` members of a folder, as the server names them (hrefs)."""
-    import re
     hrefs = re.findall(rb"<D:href>([^<]+)</D:href>", propfind(url))[1:count + 1]
     base = url.split("/", 3)[:3]
     return ["/".join(base) + h.decode() for h in hrefs]

@@ -104,6 +104,7 @@ def _resolve(record: dict[str, Any], gaps: tuple[str, ...]) -> list[str]:
             record.pop("partial", None)
     return resolved
 
+
 @dataclass
 class _Job:
     """One work being fetched: a new one into incoming/, or repairs in place."""

@@ -704,9 +704,10 @@ class Tree:
         if view == "changes":
             wanted = (path[1], names.lookup_key(path[-1]))
             work = self._works.get(node.artwork)
-            events = self._events_by_work().get(node.artwork, []) if work is not None else []
-            return next((i for i, (day, event) in enumerate(events)
-                         if self._change_path(work, day, event) == wanted), None)  # type: ignore[arg-type]
+            if work is None:
+                return None
+            return next((i for i, (day, event) in enumerate(self._events_by_work().get(work.id, []))
+                         if self._change_path(work, day, event) == wanted), None)
         return 0
 
     def stale_since(self) -> tuple[list[tuple[tuple[str, ...], str, int, int, int]], set[str]]:
