@@ -576,8 +576,18 @@ def _say(line: str) -> None:
     sys.stderr.write(line.encode("utf-8", "backslashreplace").decode("utf-8") + "\n")
 
 
+def _stacks_on_sigusr1() -> None:
+    """`kill -USR1 <pid>` prints where every thread of a running pbe-fs is,
+    on stderr (its log): what a report of a mount or a sync that hangs needs."""
+    import faulthandler
+    import signal
+
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _stacks_on_sigusr1()
     _setup_logging(args.verbose, args.quiet, args.log_format or "human")
     try:
         return _run_command(args)

@@ -78,6 +78,32 @@ def pbe(config: Path | None, *args: str, timeout: float = 120, check: bool = Fal
     return proc
 
 
+def wait_or_explain(proc: subprocess.Popen, log: Path, timeout: float = 15) -> int:
+    """proc's exit status once it has stopped; if it does not within timeout,
+    fail with where each of its threads is: Python's stacks (pbe-fs prints
+    them on SIGUSR1) and the kernel's (what a thread waits for in a system call)."""
+    import signal
+    import time
+
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pass
+    proc.send_signal(signal.SIGUSR1)
+    time.sleep(1)
+    kernel = []
+    for task in sorted(Path(f"/proc/{proc.pid}/task").glob("*")):
+        try:
+            signals = "".join(line for line in (task / "status").read_text().splitlines(True)
+                              if line.startswith(("Name", "Sig", "ShdPnd")))
+            kernel.append(f"thread {task.name}: {(task / 'wchan').read_text()}\n{signals}{(task / 'stack').read_text()}")
+        except OSError:
+            pass
+    tail = log.read_text(errors="replace")[-20000:]
+    raise AssertionError(f"pid {proc.pid} did not stop within {timeout:g} s\n--- its log ---\n{tail}"
+                         f"\n--- kernel stacks ---\n" + "\n".join(kernel))
+
+
 class Mount:
     """`pbe-fs mount` running in a subprocess, for as long as a test needs it."""
 
@@ -105,7 +131,7 @@ class Mount:
         if self.proc.poll() is None:
             self.proc.send_signal(sig or signal.SIGTERM)
         try:
-            return self.proc.wait(timeout=15)
+            return wait_or_explain(self.proc, self.log)
         finally:
             if os.path.ismount(self.mountpoint):
                 subprocess.run(["fusermount3", "-uz", str(self.mountpoint)], check=False)
@@ -143,7 +169,7 @@ class Server:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
-            return self.proc.wait(timeout=15)
+            return wait_or_explain(self.proc, self.log)
         finally:
             if self.proc.poll() is None:
                 self.proc.kill()
