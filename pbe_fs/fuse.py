@@ -590,14 +590,6 @@ def _watch_generation(ops: Operations, interval: float, stopped: threading.Event
             log.exception("watching the index")
 
 
-def _quietly(job: Callable[[], None]) -> Callable[[], None]:
-    """job, in a thread that leaves stop and reload signals to the request thread."""
-    def run() -> None:
-        fusekernel.leave_signals_to_the_request_thread()
-        job()
-    return run
-
-
 def _load_soon(tree: Tree, stopped: threading.Event) -> None:
     """Load the works once the mount has answered its first requests: the
     load holds the GIL for a while (seconds at 200,000 works), and the
@@ -612,25 +604,50 @@ def _load_soon(tree: Tree, stopped: threading.Event) -> None:
 def _on_signals(session: fusekernel.Session, ops: Operations, on_stop: Callable[[int], None] | None,
                 on_hup: Callable[[], None] | None) -> Callable[[], None]:
     """SIGINT/SIGTERM unmount, SIGHUP reloads (when on_hup is given);
-    returns what puts the previous handlers back."""
-    def stop(signum: int, _frame: Any) -> None:
-        log.info("%s: unmounting", signal.Signals(signum).name)
-        if on_stop:
-            on_stop(signum)
-        session.stop()
+    returns what puts the previous handlers back.
 
-    def hup(_signum: int, _frame: Any) -> None:
-        def reload() -> None:
-            assert on_hup is not None
-            on_hup()
-            ops.invalidate(everything=True)  # the NSFW policy may have changed every listing
-        session.submit(reload)
-
+    Python runs a signal's handler on the main thread, between two
+    bytecodes, and the main thread here is the request thread, blocked
+    reading /dev/fuse: a signal that lands on another thread, or on this
+    one just before its read begins, would wait for the next request, and
+    an idle mount would ignore SIGTERM. So the handlers do nothing, and a
+    thread of ours acts on the signal numbers Python's own handler writes
+    to a pipe (``set_wakeup_fd``), whichever thread caught them."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
-    handlers = {signal.SIGINT: stop, signal.SIGTERM: stop, **({signal.SIGHUP: hup} if on_hup else {})}
-    previous = {signum: signal.signal(signum, handler) for signum, handler in handlers.items()}
-    return lambda: [signal.signal(signum, handler) for signum, handler in previous.items()] and None
+    wanted = (signal.SIGINT, signal.SIGTERM, *((signal.SIGHUP,) if on_hup else ()))
+    readable, writable = os.pipe()
+    os.set_blocking(writable, False)  # a signal never waits for the pipe
+    previous_fd = signal.set_wakeup_fd(writable, warn_on_full_buffer=False)
+    previous = {signum: signal.signal(signum, lambda *_: None) for signum in wanted}
+
+    def reload() -> None:
+        assert on_hup is not None
+        on_hup()
+        ops.invalidate(everything=True)  # the NSFW policy may have changed every listing
+
+    def act() -> None:
+        with open(readable, "rb", buffering=0) as pipe:
+            while numbers := pipe.read(64):  # empty: the handlers are gone
+                for signum in numbers:
+                    if signum in (signal.SIGINT, signal.SIGTERM):
+                        log.info("%s: unmounting", signal.Signals(signum).name)
+                        try:
+                            if on_stop:
+                                on_stop(signum)
+                        finally:
+                            session.stop()
+                    elif signum == signal.SIGHUP and on_hup:
+                        session.submit(reload)
+
+    threading.Thread(target=act, name="fuse-signals", daemon=True).start()
+
+    def restore() -> None:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        signal.set_wakeup_fd(previous_fd)
+        os.close(writable)
+    return restore
 
 
 def check_mountpoint(mountpoint: Path) -> None:
@@ -688,7 +705,7 @@ def mount(tree: Tree, mountpoint: Path, *, allow_delete: bool, xattrs: bool = Fa
     restore = _on_signals(session, ops, on_stop, on_hup)
     for job in (lambda: _watch_generation(ops, poll_seconds, stopped), lambda: _load_soon(tree, stopped),
                 lambda: _widen_readahead(mountpoint)):
-        threading.Thread(target=_quietly(job), name="fuse-watch", daemon=True).start()
+        threading.Thread(target=job, name="fuse-watch", daemon=True).start()
     try:
         session.serve()
     finally:

@@ -62,12 +62,14 @@ _BACKING_MAP = struct.Struct("<iIQ")  # fuse_backing_map: fd, flags, padding
 _BACKING_OPEN, _BACKING_CLOSE = 0x4010E501, 0x4004E502  # _IOW(229, 1, fuse_backing_map), _IOW(229, 2, u32)
 _INVAL_INODE = struct.Struct("<Qqq")
 _INVAL_ENTRY = struct.Struct("<QII")
+_RETRIEVE = struct.Struct("<QQQII")  # fuse_notify_retrieve_out: unique, nodeid, offset, size, padding
 
 # opcodes
 LOOKUP, FORGET, GETATTR, SETATTR, READLINK, SYMLINK = 1, 2, 3, 4, 5, 6
 MKNOD, MKDIR, UNLINK, RMDIR, RENAME, LINK, OPEN, READ, WRITE, STATFS, RELEASE = 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18
 SETXATTR, GETXATTR, LISTXATTR, REMOVEXATTR, INIT, OPENDIR, READDIR, RELEASEDIR = 21, 22, 23, 24, 26, 27, 28, 29
-CREATE, INTERRUPT, DESTROY, BATCH_FORGET, FALLOCATE, READDIRPLUS, RENAME2, TMPFILE = 35, 36, 38, 42, 43, 44, 45, 51
+CREATE, INTERRUPT, DESTROY, NOTIFY_REPLY, BATCH_FORGET, FALLOCATE, READDIRPLUS = 35, 36, 38, 41, 42, 43, 44
+RENAME2, TMPFILE = 45, 51
 _NO_REPLY = {FORGET, BATCH_FORGET, INTERRUPT}
 _WRITES = {SETATTR, SYMLINK, MKNOD, MKDIR, RENAME, LINK, WRITE, SETXATTR, REMOVEXATTR, CREATE, FALLOCATE,
            RENAME2, TMPFILE}
@@ -82,7 +84,8 @@ _WANTED = (_ASYNC_READ | _EXPORT_SUPPORT | _AUTO_INVAL_DATA | _DO_READDIRPLUS | 
 
 FOPEN_DIRECT_IO, FOPEN_KEEP_CACHE, _FOPEN_PASSTHROUGH = 1 << 0, 1 << 1, 1 << 7
 _STACK_DEPTH = 2  # an archive on overlayfs (depth 1) may still be read through
-_NOTIFY_INVAL_INODE, _NOTIFY_INVAL_ENTRY = 2, 3
+_NOTIFY_INVAL_INODE, _NOTIFY_INVAL_ENTRY, _NOTIFY_RETRIEVE = 2, 3, 4
+_ROOT = 1
 
 
 class FuseError(Exception):
@@ -94,7 +97,7 @@ class FuseError(Exception):
 
 
 class _Stopped(BaseException):
-    """Raised by a signal handler into the request thread."""
+    """Raised on the request thread to end ``serve``."""
 
 
 class Offload(Exception):
@@ -278,17 +281,6 @@ class Backings:
                 log.debug("closing passthrough id %d: %s", backing_id, exc)
 
 
-def leave_signals_to_the_request_thread() -> None:
-    """Block, in the calling thread, the signals that stop or reload a mount.
-
-    Python runs signal handlers in the main thread, and only when it runs
-    Python code; a mount's main thread waits in read() for the next request.
-    A signal the kernel hands to another thread sets Python's flag but does
-    not interrupt that read, so an idle mount would not stop on SIGTERM until
-    some request came. Every other thread of a mount calls this first."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
-
-
 class Session:
     """One mount: its /dev/fuse connection, the thread that reads it and the
     workers that answer what needs I/O."""
@@ -302,14 +294,14 @@ class Session:
         self._loop_thread = 0
         self.passthrough = False  # set at INIT: the kernel can read whole archived files itself
         self.backings: Backings | None = None
-        self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="fuse",
-                                                           initializer=leave_signals_to_the_request_thread)
+        self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="fuse")
+        self._stopping = False
         self._handlers: dict[int, Callable[[int, memoryview, int], bytes | None]] = {
             LOOKUP: self._lookup, GETATTR: self._getattr, OPEN: self._open, READ: self._read,
             RELEASE: self._release, OPENDIR: self._opendir, READDIR: self._readdir,
             READDIRPLUS: self._readdirplus, RELEASEDIR: lambda *_: b"", STATFS: self._statfs,
             GETXATTR: self._getxattr, LISTXATTR: self._listxattr, UNLINK: self._unlink, RMDIR: self._rmdir,
-            INIT: self._init, DESTROY: lambda *_: b"",
+            INIT: self._init, DESTROY: lambda *_: b"", NOTIFY_REPLY: self._woken,
         }
 
     # -- mounting -------------------------------------------------------------------
@@ -344,9 +336,9 @@ class Session:
         """Unmount and close the connection, once ``serve`` has returned."""
         self._detach()
         self._pool.shutdown(wait=False, cancel_futures=True)
-        if self._fd >= 0:
-            os.close(self._fd)  # what the kernel still waits for is answered with an error
-            self._fd = -1
+        fd, self._fd = self._fd, -1  # -1 first: a late notification must not reach a reused number
+        if fd >= 0:
+            os.close(fd)  # what the kernel still waits for is answered with an error
 
     # -- the request loop --------------------------------------------------------------
     @property
@@ -354,12 +346,29 @@ class Session:
         return threading.get_ident() == self._loop_thread
 
     def stop(self) -> None:
-        """End ``serve``. From a signal handler (on the request thread, which
-        is blocked reading the connection) it raises out of that read; from
-        elsewhere it detaches the mount, which ends the connection."""
+        """End ``serve``, from any thread.
+
+        The request thread may be blocked reading the connection, and a
+        signal cannot be relied on to interrupt that read: one that arrives
+        just before the read begins is handled and the read still blocks.
+        So the kernel itself is asked for a request: the answer to a
+        retrieve of no bytes of the root, which ``serve`` reads, sees
+        ``_stopping`` and returns. Without a connection (gone already, or
+        too old a kernel) the mount is detached instead."""
+        self._stopping = True
         if self.on_loop:
             raise _Stopped
-        self._detach()
+        try:
+            os.write(self._fd, _OUT.pack(_OUT.size + _RETRIEVE.size, _NOTIFY_RETRIEVE, 0)
+                     + _RETRIEVE.pack(0, _ROOT, 0, 0, 0))
+        except OSError as exc:
+            log.debug("waking the request thread: %s; detaching instead", exc)
+            self._detach()
+
+    def _woken(self, nodeid: int, arg: memoryview, unique: int) -> None:
+        """The kernel's answer to the retrieve ``stop`` asks for (never answered back)."""
+        if self._stopping:
+            raise _Stopped
 
     def serve(self) -> None:
         """Answer requests until the mount goes away or ``stop`` is called.
