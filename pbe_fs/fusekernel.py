@@ -23,7 +23,6 @@ import errno
 import fcntl
 import logging
 import os
-import signal
 import socket
 import struct
 import subprocess
