@@ -24,14 +24,16 @@ Views::
 
 from __future__ import annotations
 
+import bisect
 import functools
 import hashlib
 import json
 import logging
 import threading
 import time
+from array import array
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -129,25 +131,120 @@ class Work:
 
 
 class _Folder(dict):
-    """A folder's entries by name, with the sorted listing and each name's
-    place in it worked out once (not on every ``list``)."""
+    """A folder's entries by name, with their names sorted once (not on
+    every ``list``). Only the names: a list of (name, node) pairs kept as
+    well took 80 bytes an entry, 16 MB for a 200,000-work view."""
 
-    __slots__ = ("order", "positions")
+    __slots__ = ("order",)
 
     def __init__(self, entries: dict[str, Node]) -> None:
         super().__init__(entries)
-        self.order: list[tuple[str, Node]] | None = None
-        self.positions: dict[str, int] | None = None
+        self.order: list[str] | None = None
 
-    def sorted_items(self) -> list[tuple[str, Node]]:
+    def sorted_names(self) -> list[str]:
         if self.order is None:
-            self.order = sorted(self.items())
+            self.order = sorted(self)
         return self.order
 
     def position(self, name: str) -> int | None:
-        if self.positions is None:
-            self.positions = {n: i for i, (n, _) in enumerate(self.sorted_items())}
-        return self.positions.get(name)
+        order = self.sorted_names()
+        i = bisect.bisect_left(order, name)
+        return i if i < len(order) and order[i] == name else None
+
+
+class _Sorted(Sequence[tuple[str, Node]]):
+    """A folder's (name, node) pairs sorted by name, made as they are read."""
+
+    __slots__ = ("_folder", "_names")
+
+    def __init__(self, folder: _Folder) -> None:
+        self._folder, self._names = folder, folder.sorted_names()
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        folder = self._folder
+        if isinstance(i, slice):
+            return [(name, folder[name]) for name in self._names[i]]
+        name = self._names[i]
+        return name, folder[name]
+
+    def __iter__(self) -> Iterator[tuple[str, Node]]:
+        folder = self._folder
+        return ((name, folder[name]) for name in self._names)
+
+
+class _Folders:
+    """The listings kept between requests, least recently used out first.
+
+    Bounded by entries as well as by folders: at 200,000 works one month of
+    changes/ holds thousands of entries and by-ingress 200,000, so a bound
+    by count alone let the listings of every view's top levels take
+    hundreds of MB. The folder just kept stays, however large, and so does
+    its parent: a walk looks each name up in the parent again (evicting a
+    200,000-work view for each of its artwork folders would rebuild it
+    200,000 times)."""
+
+    def __init__(self, max_folders: int, max_entries: int) -> None:
+        self._kept: OrderedDict[tuple[str | int, ...], _Folder] = OrderedDict()
+        self._entries = 0
+        self.max_folders, self.max_entries = max_folders, max_entries
+
+    def __contains__(self, key: tuple[str | int, ...]) -> bool:
+        return key in self._kept
+
+    def get(self, key: tuple[str | int, ...]) -> _Folder | None:
+        folder = self._kept.get(key)
+        if folder is not None:
+            self._kept.move_to_end(key)
+        return folder
+
+    def put(self, key: tuple[str | int, ...], folder: _Folder, parent: tuple[str | int, ...] = ()) -> None:
+        old = self._kept.pop(key, None)
+        self._entries += len(folder) - (len(old) if old is not None else 0)
+        kept = 1
+        if parent in self._kept:
+            self._kept.move_to_end(parent)
+            kept = 2
+        self._kept[key] = folder
+        while len(self._kept) > kept and (len(self._kept) > self.max_folders or self._entries > self.max_entries):
+            self._entries -= len(self._kept.popitem(last=False)[1])
+
+    def clear(self) -> None:
+        self._kept.clear()
+        self._entries = 0
+
+
+class _Tags:
+    """Every work's tags, in order: one flat array of tag numbers and one
+    string per tag, rather than a list of strings per work. At 200,000
+    works (two million tags) the lists took 44 MB."""
+
+    __slots__ = ("_names", "_works", "_starts", "_tags")
+
+    def __init__(self, rows: Iterable[tuple[int, str]]) -> None:
+        """rows: (artwork id, tag), by artwork id, each work's in order."""
+        numbers: dict[str, int] = {}
+        self._names: list[str] = []
+        self._works, self._starts, self._tags = array("q"), array("q"), array("l")
+        for aid, name in rows:
+            if not self._works or self._works[-1] != aid:
+                self._works.append(aid)
+                self._starts.append(len(self._tags))
+            number = numbers.get(name)
+            if number is None:
+                number = numbers[name] = len(self._names)
+                self._names.append(name)
+            self._tags.append(number)
+        self._starts.append(len(self._tags))
+
+    def get(self, aid: int, default: Sequence[str] | None = None) -> Sequence[str] | None:
+        i = bisect.bisect_left(self._works, aid)
+        if i == len(self._works) or self._works[i] != aid:
+            return default
+        names = self._names
+        return tuple(names[t] for t in self._tags[self._starts[i]:self._starts[i + 1]])
 
 
 # a tag's folder name, worked out once per tag rather than once per work and listing
@@ -190,7 +287,7 @@ class Tree:
     """The archive as folders, for one NSFW policy."""
 
     def __init__(self, config: Config, policy: str | None = None, *, ai: str | None = None,
-                 cache_dirs: int = 4096, defer: bool = False) -> None:
+                 cache_dirs: int = 4096, cache_entries: int = 100_000, defer: bool = False) -> None:
         """``defer``: load the works on first need (see ``load``), so a
         mount answers at once: its root and status.json need none, and
         loading 200,000 works takes seconds (and the GIL)."""
@@ -210,19 +307,18 @@ class Tree:
         self._loaded: dict[int, Work] = {}
         self._ready = threading.Event()
         self._load_lock = threading.Lock()
-        self._tags: dict[int, list[str]] | None = None
+        self._tags: _Tags | None = None
         self._changes: dict[str, list[tuple[str, str, Work, str]]] | None = None
-        self._events: dict[int, list[tuple[str, str]]] | None = None
+        self._events: dict[int, tuple[tuple[str, str], ...]] | None = None
         self._groups: dict[str, dict[str, list[Work]]] = {}  # by-artist, by-tag: built once per generation
         self._dates: dict[str, dict[str, list[Work]]] | None = None  # by-date: year, month, works
         # what the previous generation showed, kept (when asked) until stale_since() is called
         self.keep_previous = False
-        self._previous: tuple[dict[int, Work], dict[int, list[str]] | None,
-                              dict[int, list[tuple[str, str]]] | None] | None = None
+        self._previous: tuple[dict[int, Work], _Tags | None,
+                              dict[int, tuple[tuple[str, str], ...]] | None] | None = None
         self._links: dict[tuple[str, ...], int] = {}
         # view folders by path, artwork folders by (id, *rest): one listing serves every view
-        self._dirs: OrderedDict[tuple[str | int, ...], _Folder] = OrderedDict()
-        self._max_dirs = cache_dirs
+        self._dirs = _Folders(cache_dirs, cache_entries)
         self.records = LocalRecords(config.cache_path / "records")
         self.follower = None  # filesystem_options.follow: another machine writes, we keep up
         if getattr(self.archive.store, "follow", False):
@@ -337,11 +433,11 @@ class Tree:
         parent = self._dir(path[:-1])
         return None if parent is None else parent.get(names.lookup_key(path[-1]))
 
-    def list(self, path: tuple[str, ...]) -> list[tuple[str, Node]] | None:
+    def list(self, path: tuple[str, ...]) -> Sequence[tuple[str, Node]] | None:
         """A folder's entries sorted by name, or None if path is no folder."""
         self.refresh()
         entries = self._dir(path)
-        return None if entries is None else entries.sorted_items()
+        return None if entries is None else _Sorted(entries)
 
     def is_cached(self, path: tuple[str, ...]) -> bool:
         """Whether listing or looking into path is a dict access (no I/O)."""
@@ -390,7 +486,7 @@ class Tree:
         work = self._works[artwork_id]
         return {"id": work.id, "title": work.title, "artist_name": work.artist_name, "artist_id": work.artist_id,
                 "create_date": work.create_date, "gone": work.gone, "nsfw": work.nsfw,
-                "tags": self._all_tags().get(work.id, [])}
+                "tags": list(self._all_tags().get(work.id, ()))}
 
     def artist_folder(self, artwork_id: int) -> tuple[str, ...]:
         work = self._works[artwork_id]
@@ -480,18 +576,17 @@ class Tree:
         with self._lock:
             entries = self._dirs.get(key)
             if entries is not None:
-                self._dirs.move_to_end(key)
                 return entries
         built = {key: self._build(path)} if key is path else self._artwork_dirs(key)  # type: ignore[arg-type]
+        parent = path[:-1] if key is path else path[:_DEPTH[path[0]]]  # where a walk looks its names up
         entries = None
         with self._lock:
             for found, listing in built.items():
-                if listing is not None:
-                    self._dirs[found] = _Folder(listing)
-                    if found == key:
-                        entries = self._dirs[found]
-            while len(self._dirs) > self._max_dirs:
-                self._dirs.popitem(last=False)
+                if listing is not None and found != key:
+                    self._dirs.put(found, _Folder(listing), parent)
+            if built.get(key) is not None:  # last: the one asked for is the last one out
+                entries = _Folder(built[key])
+                self._dirs.put(key, entries, parent)
         return entries
 
     def _build(self, path: tuple[str, ...]) -> dict[str, Node] | None:
@@ -593,24 +688,31 @@ class Tree:
         if events is None:
             return None
         entries: dict[str, Node] = {}
-        for at, event, work, _ in events:
-            entries.setdefault(_event_name(at, event, work), self._folder(work))
-        lines = "".join(f"{at[:10]} {event} {work.id} {work.title}{f' ({what})' if what else ''}\n"
-                        for at, event, work, what in events)
-        data = lines.encode()
-        entries["index.txt"] = Node(False, self._stamp, len(data), content=lambda: BytesContent(data), immutable=False,
-                                    etag=_etag(data))
+        for day, event, work, _ in events:
+            entries.setdefault(_event_name(day, event, work), self._folder(work))
+
+        def index() -> bytes:
+            return "".join(f"{day} {event} {work.id} {work.title}{f' ({what})' if what else ''}\n"
+                           for day, event, work, what in events).encode()
+        # Made again when read, not kept: at 200,000 works the months' index.txt held 70 MB.
+        data = index()
+        entries["index.txt"] = Node(False, self._stamp, len(data), content=lambda: BytesContent(index()),
+                                    immutable=False, etag=_etag(data))
         return entries
 
     def _all_changes(self) -> dict[str, list[tuple[str, str, Work, str]]]:
-        """Every shown work's events by month (UTC), newest first: loaded once per generation."""
+        """Every shown work's events by month (UTC) as (day, event, work,
+        what changed), newest first: loaded once per generation. One string
+        per day and per kind of event, not one per row: at 200,000 works the
+        rows' own timestamps took 14 MB."""
         changes = self._changes
         if changes is None:
             changes = {}
             rows = self.index.db.execute(
                 f"SELECT artwork_id, at, event, detail FROM history WHERE event IN ({','.join('?' * len(CHANGE_EVENTS))})"
-                " ORDER BY at DESC, artwork_id", CHANGE_EVENTS)
-            kinds = {e: e for e in CHANGE_EVENTS}  # one string per kind of event, not one per row
+                " ORDER BY at DESC, artwork_id, event DESC", CHANGE_EVENTS)
+            kinds = {e: e for e in CHANGE_EVENTS}
+            days: dict[str, str] = {}
             for aid, at, event, detail in rows:
                 work = self._works.get(aid)
                 if work is None or not self._shown(work, "changes") or len(at) < 10:
@@ -619,35 +721,37 @@ class Tree:
                 what = ", ".join(json.loads(detail).get("fields", {})) if event == "changed" else ""
                 if event == "changed" and not what:
                     what = "images"
-                changes.setdefault(at[:7], []).append((at, event, work, what))
+                day = days.setdefault(at[:10], at[:10])
+                changes.setdefault(day[:7], []).append((day, event, work, what))
             self._changes = changes
         return changes
 
-    def _all_tags(self) -> dict[int, list[str]]:
+    def _all_tags(self) -> _Tags:
         """Every work's tags, loaded once per generation (by-tag only)."""
         tags = self._tags
         if tags is None:
-            tags = {}
-            same: dict[str, str] = {}  # one string per tag, not one per row
-            for aid, name in self.index.db.execute("SELECT artwork_id, name FROM tags ORDER BY artwork_id, position"):
-                tags.setdefault(aid, []).append(same.setdefault(name, name))
-            self._tags = tags
+            tags = self._tags = _Tags(self.index.db.execute(
+                "SELECT artwork_id, name FROM tags ORDER BY artwork_id, position"))
         return tags
 
-    def _events_by_work(self) -> dict[int, list[tuple[str, str]]]:
+    def _events_by_work(self) -> dict[int, tuple[tuple[str, str], ...]]:
         """Each work's folders in changes/ as (day, event), oldest first:
-        history only grows, so a folder keeps its place in this list. The
-        folder's name is made from them when asked for (``_change_path``):
-        at 200,000 works, names kept here took 105 MB; one string per day."""
+        history only grows, so a folder keeps its place. The folder's name is
+        made from them when asked for (``_change_path``): at 200,000 works,
+        names kept here took 105 MB. Most works share their events' shape
+        (one bookmark, on one of a few thousand days), so each distinct
+        tuple is kept once: a list per work took 34 MB more."""
         events = self._events
         if events is None:
             found: dict[int, list[tuple[str, str]]] = {}
-            for months in self._all_changes().values():
-                for at, event, work, _ in months:
-                    found.setdefault(work.id, []).append((at, event))
-            days: dict[str, str] = {}
-            events = {aid: list(dict.fromkeys((days.setdefault(at[:10], at[:10]), event) for at, event in sorted(pairs)))
-                      for aid, pairs in found.items()}
+            for months in self._all_changes().values():  # newest first, as the index has them
+                for day, event, work, _ in months:
+                    found.setdefault(work.id, []).append((day, event))
+            shared: dict[tuple, tuple] = {}
+            events = {}
+            for aid, newest_first in found.items():
+                shape = tuple(dict.fromkeys(shared.setdefault(pair, pair) for pair in reversed(newest_first)))
+                events[aid] = shared.setdefault(shape, shape)
             self._events = events
         return events
 
@@ -657,8 +761,8 @@ class Tree:
         return day[:7], _event_name(day, event, work)
 
     # -- where each work's folders are (the FUSE adapter numbers them) -----------------
-    def _place(self, work: Work, view: str, number: int, tags: list[str] | None,
-               events: list[tuple[str, str]] | None) -> tuple[str, ...] | None:
+    def _place(self, work: Work, view: str, number: int, tags: Sequence[str] | None,
+               events: tuple[tuple[str, str], ...] | None) -> tuple[str, ...] | None:
         if not self._in_view(work, view):
             return None
         if view == "by-tag":
