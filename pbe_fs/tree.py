@@ -308,7 +308,7 @@ class Tree:
         self._ready = threading.Event()
         self._load_lock = threading.Lock()
         self._tags: _Tags | None = None
-        self._changes: dict[str, list[tuple[str, str, Work, str]]] | None = None
+        self._months: list[str] | None = None  # changes/: months with events, newest first
         self._events: dict[int, tuple[tuple[str, str], ...]] | None = None
         self._groups: dict[str, dict[str, list[Work]]] = {}  # by-artist, by-tag: built once per generation
         self._dates: dict[str, dict[str, list[Work]]] | None = None  # by-date: year, month, works
@@ -370,7 +370,7 @@ class Tree:
             self._stamp = self.stamp_of((self.index.inode, generation))
             self._loaded = self._load_works()
             self._tags = None
-            self._changes = None
+            self._months = None
             self._events = None
             self._groups = {}
             self._dates = None
@@ -681,12 +681,11 @@ class Tree:
 
     def _changes_dir(self, sub: tuple[str, ...]) -> dict[str, Node] | None:
         """changes/YYYY-MM/: one artwork folder per event, and index.txt."""
-        months = self._all_changes()
         if not sub:
-            return {m: self._view_node() for m in months}
-        events = months.get(sub[0])
-        if events is None:
+            return {m: self._view_node() for m in self._change_months()}
+        if sub[0] not in self._change_months():
             return None
+        events = list(self._change_rows(sub[0]))
         entries: dict[str, Node] = {}
         for day, event, work, _ in events:
             entries.setdefault(_event_name(day, event, work), self._folder(work))
@@ -700,31 +699,29 @@ class Tree:
                                     immutable=False, etag=_etag(data))
         return entries
 
-    def _all_changes(self) -> dict[str, list[tuple[str, str, Work, str]]]:
-        """Every shown work's events by month (UTC) as (day, event, work,
-        what changed), newest first: loaded once per generation. One string
-        per day and per kind of event, not one per row: at 200,000 works the
-        rows' own timestamps took 14 MB."""
-        changes = self._changes
-        if changes is None:
-            changes = {}
-            rows = self.index.db.execute(
-                f"SELECT artwork_id, at, event, detail FROM history WHERE event IN ({','.join('?' * len(CHANGE_EVENTS))})"
-                " ORDER BY at DESC, artwork_id, event DESC", CHANGE_EVENTS)
-            kinds = {e: e for e in CHANGE_EVENTS}
-            days: dict[str, str] = {}
-            for aid, at, event, detail in rows:
-                work = self._works.get(aid)
-                if work is None or not self._shown(work, "changes") or len(at) < 10:
-                    continue
-                event = kinds.get(event, event)
-                what = ", ".join(json.loads(detail).get("fields", {})) if event == "changed" else ""
-                if event == "changed" and not what:
-                    what = "images"
-                day = days.setdefault(at[:10], at[:10])
-                changes.setdefault(day[:7], []).append((day, event, work, what))
-            self._changes = changes
-        return changes
+    def _change_rows(self, month: str = "") -> Iterator[tuple[str, str, Work, str]]:
+        """Shown works' events as (day, event, work, what changed), newest
+        first: every month's, or one month's (UTC). Read from the index
+        when a month's folder is made, not kept for all: at 200,000 works
+        the rows took 18 MB. One string per day and per kind of event."""
+        rows = self.index.db.execute(
+            f"SELECT artwork_id, at, event, detail FROM history WHERE event IN ({','.join('?' * len(CHANGE_EVENTS))})"
+            + (" AND at >= ? AND at < ?" if month else "") + " ORDER BY at DESC, artwork_id, event DESC",
+            (*CHANGE_EVENTS, *((month, month + "~") if month else ())))
+        kinds = {e: e for e in CHANGE_EVENTS}
+        days: dict[str, str] = {}
+        for aid, at, event, detail in rows:
+            work = self._works.get(aid)
+            if work is None or not self._shown(work, "changes") or len(at) < 10:
+                continue
+            event = kinds.get(event, event)
+            what = ", ".join(json.loads(detail).get("fields", {})) if event == "changed" else ""
+            if event == "changed" and not what:
+                what = "images"
+            yield days.setdefault(at[:10], at[:10]), event, work, what
+
+    def _change_months(self) -> list[str]:
+        return self._changes_index()[1]
 
     def _all_tags(self) -> _Tags:
         """Every work's tags, loaded once per generation (by-tag only)."""
@@ -735,25 +732,31 @@ class Tree:
         return tags
 
     def _events_by_work(self) -> dict[int, tuple[tuple[str, str], ...]]:
+        return self._changes_index()[0]
+
+    def _changes_index(self) -> tuple[dict[int, tuple[tuple[str, str], ...]], list[str]]:
         """Each work's folders in changes/ as (day, event), oldest first:
         history only grows, so a folder keeps its place. The folder's name is
         made from them when asked for (``_change_path``): at 200,000 works,
         names kept here took 105 MB. Most works share their events' shape
         (one bookmark, on one of a few thousand days), so each distinct
-        tuple is kept once: a list per work took 34 MB more."""
-        events = self._events
-        if events is None:
+        tuple is kept once: a list per work took 34 MB more. And the months
+        that have events, newest first."""
+        events, months = self._events, self._months
+        if events is None or months is None:
             found: dict[int, list[tuple[str, str]]] = {}
-            for months in self._all_changes().values():  # newest first, as the index has them
-                for day, event, work, _ in months:
-                    found.setdefault(work.id, []).append((day, event))
+            seen: dict[str, None] = {}
+            for day, event, work, _ in self._change_rows():  # newest first, as the index sorts them
+                found.setdefault(work.id, []).append((day, event))
+                seen[day[:7]] = None
             shared: dict[tuple, tuple] = {}
             events = {}
             for aid, newest_first in found.items():
                 shape = tuple(dict.fromkeys(shared.setdefault(pair, pair) for pair in reversed(newest_first)))
                 events[aid] = shared.setdefault(shape, shape)
-            self._events = events
-        return events
+            months = list(seen)
+            self._events, self._months = events, months
+        return events, months
 
     @staticmethod
     def _change_path(work: Work, day: str, event: str) -> tuple[str, str]:
