@@ -358,8 +358,7 @@ class Session:
         if self.on_loop:
             raise _Stopped
         try:
-            os.write(self._fd, _OUT.pack(_OUT.size + _RETRIEVE.size, _NOTIFY_RETRIEVE, 0)
-                     + _RETRIEVE.pack(0, _ROOT, 0, 0, 0))
+            self._send_notification(_NOTIFY_RETRIEVE, _RETRIEVE.pack(0, _ROOT, 0, 0, 0))
         except OSError as exc:
             log.debug("waking the request thread: %s; detaching instead", exc)
             self._detach()
@@ -455,9 +454,12 @@ class Session:
 
     def _notify(self, code: int, body: bytes) -> None:
         try:
-            os.write(self._fd, _OUT.pack(_OUT.size + len(body), code, 0) + body)
+            self._send_notification(code, body)
         except OSError:
             pass  # ENOENT: the kernel does not have it cached
+
+    def _send_notification(self, code: int, body: bytes) -> None:
+        os.write(self._fd, _OUT.pack(_OUT.size + len(body), code, 0) + body)
 
     # -- requests ----------------------------------------------------------------------
     def _entry(self, entry: Entry) -> bytes:
