@@ -681,9 +681,10 @@ class Tree:
 
     def _changes_dir(self, sub: tuple[str, ...]) -> dict[str, Node] | None:
         """changes/YYYY-MM/: one artwork folder per event, and index.txt."""
+        months = self._change_months()
         if not sub:
-            return {m: self._view_node() for m in self._change_months()}
-        if sub[0] not in self._change_months():
+            return {m: self._view_node() for m in months}
+        if sub[0] not in months:
             return None
         events = list(self._change_rows(sub[0]))
         entries: dict[str, Node] = {}
