@@ -378,6 +378,11 @@ class Tree:
             self._dirs.clear()
         return True
 
+    def refresh_due(self, interval: float = 0.5) -> bool:
+        """Whether the next look at the tree asks the index about a sync's
+        commits (and may reload the works)."""
+        return self._ready.is_set() and time.monotonic() - self._checked >= interval
+
     @property
     def index_generation(self) -> int:
         """The index's change counter as this tree last loaded it."""

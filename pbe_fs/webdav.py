@@ -14,12 +14,14 @@ each resource allows.
 
 What reaches wsgidav at all is decided in ``_front`` (paths, body size,
 Authorization, Digest replays, error pages) and, one level lower, in
-cheroot's ``_HeaderGate`` (no worker thread before the headers are in).
+cheroot's ``_HeaderGate`` (no worker thread before the headers are in;
+a small archived file is answered on the selector thread, without one).
 """
 
 from __future__ import annotations
 
 import base64
+import fcntl
 import hmac
 import io
 import logging
@@ -31,10 +33,12 @@ import select
 import socket
 import sqlite3
 import struct
+import termios
 import threading
 import time
 from email.utils import formatdate, parsedate_to_datetime
 from typing import Any, Callable
+from urllib.parse import unquote_to_bytes
 
 from cheroot import server as cheroot_server
 from cheroot import wsgi
@@ -49,6 +53,7 @@ from .render.segments import Reader
 from .errors import PbeError
 from .gallery import OLD_ROUTES, Gallery, cache_control, gallery_post
 from .gallery.opds import Opds
+from .storage.local import LocalStore
 from .tree import Tree, TreeError, is_noise
 
 log = logging.getLogger("pbe_fs.webdav")
@@ -370,6 +375,23 @@ class Provider(DAVProvider):
     def index_generation(self) -> int:
         """The newest index generation a tree of this process has loaded."""
         return max(tree.index_generation for tree in self.gallery.trees())
+
+    def quick(self, target: bytes) -> bool:
+        """Whether a GET of this request target is a small archived file on
+        local disk in a folder the tree has in its cache: answering it opens
+        and reads one small file, with nothing to build, render or fetch."""
+        if b"//" in target:
+            return False
+        try:
+            parts = split(unquote_to_bytes(target).decode("utf-8"))
+        except UnicodeDecodeError:
+            return False
+        tree = self.tree
+        if not parts or parts[0] in _ROUTED or tree.refresh_due() or not tree.is_cached(parts[:-1]) \
+                or not isinstance(tree.archive.store, LocalStore):
+            return False
+        node = tree.get(parts)
+        return node is not None and not node.is_dir and not node.pending and node.size <= QUICK_BYTES
 
     def fast_file(self, environ: dict[str, Any], start_response: Callable[..., Any], access: Access) -> Any:
         """GET or HEAD of a file answered without wsgidav, or None.
@@ -777,6 +799,10 @@ class Shared:
         if generation > _WORD.unpack_from(self._map)[0]:
             _WORD.pack_into(self._map, 0, generation)
 
+    def behind(self) -> bool:
+        """Whether another worker committed a generation this one has not caught up with."""
+        return _WORD.unpack_from(self._map)[0] > self._seen
+
     def catch_up(self, refresh: Callable[[], int]) -> None:
         """If another worker committed a generation this process has not
         seen, ``refresh`` (which answers the generation its trees now
@@ -899,6 +925,19 @@ def _front(app: Callable[..., Any], access: Access, provider: Provider, nonces: 
         if replaced:
             return _plain(result, replaced[0], start_response)
         return result if started else _watch(result, replaced, start_response)
+
+    def quick(target: bytes, head: bytes) -> bool:
+        """Whether the GET or HEAD of ``target`` whose request is ``head``
+        is answered in a moment whatever its headers say: a small archived
+        file, nothing to reload first, no cookie choosing another tree, no
+        body. (The answer itself is made by ``wrapper`` as for any request.)"""
+        lowered = head.lower()
+        if b"?" in target or b"\ncookie:" in lowered or b"\ncontent-length:" in lowered \
+                or b"\ntransfer-encoding:" in lowered:
+            return False
+        return (peers is None or not peers.behind()) and provider.quick(target)
+
+    wrapper.quick = quick  # type: ignore[attr-defined]
     return wrapper
 
 
@@ -951,8 +990,9 @@ class _HeaderGate:
     peeked before decryption).
     """
 
-    def __init__(self, dispatch: Callable[[Any], None], tls: bool) -> None:
-        self._dispatch, self._tls = dispatch, tls
+    def __init__(self, dispatch: Callable[[Any], None], tls: bool,
+                 answer_here: Callable[[Any, bytes], bool] | None = None) -> None:
+        self._dispatch, self._tls, self._answer_here = dispatch, tls, answer_here
         self._held: dict[int, tuple[Any, float]] = {}
         self._lock = threading.Lock()
         self._epoll = select.epoll()
@@ -963,18 +1003,25 @@ class _HeaderGate:
         if self._tls or conn.rfile.has_data():
             self._dispatch(conn)
             return
-        ready = self._peek(conn)
-        if ready is True:
-            self._dispatch(conn)
-        elif ready is None:
+        data = self.head(conn)
+        if data is None:
             conn.close()
-        else:
+        elif not _whole(data):
             self._hold(conn)
+        elif self._answer_here is None or not self._answer_here(conn, data):
+            self._dispatch(conn)
 
-    @staticmethod
-    def _peek(conn: Any) -> bool | None:
+    @classmethod
+    def _peek(cls, conn: Any) -> bool | None:
         """True: headers complete (or too long: cheroot answers that);
         False: not yet; None: the client has gone."""
+        data = cls.head(conn)
+        return None if data is None else _whole(data)
+
+    @staticmethod
+    def head(conn: Any) -> bytes | None:
+        """What the client has sent so far, left in the socket for cheroot
+        (b"": nothing yet; None: the client has gone)."""
         sock = conn.socket
         try:
             timeout = sock.gettimeout()
@@ -984,12 +1031,10 @@ class _HeaderGate:
             finally:
                 sock.settimeout(timeout)
         except (BlockingIOError, InterruptedError):
-            return False
+            return b""
         except OSError:
             return None
-        if not data:
-            return None
-        return b"\r\n\r\n" in data or b"\n\n" in data or len(data) >= _MAX_HEADER
+        return data or None
 
     def _hold(self, conn: Any) -> None:
         fd = conn.socket.fileno()
@@ -1058,6 +1103,11 @@ class _HeaderGate:
         self._epoll.close()
 
 
+def _whole(data: bytes) -> bool:
+    """Whether a request's headers are all in (or too long: cheroot answers that)."""
+    return b"\r\n\r\n" in data or b"\n\n" in data or len(data) >= _MAX_HEADER
+
+
 class _FirstLine:
     """An rfile whose first line, the request line, has its leading ``//``
     collapsed: cheroot reads ``GET //by-id/ HTTP/1.1`` as an absolute URI
@@ -1077,13 +1127,75 @@ class _FirstLine:
         return getattr(self._rfile, name)
 
 
+class _HeldHeaders:
+    """Stands in for a connection's wfile while cheroot writes a response's
+    headers: they are kept, to go out with the body's first piece."""
+
+    def __init__(self) -> None:
+        self.data = b""
+
+    def write(self, data: bytes) -> int:
+        self.data += data
+        return len(data)
+
+
 class _Request(cheroot_server.HTTPRequest):
+    """A request whose response headers leave in one ``send`` with the
+    body's first piece (cheroot sends them apart: a small file cost two
+    system calls, each giving up and taking back the GIL)."""
+
+    _held = b""
+
     def read_request_line(self) -> Any:
         rfile, self.rfile = self.rfile, _FirstLine(self.rfile)
         try:
             return super().read_request_line()
         finally:
             self.rfile = rfile
+
+    def send_headers(self) -> None:
+        wfile, held = self.conn.wfile, _HeldHeaders()
+        self.conn.wfile = held
+        try:
+            super().send_headers()
+        finally:
+            self.conn.wfile = wfile
+            self._held = held.data
+        if self.chunked_write:
+            self._flush_headers()  # cheroot writes a chunked body's end straight to the socket
+
+    def write(self, chunk: bytes) -> None:
+        if self._held:
+            chunk, self._held = self._held + chunk, b""
+        super().write(chunk)
+
+    def respond(self) -> None:
+        try:
+            super().respond()
+        finally:
+            self._flush_headers()  # no body (HEAD, 304, an empty file): the headers alone
+
+    def simple_response(self, status: Any, msg: str = "") -> None:
+        self._flush_headers()
+        super().simple_response(status, msg)
+
+    def _flush_headers(self) -> None:
+        if self._held:
+            held, self._held = self._held, b""
+            self.conn.wfile.write(held)
+
+
+def _unsent(sock: socket.socket) -> int:
+    """Bytes in a socket's send queue its peer has not taken yet (Linux's
+    SIOCOUTQ; -1 where that cannot be asked)."""
+    try:
+        return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+    except OSError:
+        return -1
+
+
+QUICK_BYTES = 8192  # a file this small is answered on the selector thread when it can be (see _answer_here)
+KEPT_ALIVE = 256  # idle connections kept open for their clients' next requests
 
 
 class _Connection(cheroot_server.HTTPConnection):
@@ -1098,10 +1210,15 @@ class _Server(wsgi.Server):
     version = "pbe-fs"  # cheroot's default names itself and its version in every Server header
     max_request_body_size = MAX_BODY
     max_request_header_size = _MAX_HEADER
+    # cheroot keeps 10 idle kept-alive connections and answers the 11th client
+    # with "Connection: close", so 16 busy clients reconnected again and again;
+    # an idle connection costs a file descriptor here, not a thread
+    keep_alive_conn_limit = KEPT_ALIVE
 
     def prepare(self) -> None:
         super().prepare()
-        self._gate = _HeaderGate(super().process_conn, tls=self.ssl_adapter is not None)
+        self._gate = _HeaderGate(super().process_conn, tls=self.ssl_adapter is not None,
+                                 answer_here=self._answer_here if hasattr(self.wsgi_app, "quick") else None)
         if hasattr(socket, "TCP_DEFER_ACCEPT"):
             # accept() once the first bytes are in: the request is then usually whole
             # at the first peek and goes straight to a worker, without a hop through the gate
@@ -1109,6 +1226,35 @@ class _Server(wsgi.Server):
 
     def process_conn(self, conn: Any) -> None:
         self._gate.offer(conn)
+
+    def _answer_here(self, conn: Any, head: bytes) -> bool:
+        """Answer a request on the selector thread, without a worker, when
+        the application says it is quick (a small archived file already in
+        its tree's cache) and the answer cannot block: nothing of earlier
+        answers still waits in the socket's send queue, so a small one
+        fits whole. The hand-over to a worker and back was most of a small
+        GET's cost (two thread wake-ups and lock hand-offs under one GIL).
+        False: a worker answers, as for any other request."""
+        method, _, rest = head.partition(b" ")
+        if method not in (b"GET", b"HEAD") or not self.ready or _unsent(conn.socket):
+            return False
+        try:
+            if not self.wsgi_app.quick(rest.partition(b" ")[0], head):
+                return False
+        except Exception as exc:  # never on this thread: a worker meets it again and answers
+            log.warning("deciding where to answer %r: %r", head[:200], exc)
+            return False
+        keep = False
+        try:
+            keep = conn.communicate()
+        except Exception as exc:  # what cheroot's worker loop does with it: log, drop the connection
+            self.error_log(f"answering {conn.remote_addr!s} without a worker: {exc!r}", level=logging.ERROR,
+                           traceback=True)
+        if keep:
+            self.put_conn(conn)
+        else:
+            conn.close()
+        return True
 
     def stop(self) -> None:
         super().stop()

@@ -199,6 +199,97 @@ def test_slow_clients_do_not_lock_others_out(server: Server) -> None:
     assert cut == len(slow)
 
 
+def _read_answers(sock: socket.socket, methods: list[str]) -> list[tuple[int, dict[str, str], bytes]]:
+    """The answers to ``methods``, sent on ``sock`` one after another, read
+    off the one stream in order (a HEAD's answer has no body)."""
+    stream = sock.makefile("rb")
+    answers = []
+    for method in methods:
+        status = int(stream.readline().split()[1])
+        headers = {}
+        while (line := stream.readline()) not in (b"\r\n", b""):
+            key, _, value = line.decode("latin-1").partition(":")
+            headers[key.strip().lower()] = value.strip()
+        body = b""
+        if method == "HEAD" or status in (204, 304):
+            pass
+        elif headers.get("transfer-encoding") == "chunked":
+            while size := int(stream.readline().split(b";")[0], 16):
+                body += stream.read(size)
+                stream.readline()
+            stream.readline()
+        else:
+            body = stream.read(int(headers["content-length"]))
+        answers.append((status, headers, body))
+    return answers
+
+
+def test_kept_alive_requests_are_answered_in_order(server: Server) -> None:
+    """Requests sent back to back on one connection, in one packet and then
+    after a pause, are each answered whole and in order, whichever thread
+    answers them (small archived files are answered on the server's
+    selector thread, the rest by workers; every answer's headers leave with
+    its body's first piece)."""
+    jpeg = f"/by-id/{GONE}/{GONE}_p0.jpg"
+    asked = [("HEAD", META, ""), ("GET", META, ""), ("GET", jpeg, ""), ("GET", "/nothing-here", ""),
+             ("PROPFIND", "/by-id/", "Depth: 0\r\n"), ("HEAD", "/status.json", ""), ("GET", META, "Range: bytes=0-9\r\n")]
+    expected = [request(server, method, path, dict([extra.strip().split(": ")]) if extra else None)
+                for method, path, extra in asked]
+    sock = socket.create_connection(address(server), timeout=10)
+    with sock:
+        sock.sendall(b"".join(f"{method} {path} HTTP/1.1\r\nHost: x\r\n{extra}\r\n".encode()
+                              for method, path, extra in asked))
+        got = _read_answers(sock, [method for method, _, _ in asked])
+        again = []
+        for method, path in (("GET", META), ("HEAD", jpeg), ("GET", jpeg)):  # one at a time, the folder now known
+            time.sleep(0.1)
+            sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            again += _read_answers(sock, [method])
+    for (method, path, _), (status, headers, body), (want_status, want_headers, want_body) in zip(asked, got, expected):
+        assert status == want_status, (method, path)
+        if method == "HEAD":
+            assert headers["content-length"] == want_headers["content-length"]
+        elif method != "PROPFIND":  # its answer names the moment it was made
+            assert body == want_body, (method, path)
+    assert got[1][2] == again[0][2] and got[1][0] == 200
+    assert again[1][1]["content-length"] == got[2][1]["content-length"] and again[2][2] == got[2][2]
+    assert got[6][0] == 206 and got[6][2] == got[1][2][:10]
+    assert got[2][0] == 200 and got[2][2][:2] == b"\xff\xd8"
+
+
+def test_kept_alive_clients_that_stall_do_not_lock_others_out(server: Server) -> None:
+    """64 clients that were answered once (and kept alive, all of them),
+    then send half of their next
+    request and dribble the rest: each goes back to waiting without a
+    thread, and a normal client is still answered within 2 s."""
+    stalled = []
+    for _ in range(64):
+        s = socket.create_connection(address(server), timeout=10)
+        s.sendall(b"GET /status.json HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, headers, _ = _read_answers(s, ["GET"])[0]
+        assert status == 200 and headers.get("connection") != "close"  # every client is kept alive, not the first 10
+        stalled.append(s)
+    for s in stalled:
+        s.sendall(b"GET /status.json HTTP/1.1\r\nHost: x\r\n")
+    try:
+        worst = 0.0
+        for n in range(6):
+            for s in stalled:
+                s.sendall(f"X-Slow-{n}: yes\r\n".encode())
+            started = time.monotonic()
+            status, _, body = request(server, "GET", "/status.json", timeout=5)
+            worst = max(worst, time.monotonic() - started)
+            assert status == 200 and b"artworks" in body
+            time.sleep(0.5)
+        assert worst < 2.0, worst
+        for s in stalled[:4]:  # and a stalled request that is finished is answered
+            s.sendall(b"\r\n")
+            assert _read_answers(s, ["GET"])[0][0] == 200
+    finally:
+        for s in stalled:
+            s.close()
+
+
 def test_digest_replay_is_refused_for_writes(server: Server, synced) -> None:
     import requests
     from requests.auth import HTTPDigestAuth
