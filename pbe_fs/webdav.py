@@ -51,7 +51,7 @@ from .multistatus import content_type, href, quote_segment
 from .artwork import Node
 from .render.segments import Reader
 from .errors import PbeError
-from .gallery import OLD_ROUTES, Gallery, cache_control, gallery_post
+from .gallery import OLD_ROUTES, Gallery, cache_control, etag_listed, gallery_post
 from .gallery.opds import Opds
 from .storage.local import LocalStore
 from .tree import Tree, TreeError, is_noise
@@ -574,8 +574,7 @@ def _unchanged(environ: dict[str, Any], etag: str, mtime: float) -> bool:
     and dropped so that wsgidav ignores it too), else If-Modified-Since."""
     wanted = environ.get("HTTP_IF_NONE_MATCH")
     if wanted is not None:
-        tags = {t.strip().removeprefix("W/") for t in wanted.split(",")}
-        if "*" in tags or f'"{etag}"' in tags:
+        if etag_listed(wanted, f'"{etag}"'):
             return True
         environ.pop("HTTP_IF_MODIFIED_SINCE", None)
         return False

@@ -47,6 +47,15 @@ def cache_control(node: Node) -> str:
     """How long a browser may keep a file without asking: a week when its
     name fixes its bytes, else until it revalidates (ETag, 304)."""
     return IMAGE_CACHE if node.immutable and not node.revalidate else "no-cache"
+
+
+def etag_listed(if_none_match: str, etag: str) -> bool:
+    """Whether an If-None-Match header names this (quoted) ETag: a list,
+    weak tags and ``*`` count, as RFC 9110 13.1.2 compares for a GET."""
+    tags = {t.strip().removeprefix("W/") for t in if_none_match.split(",")}
+    return "*" in tags or etag in tags
+
+
 OLD_ROUTES = {"a", "p", "i", "random", "display", "refresh", "admin"}
 _STATIC = {"gallery.css": "text/css; charset=utf-8", "gallery.js": "text/javascript; charset=utf-8"}
 Respond = Callable[..., Any]
@@ -523,7 +532,7 @@ class Gallery:
         data = self._static[name]
         etag = '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
         extra = [("ETag", etag), ("Cache-Control", "max-age=86400")]
-        if environ.get("HTTP_IF_NONE_MATCH") == etag:
+        if etag_listed(environ.get("HTTP_IF_NONE_MATCH", ""), etag):
             return self._send(start_response, "304 Not Modified", b"", None, environ, _STATIC[name], extra)
         return self._send(start_response, "200 OK", data, None, environ, _STATIC[name], extra)
 
