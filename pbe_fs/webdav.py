@@ -24,6 +24,7 @@ import base64
 import fcntl
 import hmac
 import io
+import itertools
 import logging
 import mmap
 import os
@@ -451,13 +452,13 @@ class Provider(DAVProvider):
             return _answer(start_response, "400 Bad Request", "malformed PROPFIND body\n")
         base = href(parts, node.is_dir)
         members = [(base, parts[-1] if parts else "", parts, node)]
-        if node.is_dir and depth == "1":
-            members += [(base + quote_segment(name) + ("/" if child.is_dir else ""), name, parts + (name,), child)
-                        for name, child in self.tree.list(parts) or []]
-        body = multistatus.render(members, wanted, self.tree.etag)
+        listing = self.tree.list(parts) if node.is_dir and depth == "1" else None
+        children = ((base + quote_segment(name) + ("/" if child.is_dir else ""), name, parts + (name,), child)
+                    for name, child in listing or ())  # one at a time: a listing can be 50,000 entries
+        body = multistatus.render(itertools.chain(members, children), wanted, self.tree.etag)
         start_response("207 Multi-Status", [("Content-Type", "application/xml; charset=utf-8"),
-                                            ("Content-Length", str(len(body)))])
-        return [body]
+                                            ("Content-Length", str(sum(map(len, body))))])
+        return body
 
     def not_allowed(self, path: str, start_response: Callable[..., Any]) -> list[bytes]:
         """405 for a method this server never implements, with what the
