@@ -161,6 +161,7 @@ class Operations:
         self._numbering = threading.Lock()  # listings are built in worker threads too
         self._keeping = threading.Lock()
         self._next_fh = itertools.count(1)
+        self._wholes: set[str] = set()  # generated files being written whole into the cache
         self._hidden: dict[tuple[str, ...], float] = {}
         self.session: fusekernel.Session | None = None
         self._told = tree.generation
@@ -441,14 +442,18 @@ class Operations:
             if node.is_dir:
                 raise FuseError(errno.EISDIR)
             known = None
+        passthrough = node.immutable and self.session is not None and self.session.backings is not None
         if self.tree.is_cached(path[:-1]) and not node.pending:
-            reader = self.tree.reader(path, node)  # contents are ready: no thread hop
+            reader = self.tree.reader(path, node, whole=passthrough)  # contents are ready: no thread hop
         else:
-            reader = self._io(self.tree.reader, path, node)
+            reader = self._io(functools.partial(self.tree.reader, path, node, whole=passthrough))
         backing = 0
-        if node.immutable and self.session is not None and self.session.backings is not None:
+        if passthrough:
+            assert self.session is not None and self.session.backings is not None
             fd = reader.whole_file()
             backing = self.session.backings.register(inode, fd, node.etag) if fd is not None else 0
+            if not backing and known is not None and self.tree.wholly_kept(node):
+                self._keep_whole(node)  # read again: worth a whole copy the kernel can read itself
         if known is None or backing:
             self._remember(inode, _Opened(generation, path, node, bool(backing)))
         fh = next(self._next_fh)
@@ -459,6 +464,23 @@ class Operations:
         # Files that can change (status.json, meta.json) bypass the page cache:
         # a read must never mix old cached pages or an old size with new bytes.
         return fh, fusekernel.FOPEN_KEEP_CACHE if node.immutable else fusekernel.FOPEN_DIRECT_IO, 0
+
+    def _keep_whole(self, node: Node) -> None:
+        """Have the tree write a generated file whole into the cache, in the
+        background, once: the next OPEN then hands it to the kernel."""
+        with self._keeping:
+            if node.etag in self._wholes or len(self._wholes) >= _OPENED:
+                return
+            self._wholes.add(node.etag)
+        assert self.session is not None
+
+        def keep() -> None:
+            try:
+                self.tree.keep_whole(node)
+            finally:
+                with self._keeping:
+                    self._wholes.discard(node.etag)
+        self.session.submit(keep)
 
     def _remember(self, inode: int, opened: _Opened) -> None:
         """Keep what an OPEN found, for the next OPEN of the same number."""

@@ -227,6 +227,49 @@ def test_a_walk_makes_no_generated_file_and_a_stat_makes_the_one_asked_for(synce
         m.stop()
 
 
+def test_a_generated_file_read_again_is_kept_whole(mounted: Mount, synced) -> None:
+    """A PDF or zip opened a second time is written whole into the cache
+    (from then on the kernel reads that one file itself, at a plain file's
+    speed); its bytes are the spliced file's exactly, and a cache that lost
+    the copy, or holds a damaged one of the wrong size, serves as before."""
+    config, _ = synced
+    if "read by the kernel itself" not in mounted.stderr():
+        pytest.skip("no FUSE passthrough here (root on Linux 6.9+)")
+    whole = config.parent / "cache" / "whole"
+    shutil.rmtree(whole, ignore_errors=True)
+    pdf = mounted.path("by-id", "93012350", "93012350.pdf")
+    zipped = mounted.path("by-id", "93012350", "large", "93012350.zip")
+    first = {path: path.read_bytes() for path in (pdf, zipped)}
+    assert not whole.exists()  # read once: no copy
+    for path in (pdf, zipped):
+        assert path.read_bytes() == first[path]
+    deadline = time.monotonic() + 20
+    while len([p for p in whole.rglob("*") if p.is_file() and not p.name.endswith(".tmp")]) < 2:
+        assert time.monotonic() < deadline, list(whole.rglob("*"))
+        time.sleep(0.1)
+    copies = sorted((p for p in whole.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    assert sorted((p.read_bytes() for p in copies), key=len) == sorted(first.values(), key=len)
+    for _ in range(2):  # served from the copies now
+        assert {path: path.read_bytes() for path in (pdf, zipped)} == first
+    copies[0].unlink()  # the cache trimmed one
+    damaged = copies[1].with_name("damaged.tmp")
+    damaged.write_bytes(b"damaged")
+    damaged.replace(copies[1])  # and the other is wrong: its size gives it away
+    for _ in range(2):
+        assert {path: path.read_bytes() for path in (pdf, zipped)} == first
+    assert "Traceback" not in mounted.stderr()
+    mounted.stop()
+    again = Mount(config, mounted.mountpoint)  # a new mount meets the damaged copy first
+    try:
+        for _ in range(3):
+            assert {path: again.path(*path.relative_to(mounted.mountpoint).parts).read_bytes()
+                    for path in (pdf, zipped)} == {again.path(*p.relative_to(mounted.mountpoint).parts): b
+                                                   for p, b in first.items()}
+        assert "Traceback" not in again.stderr()
+    finally:
+        assert again.stop() == 0
+
+
 def test_ugoira_animations(mounted: Mount, synced) -> None:
     config, _ = synced
     for aid, delays in ((93012346, [100, 60, 200]), (93012347, [80, 80])):
