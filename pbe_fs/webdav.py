@@ -930,11 +930,12 @@ def _front(app: Callable[..., Any], access: Access, provider: Provider, nonces: 
         """Whether the GET or HEAD of ``target`` whose request is ``head``
         is answered in a moment whatever its headers say: a small archived
         file, nothing to reload first, no cookie choosing another tree, no
-        body. (The answer itself is made by ``wrapper`` as for any request.)"""
+        Digest login, no body. (The answer itself is made by ``wrapper`` as
+        for any request.)"""
         lowered = head.lower()
         if b"?" in target or b"\ncookie:" in lowered or b"\ncontent-length:" in lowered \
-                or b"\ntransfer-encoding:" in lowered:
-            return False
+                or b"\ntransfer-encoding:" in lowered or b"\nauthorization: digest" in lowered:
+            return False  # (a Digest login's nonce is counted in a file all workers share, under its lock)
         return (peers is None or not peers.behind()) and provider.quick(target)
 
     wrapper.quick = quick  # type: ignore[attr-defined]
