@@ -135,10 +135,21 @@ def test_pdf_pages_of_every_kind(tmp_path: Path, mode: str, fmt: str) -> None:
 
 
 def test_cache_is_bounded_lru(tmp_path: Path) -> None:
+    """Least recently used entries go first, whatever their kind; the
+    other caches that share cache.path (records/, blocks/) are not its."""
     cache = Cache(tmp_path, max_bytes=3000)
+    others = [tmp_path / "records" / "01" / "1.json", tmp_path / "blocks" / "ab" / "data"]
+    for other in others:
+        other.parent.mkdir(parents=True)
+        other.write_bytes(b"o" * 5000)
+        os.utime(other, (0, 0))  # older than every entry
     for n in range(10):
-        cache.get_or_make("x", f"{n:04d}", ".bin", lambda p: p.write_bytes(b"a" * 1000))
-        os.utime(cache.path("x", f"{n:04d}", ".bin"), (n, n))
+        kind = ("pdf", "anim", "whole")[n % 3]
+        cache.get_or_make(kind, f"{n:04d}", ".bin", lambda p: p.write_bytes(b"a" * 1000))
+        os.utime(cache.path(kind, f"{n:04d}", ".bin"), (n, n))
     cache.trim()
     left = sorted(p.name for p in tmp_path.rglob("*.bin"))
     assert left == ["0007.bin", "0008.bin", "0009.bin"]
+    assert all(other.stat().st_size == 5000 for other in others)
+    with pytest.raises(ValueError):
+        cache.path("records", "0001", ".json")

@@ -33,6 +33,12 @@ def renderers() -> tuple[str, ...]:
             zlib.ZLIB_RUNTIME_VERSION)
 
 
+# what the cache holds, each in a folder of its own under cache.path: PDF
+# skeletons, animations, whole copies of re-read generated files. Beside them
+# live other caches with bounds of their own (records/, blocks/): never trimmed here.
+KINDS = ("pdf", "anim", "whole")
+
+
 class Cache:
     def __init__(self, root: Path, max_bytes: int) -> None:
         self.root = root
@@ -49,6 +55,8 @@ class Cache:
         return hashlib.sha256(repr((renderers(), parts)).encode()).hexdigest()[:32]
 
     def path(self, kind: str, key: str, suffix: str) -> Path:
+        if kind not in KINDS:
+            raise ValueError(f"not a kind of cache entry: {kind!r}")
         return self.root / kind / key[:2] / f"{key}{suffix}"
 
     def get(self, kind: str, key: str, suffix: str) -> Path | None:
@@ -97,7 +105,7 @@ class Cache:
         with self._guard:
             self._written = 0
         entries = []
-        for folder, _, files in os.walk(self.root):
+        for folder, _, files in (walked for kind in KINDS for walked in os.walk(self.root / kind)):
             for name in files:
                 p = os.path.join(folder, name)
                 try:
