@@ -143,6 +143,11 @@ def test_cache_is_bounded_lru(tmp_path: Path) -> None:
         other.parent.mkdir(parents=True)
         other.write_bytes(b"o" * 5000)
         os.utime(other, (0, 0))  # older than every entry
+    stale, fresh = tmp_path / "pdf" / "ab" / ".x.skel.1.tmp", tmp_path / "pdf" / "ab" / ".y.skel.2.tmp"
+    stale.parent.mkdir(parents=True)
+    for tmp in (stale, fresh):
+        tmp.write_bytes(b"t")
+    os.utime(stale, (0, 0))  # left by a process killed long ago; the other is being written
     for n in range(10):
         kind = ("pdf", "anim", "whole")[n % 3]
         cache.get_or_make(kind, f"{n:04d}", ".bin", lambda p: p.write_bytes(b"a" * 1000))
@@ -151,5 +156,6 @@ def test_cache_is_bounded_lru(tmp_path: Path) -> None:
     left = sorted(p.name for p in tmp_path.rglob("*.bin"))
     assert left == ["0007.bin", "0008.bin", "0009.bin"]
     assert all(other.stat().st_size == 5000 for other in others)
+    assert not stale.exists() and fresh.exists()
     with pytest.raises(ValueError):
         cache.path("records", "0001", ".json")

@@ -10,10 +10,12 @@ used entries go first.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
 import threading
+import time
 import uuid
 import zlib
 from collections.abc import Callable
@@ -112,7 +114,10 @@ class Cache:
                     st = os.stat(p)
                 except FileNotFoundError:
                     continue
-                if name.endswith(".tmp"):
+                if name.endswith(".tmp"):  # being written, or left by a process that was killed
+                    if st.st_mtime < time.time() - 3600:
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(p)
                     continue
                 entries.append((st.st_mtime, st.st_size, p))
         total = sum(e[1] for e in entries)
