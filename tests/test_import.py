@@ -184,12 +184,18 @@ def test_kill_nine_then_the_same_command_finishes_byte_exact(tmp_path: Path) -> 
         data = tmp_path / "data"
         cmd = [sys.executable, "-m", "pbe_fs.cli", "-c", str(config), "import", "old-app", str(old), "--no-progress"]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        # how long a whole import takes on this machine (into another archive), so that the
+        # kills land in its first half however fast the machine is
+        (tmp_path / "probe").mkdir()
+        started = time.monotonic()
+        pbe(write_config(tmp_path / "probe", fake), "import", "old-app", str(old), "--no-progress", check=True)
+        took = time.monotonic() - started
         rng = random.Random(15)
         kills = 0
         for attempt in range(12):
             proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                     start_new_session=True)
-            time.sleep(0.2 + rng.random() * 0.9)  # the import of 500 works takes a few seconds
+            time.sleep(took * (0.2 + rng.random() * 0.3))
             if proc.poll() is not None:
                 break
             proc.send_signal(signal.SIGKILL)
