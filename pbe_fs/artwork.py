@@ -124,11 +124,6 @@ class Node:
         return self._etag
 
     @property
-    def is_generated(self) -> bool:
-        """Made from archived files (a zip, a PDF, a CBZ, meta.json), not one itself."""
-        return self._make is not None
-
-    @property
     def pending(self) -> bool:
         """Whether learning its size still means making it (reading the cache, maybe rendering)."""
         return self._size < 0

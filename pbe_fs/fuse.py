@@ -13,7 +13,10 @@ folder and its place in the sorted listing. View and group folders (a few
 per artist, tag and month, bounded by the archive) are numbered in a table.
 Every entry keeps its number across syncs, and every entry is immutable
 between index generations, so the kernel may cache entries and attributes
-for long: a new generation invalidates precisely what changed.
+for long: a new generation invalidates precisely what changed. Files are
+never opened here either (see fusekernel): a READ names the number, whose
+reader is kept (the last ``_READERS`` files read), and the kernel keeps
+the pages it was sent.
 
 Deletion: ``rm -r`` of an artwork folder unlinks every file first and
 rmdirs the folder last. Unlinks inside a deletable artwork folder are
@@ -26,7 +29,6 @@ from __future__ import annotations
 
 import errno
 import functools
-import itertools
 import threading
 from array import array
 from collections import OrderedDict
@@ -39,7 +41,7 @@ import zlib
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 
 from . import fusekernel, names
@@ -57,7 +59,7 @@ _HIDE_SECONDS = 60.0
 # Entries change only with the index generation, which invalidates them:
 # the timeout is a backstop. meta.json also follows pixiv's counters.
 _LONG, _SHORT = 24 * 3600.0, 1.0
-_OPENED = 1024  # files whose path and entry an OPEN remembers (per generation)
+_READERS = 128  # files read lately, kept open by number (each may hold a few open files)
 _LOAD_AFTER = 1.0  # seconds after the mount comes up (a listing that needs the works loads them itself)
 # An artwork-folder inode: flag, view, which folder of the work in the view,
 # artwork id, quality folder (0: top), place in the folder's listing + 1 (0: the folder).
@@ -94,13 +96,17 @@ class _Listing:
         self.size = 120 + fields.itemsize * len(fields) + sum(len(n) + 41 for n in names)
 
 
-class _Opened(NamedTuple):
-    """What an OPEN of a number found: valid for one index generation."""
+class _Kept:
+    """A file being read, by number: READs name the number alone (no OPEN
+    gives a handle, see fusekernel), so the reader is kept across them and
+    across opens. ``users``: READs in flight on it; one let go of (``gone``)
+    is closed by the last of them."""
 
-    generation: int
-    path: tuple[str, ...]
-    node: Node
-    backing: bool  # the kernel reads the file itself (passthrough)
+    __slots__ = ("reader", "identity", "generation", "users", "gone")
+
+    def __init__(self, reader: Reader, identity: int, generation: int) -> None:
+        self.reader, self.identity, self.generation = reader, identity, generation
+        self.users, self.gone = 0, False
 
 
 def _artwork_inode(view: str, number: int | None, artwork_id: int) -> int:
@@ -108,6 +114,14 @@ def _artwork_inode(view: str, number: int | None, artwork_id: int) -> int:
     if number is None or number > _NUMBER_MAX or artwork_id > _ID_MAX or view not in VIEWS:
         return 0
     return _ART | VIEWS.index(view) << _VIEW | number << _NUMBER | artwork_id << _ID
+
+
+def _identity(node: Node) -> int:
+    """The kernel's generation of a file's inode: from its bytes' ETag,
+    so that other bytes under the same number get another inode."""
+    return zlib.crc32(node.etag.encode() if node.etag else _SIZE_TIME.pack(node.size, int(node.mtime * 1e9)))
+
+
 _ERRNO = {"notfound": errno.ENOENT, "readonly": errno.EROFS, "forbidden": errno.EACCES, "busy": errno.EBUSY}
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -152,16 +166,12 @@ class Operations:
         self._inode_of: dict[tuple[str, ...], int] = {(): ROOT}
         self._next_inode = ROOT + 1
         tree.keep_previous = True  # invalidate() asks what the last generation showed
-        self._handles: dict[int, Reader] = {}
-        # files opened lately, by number: a re-read's OPEN is all it costs, and it is a round trip
-        self._opened: dict[int, _Opened] = {}
+        self._readers: OrderedDict[int, _Kept] = OrderedDict()
         self._listings: OrderedDict[tuple[int, ...], _Listing] = OrderedDict()
         self._listings_bytes = 0
         self._listings_generation = tree.generation
         self._numbering = threading.Lock()  # listings are built in worker threads too
         self._keeping = threading.Lock()
-        self._next_fh = itertools.count(1)
-        self._wholes: set[str] = set()  # generated files being written whole into the cache
         self._hidden: dict[tuple[str, ...], float] = {}
         self.session: fusekernel.Session | None = None
         self._told = tree.generation
@@ -292,8 +302,7 @@ class Operations:
         A file's number is a place in its folder's listing, so after a sync
         it may name other bytes: the generation (from the bytes' ETag) then
         differs and the kernel starts a new inode, instead of mixing the two
-        files' cached pages (or refusing the OPENs of an inode it reads
-        through an old file, passthrough)."""
+        files' cached pages (see ``_reader`` for a file open across that)."""
         ns = int(node.mtime * 1e9)
         if node.is_dir:
             mode = stat.S_IFDIR | 0o555 | (0o200 if self.allow_delete else 0)
@@ -301,8 +310,7 @@ class Operations:
         mode = stat.S_IFREG | 0o444 | (_SHORT_BIT if not node.immutable and node.artwork else 0)
         if node.pending:  # a generated file not made yet: listed by name alone (see DirBuffer.add)
             return mode, 1, -1, ns, 0
-        identity = node.etag.encode() if node.etag else _SIZE_TIME.pack(node.size, ns)
-        return mode, 1, node.size, ns, zlib.crc32(identity)
+        return mode, 1, node.size, ns, _identity(node)
 
     def _attrs(self, inode: int, path: tuple[str, ...], node: Node) -> fusekernel.Entry:
         if node.pending:  # making it may read the cache or render: not on the request thread
@@ -330,7 +338,10 @@ class Operations:
             inode = self._io(self._encode, path)
         else:  # what numbering needs (the folder's listing, its tags) was loaded to find node
             inode = self._child(parent_inode, parent, text, node)
-        return self._attrs(inode, path, node)
+        entry = self._attrs(inode, path, node)
+        if self._readers:
+            self.told(inode, entry[-1])
+        return entry
 
     @_guard
     def getattr(self, inode: int) -> fusekernel.Entry:
@@ -410,104 +421,101 @@ class Operations:
         names, fields = listing.names, listing.fields
         base = inode if inode & _ART else 0
         hidden = self._path(inode) if self._hidden else None
-        add = out.add
+        add, readers = out.add, self._readers if out.plus else None
         for i in range(offset, len(names)):
             if hidden is not None and self._is_hidden(hidden + (os.fsdecode(names[i]),)):
                 continue
             j = i * _FIELDS
             low, mode = fields[j], fields[j + 1]
-            if not add(names[i], i + 1, base | low if low >= 0 else -low, mode & ~_SHORT_BIT, fields[j + 2],
+            number = base | low if low >= 0 else -low
+            if not add(names[i], i + 1, number, mode & ~_SHORT_BIT, fields[j + 2],
                        fields[j + 3], fields[j + 4], _SHORT if mode & _SHORT_BIT else _LONG, fields[j + 5]):
                 break
+            if readers and number in readers and fields[j + 3] >= 0:  # READDIRPLUS: the kernel now has its generation
+                self.told(number, fields[j + 5])
 
     # -- files ----------------------------------------------------------------------
     @_guard
-    def open(self, inode: int, flags: int) -> tuple[int, int, int]:
-        """(fh, open flags, passthrough id): an archived file the kernel may
-        read itself is registered once and then opened without a reader."""
-        if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT):
-            raise FuseError(errno.EROFS)
+    def read(self, inode: int, off: int, size: int) -> bytes:
+        """Bytes of the file numbered inode. The kernel keeps what this
+        sends (its page cache) until a new generation invalidates it, so a
+        file is read from here once, whoever opens it how often."""
+        kept = self._reader(inode)
+        try:
+            reader = kept.reader
+            if reader.blocking and not reader.ready(off, size):  # a bucket's miss waits on the network; the loop must not
+                return self._io(reader.read, off, size)
+            return reader.read(off, size)
+        finally:
+            self._let_go(kept)
+
+    def _reader(self, inode: int) -> _Kept:
+        """The kept reader of a number (one more user of it), or a new one.
+
+        After a sync a number may name other bytes (a file's number is its
+        place in the listing). The kernel learns that from a LOOKUP or a
+        listing (see ``told``), starts a new inode and fails the old one's
+        reads; until then a READ of the number comes from a file opened
+        before, so a kept reader goes on serving the bytes it was opened on."""
         generation = self.tree.generation
-        known = self._opened.get(inode)
-        if known is not None and known.generation == generation and not (self._hidden and self._is_hidden(known.path)):
-            backing = self.session.backings.current(inode) if known.backing and self.session.backings else 0
-            if backing:
-                return next(self._next_fh), 0, backing  # a re-read costs this round trip and nothing else
-            path, node = known.path, known.node  # opened again: no decoding, no lookup
-        else:
+        with self._keeping:
+            kept = self._readers.get(inode)
+            if kept is not None and kept.generation == generation:
+                self._readers.move_to_end(inode)
+                kept.users += 1
+                return kept
+        if kept is None:
             path = self._path(inode)
-            node = self._node(path)
+            node = self.tree.get(path) if self.tree.is_cached(path[:-1]) else self._io(self.tree.get, path)
             if node is None:
                 raise FuseError(errno.ENOENT)
             if node.is_dir:
                 raise FuseError(errno.EISDIR)
-            known = None
-        passthrough = node.immutable and self.session is not None and self.session.backings is not None
-        if self.tree.is_cached(path[:-1]) and not node.pending:
-            reader = self.tree.reader(path, node, whole=passthrough)  # contents are ready: no thread hop
-        else:
-            reader = self._io(functools.partial(self.tree.reader, path, node, whole=passthrough))
-        backing = 0
-        if passthrough:
-            assert self.session is not None and self.session.backings is not None
-            fd = reader.whole_file()
-            backing = self.session.backings.register(inode, fd, node.etag) if fd is not None else 0
-            if not backing and known is not None and self.tree.wholly_kept(node):
-                self._keep_whole(node)  # read again: worth a whole copy the kernel can read itself
-        if known is None or backing:
-            self._remember(inode, _Opened(generation, path, node, bool(backing)))
-        fh = next(self._next_fh)
-        if backing:
-            reader.close()
-            return fh, 0, backing
-        self._handles[fh] = reader
-        # Files that can change (status.json, meta.json) bypass the page cache:
-        # a read must never mix old cached pages or an old size with new bytes.
-        return fh, fusekernel.FOPEN_KEEP_CACHE if node.immutable else fusekernel.FOPEN_DIRECT_IO, 0
-
-    def _keep_whole(self, node: Node) -> None:
-        """Have the tree write a generated file whole into the cache, in the
-        background, once: the next OPEN then hands it to the kernel."""
+            if self.tree.is_cached(path[:-1]) and not node.pending:
+                reader = self.tree.reader(path, node)  # contents are ready: no thread hop
+            else:
+                reader = self._io(self.tree.reader, path, node)
+            kept = _Kept(reader, _identity(node), generation)
         with self._keeping:
-            if node.etag in self._wholes or len(self._wholes) >= _OPENED:
+            old = self._readers.get(inode)
+            if old is not None and old is not kept:
+                self._drop(old)  # made meanwhile by another READ: one is enough
+            self._readers[inode] = kept
+            self._readers.move_to_end(inode)
+            kept.generation = generation
+            kept.users += 1
+            while len(self._readers) > _READERS:
+                self._drop(self._readers.popitem(last=False)[1])
+        return kept
+
+    def told(self, inode: int, identity: int) -> None:
+        """The kernel was given a number's attributes: bytes other than the
+        kept reader's belong to a new inode of the kernel's from now on."""
+        kept = self._readers.get(inode)
+        if kept is not None and kept.identity != identity:
+            with self._keeping:
+                if self._readers.get(inode) is kept:
+                    del self._readers[inode]
+                    self._drop(kept)
+
+    def _drop(self, kept: _Kept) -> None:
+        """Let go of a kept reader (holding ``_keeping``): closed now, or by
+        its last READ in flight."""
+        kept.gone = True
+        if kept.users == 0:
+            self._close(kept.reader)
+
+    def _let_go(self, kept: _Kept) -> None:
+        with self._keeping:
+            kept.users -= 1
+            if not (kept.gone and kept.users == 0):
                 return
-            self._wholes.add(node.etag)
-        assert self.session is not None
+        self._close(kept.reader)
 
-        def keep() -> None:
-            try:
-                self.tree.keep_whole(node)
-            finally:
-                with self._keeping:
-                    self._wholes.discard(node.etag)
-        self.session.submit(keep)
-
-    def _remember(self, inode: int, opened: _Opened) -> None:
-        """Keep what an OPEN found, for the next OPEN of the same number."""
-        with self._keeping:
-            if len(self._opened) >= _OPENED:
-                self._opened.clear()
-            self._opened[inode] = opened
-
-    @_guard
-    def read(self, fh: int, off: int, size: int) -> bytes:
-        reader = self._handles.get(fh)
-        if reader is None:
-            raise FuseError(errno.EBADF)
-        if reader.blocking and not reader.ready(off, size):  # a bucket's miss waits on the network; the loop must not
-            return self._io(reader.read, off, size)
-        return reader.read(off, size)
-
-    def release(self, fh: int) -> None:
-        reader = self._handles.get(fh)
-        if reader is not None and reader.blocking:  # may wait for a block in flight: not on the request thread
-            self._io(self._close, fh)
+    def _close(self, reader: Reader) -> None:
+        if reader.blocking and self.session is not None:  # may wait for a block in flight: not on the request thread
+            self.session.submit(reader.close)
         else:
-            self._close(fh)
-
-    def _close(self, fh: int) -> None:
-        reader = self._handles.pop(fh, None)
-        if reader is not None:
             reader.close()
 
     # -- extended attributes -----------------------------------------------------------
@@ -606,8 +614,6 @@ def _watch_generation(ops: Operations, interval: float, stopped: threading.Event
             ops.tree.refresh(force=False, interval=0)
             ops.tell_kernel_if_changed()
             ops.show_unhidden()
-            if ops.session is not None and ops.session.backings is not None:
-                ops.session.backings.sweep()
         except Exception:
             log.exception("watching the index")
 

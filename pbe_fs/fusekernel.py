@@ -4,11 +4,14 @@ cache notifications, for a read-mostly tree.
 Why not a binding (pyfuse3 was one): the speed of a mount is decided by
 what the kernel may cache and by how many requests reach this process, and
 both are set in the protocol itself. Speaking it directly lets the mount
-answer OPENDIR with ENOSYS, so the kernel never sends OPENDIR or RELEASEDIR
-again and keeps every folder's entries in its own cache (which also needs
-the folder's number on READDIR: it is in every request's header, a binding
-left it out); it also spares each request a trip through an event loop.
-The whole protocol a read-only tree needs is a few structs.
+answer OPENDIR and OPEN with ENOSYS, so the kernel never sends OPENDIR,
+RELEASEDIR, OPEN or RELEASE again: it opens folders and files itself,
+keeps every folder's entries and every file's pages in its own cache, and
+names the folder or file by its number on READDIR and READ (it is in
+every request's header; a binding left it out and passed the handle an
+OPEN returned). Re-opening a file then costs no round trip at all. It also
+spares each request a trip through an event loop. The whole protocol a
+read-only tree needs is a few structs.
 
 One thread (the caller of ``serve``) reads requests and answers those whose
 answer is at hand. An operation that would wait on I/O raises ``Offload``
@@ -20,15 +23,12 @@ from __future__ import annotations
 
 import concurrent.futures
 import errno
-import fcntl
 import logging
 import os
 import socket
 import struct
 import subprocess
 import threading
-import time
-from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -49,16 +49,11 @@ _ATTR_OUT = struct.Struct("<QII" + _ATTR)  # fuse_attr_out
 _DIRENT = struct.Struct("<QQII")  # fuse_dirent without its name
 _ENTRY_PLUS = struct.Struct("<QQQQII" + _ATTR + "QQII")  # fuse_direntplus without its name
 _READ_IN = struct.Struct("<QQII")  # fuse_read_in: fh, offset, size, read_flags (the rest unused)
-_OPEN_IN = struct.Struct("<II")
-_OPEN_OUT = struct.Struct("<QII")
-_RELEASE_IN = struct.Struct("<Q")
 _GETXATTR_IN = struct.Struct("<II")
 _GETXATTR_OUT = struct.Struct("<II")
 _STATFS_OUT = struct.Struct("<QQQQQIIII24x")
 _INIT_IN = struct.Struct("<IIIII")  # major, minor, max_readahead, flags, flags2 (with _INIT_EXT)
 _INIT_OUT = struct.Struct("<IIIIHHIIHHII24x")
-_BACKING_MAP = struct.Struct("<iIQ")  # fuse_backing_map: fd, flags, padding
-_BACKING_OPEN, _BACKING_CLOSE = 0x4010E501, 0x4004E502  # _IOW(229, 1, fuse_backing_map), _IOW(229, 2, u32)
 _INVAL_INODE = struct.Struct("<Qqq")
 _INVAL_ENTRY = struct.Struct("<QII")
 _RETRIEVE = struct.Struct("<QQQII")  # fuse_notify_retrieve_out: unique, nodeid, offset, size, padding
@@ -77,12 +72,9 @@ _WRITES = {SETATTR, SYMLINK, MKNOD, MKDIR, RENAME, LINK, WRITE, SETXATTR, REMOVE
 _ASYNC_READ, _EXPORT_SUPPORT, _AUTO_INVAL_DATA = 1 << 0, 1 << 4, 1 << 12
 _DO_READDIRPLUS, _READDIRPLUS_AUTO, _ASYNC_DIO = 1 << 13, 1 << 14, 1 << 15
 _PARALLEL_DIROPS, _MAX_PAGES_FLAG, _INIT_EXT = 1 << 18, 1 << 22, 1 << 30
-_PASSTHROUGH2 = 1 << (37 - 32)  # in flags2
 _WANTED = (_ASYNC_READ | _EXPORT_SUPPORT | _AUTO_INVAL_DATA | _DO_READDIRPLUS | _READDIRPLUS_AUTO | _ASYNC_DIO
            | _PARALLEL_DIROPS | _MAX_PAGES_FLAG)
 
-FOPEN_DIRECT_IO, FOPEN_KEEP_CACHE, _FOPEN_PASSTHROUGH = 1 << 0, 1 << 1, 1 << 7
-_STACK_DEPTH = 2  # an archive on overlayfs (depth 1) may still be read through
 _NOTIFY_INVAL_INODE, _NOTIFY_INVAL_ENTRY, _NOTIFY_RETRIEVE = 2, 3, 4
 _ROOT = 1
 
@@ -113,10 +105,7 @@ Entry = tuple[int, int, int, int, int, float, int]
 class Operations(Protocol):
     def lookup(self, parent: int, name: bytes) -> Entry: ...
     def getattr(self, inode: int) -> Entry: ...
-    def open(self, inode: int, flags: int) -> tuple[int, int, int]:
-        """(fh, FOPEN_* flags, passthrough id from ``Backings.register`` or 0)"""
-    def read(self, fh: int, offset: int, size: int) -> bytes: ...
-    def release(self, fh: int) -> None: ...
+    def read(self, inode: int, offset: int, size: int) -> bytes: ...
     def readdir(self, inode: int, offset: int, out: "DirBuffer") -> None: ...
     def getxattr(self, inode: int, name: bytes) -> bytes: ...
     def listxattr(self, inode: int) -> list[bytes]: ...
@@ -174,110 +163,13 @@ class DirBuffer:
         self._parts.append(name + b"\0" * (padded - used))
         return True
 
+    @property
+    def plus(self) -> bool:
+        """Whether entries go with their attributes (READDIRPLUS)."""
+        return self._plus
+
     def data(self) -> bytes:
         return b"".join(self._parts)
-
-
-class _Backing:
-    __slots__ = ("key", "id", "opens", "replaced")
-
-    def __init__(self, key: tuple[int | str, ...], backing_id: int) -> None:
-        self.key, self.id, self.opens, self.replaced = key, backing_id, 0, False
-
-
-def _file_key(st: os.stat_result) -> tuple[int, ...]:
-    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
-
-
-class Backings:
-    """Passthrough registrations, one per number. The kernel binds an inode
-    to one backing file while any file of it is open (an OPEN naming another
-    fails with EIO), so a number's OPENs name the same id for as long as
-    its file is the same; an id is let go of once nothing holds it open."""
-
-    LIMIT = 4096  # registered files (each keeps an open file in the kernel)
-
-    def __init__(self, fuse_fd: int) -> None:
-        self._fd = fuse_fd
-        self._lock = threading.Lock()
-        self._by_inode: OrderedDict[int, _Backing] = OrderedDict()
-        self._by_fh: dict[int, _Backing] = {}
-        self._retired: list[tuple[float, int]] = []
-
-    def current(self, inode: int) -> int:
-        """The id a number's file was registered with, or 0."""
-        with self._lock:
-            backing = self._by_inode.get(inode)
-            if backing is None:
-                return 0
-            self._by_inode.move_to_end(inode)
-            return backing.id
-
-    def register(self, inode: int, fd: int, identity: str = "") -> int:
-        """The id for the file open at fd, under number inode; 0 when the
-        kernel refuses (READs then come here as usual). ``identity`` names
-        the bytes (an ETag): a file replaced by the same bytes keeps its id,
-        as the kernel's inode for the number keeps its old backing file."""
-        key: tuple[int | str, ...] = (identity,) if identity else _file_key(os.fstat(fd))
-        with self._lock:
-            backing = self._by_inode.get(inode)
-            if backing is not None and backing.key == key:
-                self._by_inode.move_to_end(inode)
-                return backing.id
-        try:
-            new_id = fcntl.ioctl(self._fd, _BACKING_OPEN, bytearray(_BACKING_MAP.pack(fd, 0, 0)))
-        except OSError as exc:
-            log.debug("passthrough refused: %s", exc)
-            return 0
-        with self._lock:
-            old = self._by_inode.get(inode)
-            if old is not None and old.key == key:  # registered meanwhile by another worker
-                self._retire(new_id)
-                return old.id
-            self._by_inode[inode] = _Backing(key, new_id)
-            if old is not None:
-                self._let_go(old)
-            for number in list(self._by_inode)[:max(0, len(self._by_inode) - self.LIMIT)]:
-                if self._by_inode[number].opens == 0:
-                    self._let_go(self._by_inode.pop(number))
-        return new_id
-
-    def opened(self, fh: int, inode: int, backing_id: int) -> None:
-        with self._lock:
-            backing = self._by_inode.get(inode)
-            if backing is not None and backing.id == backing_id:
-                backing.opens += 1
-                self._by_fh[fh] = backing
-
-    def released(self, fh: int) -> None:
-        with self._lock:
-            backing = self._by_fh.pop(fh, None)
-            if backing is not None:
-                backing.opens -= 1
-                if backing.replaced and backing.opens == 0:
-                    self._retire(backing.id)
-
-    def _let_go(self, backing: _Backing) -> None:
-        backing.replaced = True
-        if backing.opens == 0:
-            self._retire(backing.id)
-
-    def _retire(self, backing_id: int) -> None:
-        # not at once: the kernel looks an id up only when the process that
-        # opened reads our answer, which may have named it
-        self._retired.append((time.monotonic(), backing_id))
-
-    def sweep(self, grace: float = 1.0) -> None:
-        """Close the ids let go of more than ``grace`` seconds ago."""
-        with self._lock:
-            now = time.monotonic()
-            due = [i for t, i in self._retired if now - t > grace]
-            self._retired = [(t, i) for t, i in self._retired if now - t <= grace]
-        for backing_id in due:
-            try:
-                fcntl.ioctl(self._fd, _BACKING_CLOSE, bytearray(struct.pack("<I", backing_id)))
-            except OSError as exc:
-                log.debug("closing passthrough id %d: %s", backing_id, exc)
 
 
 class Session:
@@ -291,13 +183,11 @@ class Session:
         self.uid, self.gid = os.getuid(), os.getgid()
         self._fd = -1
         self._loop_thread = 0
-        self.passthrough = False  # set at INIT: the kernel can read whole archived files itself
-        self.backings: Backings | None = None
         self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="fuse")
         self._stopping = False
         self._handlers: dict[int, Callable[[int, memoryview, int], bytes | None]] = {
             LOOKUP: self._lookup, GETATTR: self._getattr, OPEN: self._open, READ: self._read,
-            RELEASE: self._release, OPENDIR: self._opendir, READDIR: self._readdir,
+            RELEASE: lambda *_: b"", OPENDIR: self._open, READDIR: self._readdir,
             READDIRPLUS: self._readdirplus, RELEASEDIR: lambda *_: b"", STATFS: self._statfs,
             GETXATTR: self._getxattr, LISTXATTR: self._listxattr, UNLINK: self._unlink, RMDIR: self._rmdir,
             INIT: self._init, DESTROY: lambda *_: b"", NOTIFY_REPLY: self._woken,
@@ -466,19 +356,11 @@ class Session:
         return _ENTRY.pack(*_entry_fields(*entry, self.uid, self.gid))
 
     def _init(self, nodeid: int, arg: memoryview, unique: int) -> bytes:
-        major, minor, readahead, flags, flags2 = _INIT_IN.unpack_from(bytes(arg).ljust(_INIT_IN.size, b"\0"))
+        major, minor, readahead, flags, _ = _INIT_IN.unpack_from(bytes(arg).ljust(_INIT_IN.size, b"\0"))
         if major != _MAJOR:
             log.error("the kernel speaks FUSE %d.%d, this mount %d.%d", major, minor, _MAJOR, _MINOR)
             raise FuseError(errno.EPROTO)
-        # Passthrough (Linux 6.9+, root only): opening a file hands the kernel
-        # the archived file itself, and reads never come here.
-        self.passthrough = bool(flags & _INIT_EXT and flags2 & _PASSTHROUGH2) and os.geteuid() == 0
-        log.info("archived files are read %s", "by the kernel itself (passthrough)" if self.passthrough else
-                 "through pbe-fs (the kernel reads them itself only for root, on Linux 6.9 or later)")
-        wanted2 = _PASSTHROUGH2 if self.passthrough else 0
-        self.backings = Backings(self._fd) if self.passthrough else None
-        return _INIT_OUT.pack(_MAJOR, _MINOR, readahead, flags & _WANTED | (_INIT_EXT if wanted2 else 0), 0, 0,
-                              _MAX_WRITE, 1, _MAX_PAGES, 0, wanted2, _STACK_DEPTH if wanted2 else 0)
+        return _INIT_OUT.pack(_MAJOR, _MINOR, readahead, flags & _WANTED, 0, 0, _MAX_WRITE, 1, _MAX_PAGES, 0, 0, 0)
 
     def _lookup(self, nodeid: int, arg: memoryview, unique: int) -> bytes:
         return self._entry(self.ops.lookup(nodeid, _name(arg)))
@@ -487,10 +369,12 @@ class Session:
         fields = _entry_fields(*self.ops.getattr(nodeid), self.uid, self.gid)
         return _ATTR_OUT.pack(fields[3], fields[5], 0, *fields[6:])  # attr_valid, its ns, padding, fuse_attr
 
-    def _opendir(self, nodeid: int, arg: memoryview, unique: int) -> bytes:
-        # "Not implemented": from now on the kernel opens folders itself, keeps
-        # their listings (FOPEN_CACHE_DIR is its default then) and sends READDIR
-        # with the folder's number; a new index generation invalidates them.
+    def _open(self, nodeid: int, arg: memoryview, unique: int) -> bytes:
+        # "Not implemented", to OPENDIR and to OPEN: from now on the kernel opens
+        # folders and files itself, keeps their listings and pages (FOPEN_CACHE_DIR
+        # and FOPEN_KEEP_CACHE are its defaults then) and sends READDIR and READ
+        # with the number; a new index generation invalidates what changed. A
+        # write is refused when it comes (SETATTR for O_TRUNC, WRITE).
         raise FuseError(errno.ENOSYS)
 
     def _readdir(self, nodeid: int, arg: memoryview, unique: int, plus: bool = False) -> bytes:
@@ -502,24 +386,9 @@ class Session:
     def _readdirplus(self, nodeid: int, arg: memoryview, unique: int) -> bytes:
         return self._readdir(nodeid, arg, unique, plus=True)
 
-    def _open(self, nodeid: int, arg: memoryview, unique: int) -> bytes:
-        flags, _ = _OPEN_IN.unpack_from(arg)
-        fh, open_flags, backing_id = self.ops.open(nodeid, flags)
-        if backing_id and self.backings is not None:  # its own page cache serves it: no other flag (KEEP_CACHE is EIO)
-            open_flags = _FOPEN_PASSTHROUGH
-            self.backings.opened(fh, nodeid, backing_id)
-        return _OPEN_OUT.pack(fh, open_flags, backing_id)
-
     def _read(self, nodeid: int, arg: memoryview, unique: int) -> bytes:
-        fh, offset, size, _ = _READ_IN.unpack_from(arg)
-        return self.ops.read(fh, offset, size)
-
-    def _release(self, nodeid: int, arg: memoryview, unique: int) -> bytes:
-        fh = _RELEASE_IN.unpack_from(arg)[0]
-        if self.backings is not None:
-            self.backings.released(fh)
-        self.ops.release(fh)
-        return b""
+        _, offset, size, _ = _READ_IN.unpack_from(arg)  # the handle is 0: no OPEN gave one
+        return self.ops.read(nodeid, offset, size)
 
     def _statfs(self, nodeid: int, arg: memoryview, unique: int) -> bytes:
         st = self.ops.statfs()

@@ -25,12 +25,10 @@ Views::
 from __future__ import annotations
 
 import bisect
-import errno
 import functools
 import hashlib
 import json
 import logging
-import os
 import threading
 import time
 from array import array
@@ -38,7 +36,6 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 
 from . import maintenance, names
 from .archive import Archive
@@ -49,7 +46,7 @@ from .localrecords import LocalRecords
 from .recovery import open_index, record_from_index
 from .render import meta
 from .render.cache import Cache
-from .render.segments import BytesContent, FilePart, Reader, Segments
+from .render.segments import BytesContent, Reader
 from .status import status
 
 log = logging.getLogger("pbe_fs.tree")
@@ -507,54 +504,13 @@ class Tree:
         """A strong validator: the same while the bytes are the same."""
         return node.etag or Cache.key(path, node.size, node.mtime)
 
-    def reader(self, path: tuple[str, ...], node: Node | None = None, *, whole: bool = False) -> Reader:
+    def reader(self, path: tuple[str, ...], node: Node | None = None) -> Reader:
         """An open file; ``node``: what ``get(path)`` answered, when the caller
-        has it. ``whole``: a generated file's whole copy in the cache if it
-        has one (see ``keep_whole``), one local file the kernel can read."""
+        has it."""
         node = node or self.get(path)
         if node is None or node.is_dir or node.content is None:
             raise TreeError("notfound", f"no such file: {'/'.join(path)}")
-        if whole and self.wholly_kept(node):
-            found = self.cache.get("whole", node.etag, "")
-            if found is not None:
-                try:
-                    if os.path.getsize(found) == node.size:
-                        return Segments([FilePart(found, 0, node.size)]).reader()
-                    found.unlink()  # damaged: made again when read again
-                except OSError:
-                    pass  # trimmed meanwhile
         return node.content().reader()
-
-    def wholly_kept(self, node: Node) -> bool:
-        """Whether a generated file may have a whole copy in the cache:
-        immutable (its name in the cache, its ETag, names its bytes), and
-        small next to the cache (a twentieth of it, what the cache writes
-        between two trims)."""
-        return node.is_generated and node.immutable and not node.pending and node.size <= self.cache.max_bytes // 20
-
-    def keep_whole(self, node: Node) -> None:
-        """Write a generated file whole into the cache, for ``reader(whole=
-        True)``. A PDF, zip or CBZ is served spliced from archived files
-        and a skeleton, through pbe-fs and the kernel's page cache for FUSE
-        files, which reads a re-read PDF at about half a plain file's speed;
-        one whole file the kernel reads itself (passthrough) costs what a
-        plain file does. It duplicates the archived bytes, so it is made
-        only for files read again, and the cache's bound and LRU apply."""
-        if not self.wholly_kept(node):
-            return
-
-        def make(tmp: Path) -> None:
-            reader = node.content().reader()  # type: ignore[misc]
-            try:
-                with open(tmp, "wb") as fh:
-                    for offset in range(0, node.size, 1 << 20):
-                        fh.write(reader.read(offset, min(1 << 20, node.size - offset)))
-            finally:
-                reader.close()
-            if os.path.getsize(tmp) != node.size:
-                raise OSError(errno.EIO, f"a whole copy came out at {os.path.getsize(tmp)} bytes, not {node.size}")
-
-        self.cache.get_or_make("whole", node.etag, "", make)
 
     def xattrs(self, path: tuple[str, ...]) -> dict[str, bytes]:
         """Desktop metadata of an artwork folder and everything in it."""

@@ -162,10 +162,16 @@ def test_a_page_added_by_a_sync_shows_in_every_view_of_the_work(tmp_path: Path) 
                         (folder / name).read_bytes()
                 held.append(open(folder / f"{PAGED}_p1.jpg", "rb"))  # open across the sync
             before = (archived / f"{PAGED}_p1.jpg").read_bytes()
+            # after the sync the zip's number names the new three-page zip: other bytes
+            zip_before = (folders[0] / f"{PAGED}.zip").read_bytes()
+            zips = [open(folder / f"{PAGED}.zip", "rb", buffering=0) for folder in folders]
             fake.works[PAGED].pages = 3
             fake.works[PAGED].revision = 1
             pbe(config, "sync", "--full", "--no-progress", check=True)
             time.sleep(1.5)  # the poll interval (1 s) and a little
+            for fh in zips:  # READs of the zip's old number, before the kernel has seen the new listing
+                with fh:
+                    assert fh.read() == zip_before  # what it opened, never the new zip's bytes
             for folder, fh in zip(folders, held):
                 assert f"{PAGED}_p2.jpg" in os.listdir(folder), folder
                 # every number now names another place in the listing: each file reads its own bytes

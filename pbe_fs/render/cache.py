@@ -36,8 +36,9 @@ def renderers() -> tuple[str, ...]:
 
 
 # what the cache holds, each in a folder of its own under cache.path: PDF
-# skeletons, animations, whole copies of re-read generated files. Beside them
-# live other caches with bounds of their own (records/, blocks/): never trimmed here.
+# skeletons, animations (and "whole": copies of re-read generated files that
+# an earlier version made, trimmed away like the rest). Beside them live other
+# caches with bounds of their own (records/, blocks/): never trimmed here.
 KINDS = ("pdf", "anim", "whole")
 
 

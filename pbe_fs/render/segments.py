@@ -9,7 +9,6 @@ offset readable without producing the rest, no second copy of the images.
 from __future__ import annotations
 
 import bisect
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +32,6 @@ class Reader(Protocol):
     def ready(self, offset: int, size: int) -> bool: ...
 
     def read(self, offset: int, size: int) -> bytes: ...
-
-    def whole_file(self) -> int | None: ...
 
     def close(self) -> None: ...
 
@@ -141,18 +138,6 @@ class SegmentsReader:
             offset += len(chunk)
             i += 1
         return out[0] if len(out) == 1 else b"".join(out)
-
-    def whole_file(self) -> int | None:
-        """The descriptor of the one local file this reader serves, whole and
-        as long as the index says, else None: the kernel may then read that
-        file itself (FUSE passthrough)."""
-        parts = self.segments.parts
-        if len(parts) != 1 or isinstance(parts[0], bytes) or (isinstance(parts[0], FilePart) and parts[0].offset):
-            return None
-        handle = self._handle(parts[0])
-        if not isinstance(handle, LocalHandle) or os.fstat(handle.fd).st_size != parts[0].length:
-            return None
-        return handle.fd
 
     def close(self) -> None:
         for handle in self._handles.values():
