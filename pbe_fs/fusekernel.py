@@ -25,10 +25,12 @@ import concurrent.futures
 import errno
 import logging
 import os
+import select
 import socket
 import struct
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -40,6 +42,7 @@ _MAJOR, _MINOR = 7, 40  # the structs below are those of protocol 7.40
 _MAX_WRITE = 4096  # nothing is ever written; the kernel's minimum
 _BUFFER = 64 * 1024 + 4096  # a request: header, arguments and a name, or an xattr value (64 KiB at most)
 _MAX_PAGES = 256  # reads of up to 1 MiB
+_SPIN = 100e-6  # seconds the request thread reads on before it sleeps (see Session.serve)
 
 _HEADER = struct.Struct("<IIQQIIIHH")  # fuse_in_header
 _OUT = struct.Struct("<IiQ")  # fuse_out_header
@@ -237,9 +240,9 @@ class Session:
     def stop(self) -> None:
         """End ``serve``, from any thread.
 
-        The request thread may be blocked reading the connection, and a
-        signal cannot be relied on to interrupt that read: one that arrives
-        just before the read begins is handled and the read still blocks.
+        The request thread may be asleep in a poll of the connection, and a
+        signal cannot be relied on to interrupt that poll: one that arrives
+        just before the poll begins is handled and the poll still sleeps.
         So the kernel itself is asked for a request: the answer to a
         retrieve of no bytes of the root, which ``serve`` reads, sees
         ``_stopping`` and returns. Without a connection (gone already, or
@@ -261,14 +264,32 @@ class Session:
     def serve(self) -> None:
         """Answer requests until the mount goes away or ``stop`` is called.
 
-        One blocking read per request: a poll before each would be two more
-        system calls on every request of a walk."""
+        Requests come in bursts (a walk, an `ls -l`, a copy), one at a time
+        from each program, and one arrives within some 40 µs of the answer
+        to the last. So after each request the thread keeps reading for
+        ``_SPIN`` seconds before it sleeps in ``poll``: a sleeping thread
+        costs every request its wake-up, which was a third of a first
+        walk's time (6.3 s against 4.0 s for 1,000 works' 45,000 folders).
+        Not on one CPU, where the spinning would hold up the program that
+        asks."""
         self._loop_thread = threading.get_ident()
         fd, handle = self._fd, self._handle
+        spin = _SPIN if len(os.sched_getaffinity(0)) > 1 else 0.0
+        os.set_blocking(fd, False)
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        clock, until = time.perf_counter, 0.0
         try:
             while True:
                 try:
                     data = os.read(fd, _BUFFER)
+                except BlockingIOError:  # nothing yet: spin a little, then sleep until there is
+                    if not until:
+                        until = clock() + spin
+                    elif clock() > until:
+                        poller.poll()
+                        until = 0.0
+                    continue
                 except OSError as exc:
                     if exc.errno in (errno.ENOENT, errno.EINTR, errno.EAGAIN):  # interrupted before we read it
                         continue
@@ -278,6 +299,7 @@ class Session:
                     if exc.errno in (errno.ENODEV, errno.EBADF):  # unmounted
                         return
                     raise
+                until = 0.0
                 handle(data, True)
         except _Stopped:
             return
