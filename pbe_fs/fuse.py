@@ -60,6 +60,7 @@ _HIDE_SECONDS = 60.0
 # the timeout is a backstop. meta.json also follows pixiv's counters.
 _LONG, _SHORT = 24 * 3600.0, 1.0
 _READERS = 128  # files read lately, kept open by number (each may hold a few open files)
+BUCKET_READERS = 8  # of which a bucket's (each may hold 3 MiB of blocks and an open GET)
 _LOAD_AFTER = 1.0  # seconds after the mount comes up (a listing that needs the works loads them itself)
 # An artwork-folder inode: flag, view, which folder of the work in the view,
 # artwork id, quality folder (0: top), place in the folder's listing + 1 (0: the folder).
@@ -486,6 +487,10 @@ class Operations:
             kept.users += 1
             while len(self._readers) > _READERS:
                 self._drop(self._readers.popitem(last=False)[1])
+            if kept.reader.blocking:
+                bucket = [n for n, k in self._readers.items() if k.reader.blocking]
+                for number in bucket[:max(0, len(bucket) - BUCKET_READERS)]:
+                    self._drop(self._readers.pop(number))
         return kept
 
     def told(self, inode: int, identity: int) -> None:
