@@ -17,8 +17,9 @@ Then it reports, each against the plain tree in the same run:
 * the index's size
 
 Each timing is the median of ``--runs`` runs with its min-max (the first
-find: two fresh mounts). Above ``--whole-up-to`` works the walks cover
-by-ingress/ only (every work once); ``--no-walks`` skips them (200k works);
+find: ``--runs`` - 1 fresh mounts; the first mount builds the plain tree).
+Above ``--whole-up-to`` works the walks cover by-ingress/ only (every
+work once); ``--no-walks`` skips them (200k works);
 ``--archives DIR`` keeps the built archives for later runs. Needs root (FUSE).
 `python bench/scale_bench.py [--sizes 1000,10000,50000] [--runs 5] [--archives DIR]`
 """
@@ -291,7 +292,7 @@ def measure(works: int, repeat: int, tmp: Path, tags: int, whole_up_to: int,
             elif n == 0:  # by-ingress's folders only, for ls and PROPFIND
                 for name in os.listdir(m.path("by-ingress")):
                     (plain / "by-ingress" / name).mkdir(parents=True)
-            elif n <= 2 and walks:  # a first walk of a fresh mount
+            elif walks:  # a first walk of a fresh mount (runs - 1 of them)
                 firsts += runs(lambda: find(m.mountpoint.joinpath(*scope)), 1)
         finally:
             m.stop()
