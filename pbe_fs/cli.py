@@ -598,11 +598,28 @@ def _few_malloc_arenas() -> None:
         pass  # not glibc: its own rules
 
 
+def _more_open_files() -> None:
+    """A mount keeps the files it read lately open (fuse._READERS), each
+    with every archived file it was read from: a 200-page work's zip holds
+    200. Debian's soft limit of 1,024 open files is a default, not a bound
+    anyone chose; the hard one (often 524,288) is."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError):
+            pass  # as it was
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _stacks_on_sigusr1()
     if args.command in ("run", "serve", "mount"):  # long-lived and threaded
         _few_malloc_arenas()
+        _more_open_files()
     _setup_logging(args.verbose, args.quiet, args.log_format or "human")
     try:
         return _run_command(args)

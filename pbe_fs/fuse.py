@@ -59,8 +59,10 @@ _HIDE_SECONDS = 60.0
 # Entries change only with the index generation, which invalidates them:
 # the timeout is a backstop. meta.json also follows pixiv's counters.
 _LONG, _SHORT = 24 * 3600.0, 1.0
-_READERS = 128  # files read lately, kept open by number (each may hold a few open files)
-BUCKET_READERS = 8  # of which a bucket's (each may hold 3 MiB of blocks and an open GET)
+# Files read lately, kept open by number: each holds the files it was read from open
+# (a 200-page zip: 200, see cli._more_open_files), a bucket's an open GET too.
+_READERS = 16
+BUCKET_READERS = 8  # of which a bucket's
 _LOAD_AFTER = 1.0  # seconds after the mount comes up (a listing that needs the works loads them itself)
 # An artwork-folder inode: flag, view, which folder of the work in the view,
 # artwork id, quality folder (0: top), place in the folder's listing + 1 (0: the folder).

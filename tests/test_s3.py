@@ -8,6 +8,7 @@ import io
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -22,6 +23,7 @@ from typing import Any
 import pytest
 
 from pbe_fs.config import load
+from pbe_fs.fuse import BUCKET_READERS
 from pbe_fs.index import Index
 from pbe_fs.storage.readcache import BLOCK, ReadCache
 from tests.conftest import GONE, LOST, ROOT, Mount, Server, pbe, write_config
@@ -178,8 +180,30 @@ def test_mount_reads_byte_exact_from_the_bucket(weed, s3_synced, tmp_path) -> No
             part = fh.read(1000)
         assert part == fake.file_bytes_for(BIG)[5 * BLOCK + 17: 5 * BLOCK + 1017]
         assert os.statvfs(mount.mountpoint).f_bsize > 0
+        # READs name a file by number alone, so the mount keeps the readers of the last files
+        # read, a zip's and a PDF's with all their pages' cache files open (a data and a map
+        # file each). Reading as many single-page files again (their pages dropped, so that
+        # the READs reach the mount) leaves only theirs open.
+        fds = Path(f"/proc/{mount.proc.pid}/fd")
+
+        def cache_files() -> list[str]:
+            return [link for link in (os.readlink(fd) for fd in fds.iterdir()) if "/blocks/" in link]
+        assert len(cache_files()) > 2 * BUCKET_READERS  # the zip's and the PDF's pages among them
+        for path in (manga / f"93012350_p{n}.jpg" for n in range(BUCKET_READERS)):
+            fd = os.open(path, os.O_RDONLY)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            os.close(fd)
+            path.read_bytes()
+        assert 0 < len(cache_files()) <= 2 * BUCKET_READERS, cache_files()
+        assert rlimit_nofile(mount.proc.pid) >= min(65536, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
     finally:
         assert mount.stop() == 0, mount.stderr()
+
+
+def rlimit_nofile(pid: int) -> int:
+    """A process's soft limit of open files."""
+    line = next(ln for ln in Path(f"/proc/{pid}/limits").read_text().splitlines() if ln.startswith("Max open files"))
+    return int(line.split()[3])
 
 
 def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:

@@ -493,6 +493,9 @@ class S3Handle:
                     if job is None:
                         self._worker = None
                         owns_close = self._closed
+                        # every block fetched is in the cache file by now: an idle
+                        # handle (a mount keeps some) holds no blocks in memory
+                        self._recent.clear()
                         return
                 block, stop = job
                 data = self._fetch(block, stop)
