@@ -105,10 +105,10 @@ class _Kept:
     across opens. ``users``: READs in flight on it; one let go of (``gone``)
     is closed by the last of them."""
 
-    __slots__ = ("reader", "identity", "generation", "users", "gone")
+    __slots__ = ("reader", "identity", "users", "gone")
 
-    def __init__(self, reader: Reader, identity: int, generation: int) -> None:
-        self.reader, self.identity, self.generation = reader, identity, generation
+    def __init__(self, reader: Reader, identity: int) -> None:
+        self.reader, self.identity = reader, identity
         self.users, self.gone = 0, False
 
 
@@ -459,33 +459,32 @@ class Operations:
         place in the listing). The kernel learns that from a LOOKUP or a
         listing (see ``told``), starts a new inode and fails the old one's
         reads; until then a READ of the number comes from a file opened
-        before, so a kept reader goes on serving the bytes it was opened on."""
-        generation = self.tree.generation
+        before, so a kept reader goes on serving the bytes it was opened on,
+        whatever the generation."""
         with self._keeping:
             kept = self._readers.get(inode)
-            if kept is not None and kept.generation == generation:
+            if kept is not None:
                 self._readers.move_to_end(inode)
                 kept.users += 1
                 return kept
-        if kept is None:
-            path = self._path(inode)
-            node = self.tree.get(path) if self.tree.is_cached(path[:-1]) else self._io(self.tree.get, path)
-            if node is None:
-                raise FuseError(errno.ENOENT)
-            if node.is_dir:
-                raise FuseError(errno.EISDIR)
-            if self.tree.is_cached(path[:-1]) and not node.pending:
-                reader = self.tree.reader(path, node)  # contents are ready: no thread hop
-            else:
-                reader = self._io(self.tree.reader, path, node)
-            kept = _Kept(reader, _identity(node), generation)
+        # not _node(): a file unlinked (hidden) while open is still read
+        path = self._path(inode)
+        at_hand = self.tree.is_cached(path[:-1])
+        node = self.tree.get(path) if at_hand else self._io(self.tree.get, path)
+        if node is None:
+            raise FuseError(errno.ENOENT)
+        if node.is_dir:
+            raise FuseError(errno.EISDIR)
+        if at_hand and not node.pending:
+            reader = self.tree.reader(path, node)  # contents are ready: no thread hop
+        else:
+            reader = self._io(self.tree.reader, path, node)
+        kept = _Kept(reader, _identity(node))
         with self._keeping:
-            old = self._readers.get(inode)
-            if old is not None and old is not kept:
+            old = self._readers.pop(inode, None)
+            if old is not None:
                 self._drop(old)  # made meanwhile by another READ: one is enough
             self._readers[inode] = kept
-            self._readers.move_to_end(inode)
-            kept.generation = generation
             kept.users += 1
             while len(self._readers) > _READERS:
                 self._drop(self._readers.popitem(last=False)[1])
