@@ -90,6 +90,15 @@ def read_all(path: Path) -> int:
         return total
 
 
+def forget(path: Path) -> None:
+    """Drop one file's pages from the page cache (works on a FUSE file too)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
 def timed(fn, repeat: int = 1) -> float:
     """Median wall time of fn over repeat runs."""
     times = []

@@ -39,7 +39,7 @@ from pbe_fs.render.cache import Cache  # noqa: E402
 from pbe_fs.storage.local import LocalStore  # noqa: E402
 from tests.conftest import Mount  # noqa: E402
 
-from common import build, read_all, report, timed  # noqa: E402
+from common import build, forget, read_all, report, timed  # noqa: E402
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
@@ -62,8 +62,8 @@ def evict(path: Path) -> None:
     through the mount or not, was read from disk first, so a baseline
     that is a fresh copy measured the copy's folios, not pbe-fs."""
     with open(path, "rb") as fh:
-        os.fsync(fh.fileno())
-        os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+        os.fsync(fh.fileno())  # dirty pages are not dropped
+    forget(path)
 
 
 def rounds(what: str, size: float, ours, theirs, baseline: str, n: int, target: str) -> tuple[str, str, str, str, str]:

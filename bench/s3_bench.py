@@ -34,18 +34,9 @@ from pbe_fs.fuse import BUCKET_READERS  # noqa: E402
 from tests.conftest import Mount  # noqa: E402
 from tests.s3rig import SeaweedS3  # noqa: E402
 
-from common import BIG, _jpeg, _padded, build, read_all, report  # noqa: E402
+from common import BIG, _jpeg, _padded, build, forget, read_all, report  # noqa: E402
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
-
-
-def forget(path: Path) -> None:
-    """Drop one file's pages from the page cache (works on a FUSE file too)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
 
 
 def best(fn, repeat: int) -> float:
