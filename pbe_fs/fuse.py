@@ -155,8 +155,8 @@ class Operations:
     """What the kernel asks, answered from the tree (see fusekernel.Operations).
 
     Answers are computed on the request thread when the tree has what they
-    need at hand; ``_io`` sends a request that must read a record or the
-    index to a worker thread instead."""
+    need at hand (``Tree.at_hand``); ``_io`` sends a request that may wait
+    on the disk or a bucket to a worker thread instead."""
 
     def __init__(self, tree: Tree, *, allow_delete: bool, xattrs: bool = False) -> None:
         super().__init__()
@@ -260,7 +260,7 @@ class Operations:
                 return self._decode(inode)
             path = self._decode(inode & ~_INSIDE)
             sub = (inode >> _SUB) & 7
-            if self.tree.is_cached(path + (QUALITIES[sub - 1],) if sub else path):
+            if self.tree.at_hand(path + (QUALITIES[sub - 1],) if sub else path):
                 return self._decode(inode)
         return self._io(self._decode, inode)
 
@@ -282,7 +282,7 @@ class Operations:
     def _node(self, path: tuple[str, ...]) -> Node | None:
         if self._is_hidden(path):
             return None
-        if self.tree.is_cached(path[:-1]):
+        if self.tree.at_hand(path[:-1]):
             node = self.tree.get(path)
         else:
             node = self._io(self.tree.get, path)
@@ -394,8 +394,9 @@ class Operations:
                 self._listings_bytes -= self._listings.popitem(last=False)[1].size
 
     def _listing(self, inode: int) -> _Listing:
-        """A folder's listing: kept, or built (on a worker when that reads a
-        record or the index)."""
+        """A folder's listing: kept, or built; on a worker when building it
+        may wait on the disk (a record that is not in the page cache, the
+        index) or a bucket."""
         with self._keeping:
             if self.tree.generation != self._listings_generation:
                 self._listings.clear()
@@ -407,7 +408,7 @@ class Operations:
                 self._listings.move_to_end(key)
                 return listing
         path = self._path(inode)
-        if self.tree.is_cached(path):
+        if self.tree.at_hand(path):
             listing = self._build_listing(inode, path)
         else:
             listing = self._io(self._build_listing, inode, path)

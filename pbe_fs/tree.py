@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from . import maintenance, names
-from .archive import Archive
+from .archive import RAW, RECORD, Archive, artwork_key
 from .artwork import QUALITIES, ArtworkFolder, Node, top_quality
 from .config import AI_POLICIES, NSFW_POLICIES, Config
 from .errors import PbeError, RecordError
@@ -448,6 +448,18 @@ class Tree:
         """Whether listing or looking into path is a dict access (no I/O)."""
         key = self._key(path, build=False)
         return key is not None and key in self._dirs
+
+    def at_hand(self, path: tuple[str, ...]) -> bool:
+        """Whether listing or looking into path waits on nothing: it is
+        kept, or it is in a work's folders on a local archive and the work's
+        record files are in the page cache (a walk's usual case: what a sync
+        wrote or a reader read lately)."""
+        key = self._key(path, build=False)
+        if key is None or key is path or key in self._dirs:
+            return key is not None and key in self._dirs
+        store = self.archive.store
+        return not store.blocking and self._works.get(key[0]) is not None \
+            and store.at_hand(artwork_key(key[0], RECORD)) and store.at_hand(artwork_key(key[0], RAW))
 
     def position(self, path: tuple[str, ...], name: str) -> int | None:
         """Where name sits in ``list(path)`` (None: not there)."""

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from bench.common import forget
 from pbe_fs.config import load
 from pbe_fs.fuse import BUCKET_READERS
 from pbe_fs.index import Index
@@ -196,9 +197,7 @@ def test_mount_reads_byte_exact_from_the_bucket(weed, s3_synced, tmp_path) -> No
             return [link for link in links if "/blocks/" in link]
         assert len(cache_files()) > 2 * BUCKET_READERS  # the zip's and the PDF's pages among them
         for path in (manga / f"93012350_p{n}.jpg" for n in range(BUCKET_READERS)):
-            fd = os.open(path, os.O_RDONLY)
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            os.close(fd)
+            forget(path)
             path.read_bytes()
         deadline = time.monotonic() + 10  # a bucket's readers are closed on a worker thread
         while len(cache_files()) > 2 * BUCKET_READERS and time.monotonic() < deadline:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.common import forget
 from bench.scale_bench import build_archive
 from tests.conftest import Mount, pbe, write_config
 from tests.fakepixiv import FakePixiv, Work
@@ -104,6 +105,32 @@ def test_every_entry_has_its_own_number_and_keeps_it(synced, tmp_path: Path) -> 
         assert os.stat(os.path.join(folder, "..")).st_ino == os.stat(os.path.dirname(folder)).st_ino
     finally:
         assert m.stop() == 0
+
+
+def test_a_walk_lists_the_same_whether_records_wait_on_the_disk_or_not(tmp_path: Path) -> None:
+    """A work's folder is listed on the request thread when its record files
+    are in the page cache, on a worker when they are not: the same entries,
+    numbers and sizes either way."""
+    config = build_archive(tmp_path, 40, tags=1)
+    records = list((tmp_path / "data" / "artworks").glob("*/p*.json"))
+    assert len(records) >= 80
+    os.sync()
+    seen = []
+    for cold in (True, False):
+        for path in records:
+            if cold:
+                forget(path)
+            else:
+                path.read_bytes()
+        m = Mount(config, tmp_path / "mnt")
+        try:
+            out = subprocess.run(["find", str(m.mountpoint), "-printf", "%P %i %s %y\n"], capture_output=True,
+                                 text=True, check=True, timeout=120).stdout
+            seen.append(sorted(out.splitlines()))
+            assert "Traceback" not in m.stderr()
+        finally:
+            assert m.stop() == 0
+    assert len(seen[0]) > 40 * 50 and seen[0] == seen[1]
 
 
 RETITLED = 96000001

@@ -1,9 +1,16 @@
-"""The tree's pure parts: the listings it keeps between requests."""
+"""The tree: the listings it keeps between requests, and which ones are at hand."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
+from bench.common import forget
+from bench.scale_bench import build_archive
+from pbe_fs import config
 from pbe_fs.artwork import Node
-from pbe_fs.tree import _Folder, _Folders
+from pbe_fs.storage.local import LocalStore
+from pbe_fs.tree import Tree, _Folder, _Folders
 
 
 def folder(entries: int) -> _Folder:
@@ -44,3 +51,28 @@ def test_listings_are_bounded_by_folders_too() -> None:
     kept.clear()
     kept.put(("e",), folder(10**6))
     assert ("e",) in kept
+
+
+def test_a_works_folder_is_at_hand_once_its_record_files_are_in_the_page_cache(tmp_path: Path) -> None:
+    """The mount lists such a folder on its request thread; any other waits
+    on the disk and goes to a worker."""
+    cfg = build_archive(tmp_path, 3, tags=1)
+    tree = Tree(config.load(cfg), "enabled")
+    aid = next(name for name, _ in tree.list(("by-id",)))
+    folder = ("by-id", aid)
+    record, raw = (tmp_path / "data" / "artworks" / aid / name for name in ("pbe.json", "pixiv.json"))
+    os.sync()  # written just now: dirty pages are not dropped
+    for path in (record, raw):
+        forget(path)
+    assert not tree.at_hand(folder) and not tree.at_hand(folder + ("large",))
+    record.read_bytes()
+    assert not tree.at_hand(folder)  # pixiv.json is read too
+    raw.read_bytes()
+    assert tree.at_hand(folder) and tree.at_hand(folder + ("large",))
+    assert tree.list(folder)  # now kept: at hand whatever the page cache holds
+    for path in (record, raw):
+        forget(path)
+    assert tree.at_hand(folder) and tree.at_hand(folder + ("large",))
+    assert not tree.at_hand(("by-id", "1"))  # no such work
+    assert tree.at_hand(("by-id",)) and not tree.at_hand(("by-tag",))  # a view: kept, or not yet listed
+    assert not LocalStore(tmp_path / "data").at_hand("artworks/1/pbe.json")

@@ -136,6 +136,21 @@ class LocalStore:
         with self._read(key) as fh:
             return fh.readall()
 
+    def at_hand(self, key: str) -> bool:
+        """Whether reading key's first page would not wait on the disk (it
+        is in the page cache: preadv2 with RWF_NOWAIT). Opening the file may
+        still read its inode. False for a file that is not there."""
+        try:
+            fd = os.open(self.path(key), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:
+            return False
+        try:
+            return os.preadv(fd, [bytearray(1)], 0, os.RWF_NOWAIT) == 1
+        except OSError:  # EAGAIN: not cached; EOPNOTSUPP: a file system that cannot tell
+            return False
+        finally:
+            os.close(fd)
+
     def write_bytes(self, key: str, data: bytes) -> None:
         write_atomic(self.path(key), data)
 
