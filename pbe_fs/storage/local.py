@@ -68,7 +68,7 @@ def discard(path: Path, trash: Path) -> None:
     shutil.rmtree(target, ignore_errors=True)
 
 
-def open_inside(root: str, path: Path) -> int:
+def open_inside(root: str, path: Path | str) -> int:
     """A read-only descriptor of ``path``, refused (ELOOP/EACCES) when it is
     a symlink or when any folder on the way leads out of ``root`` (the
     real path of the archive).
@@ -117,11 +117,12 @@ class LocalStore:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._prefix = str(root) + "/"  # keys are joined to it as strings on the hot paths (pathlib: ~4 µs)
         self.trash = root / ".pbe" / "trash"
         self._real = os.path.realpath(root).rstrip("/") + "/"  # reads never leave this
 
     def _read(self, key: str) -> io.FileIO:
-        return io.FileIO(open_inside(self._real, self.path(key)), "rb")
+        return io.FileIO(open_inside(self._real, self._prefix + key), "rb")
 
     def check(self) -> None:
         pass
@@ -141,7 +142,7 @@ class LocalStore:
         is in the page cache: preadv2 with RWF_NOWAIT). Opening the file may
         still read its inode. False for a file that is not there."""
         try:
-            fd = os.open(self.path(key), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            fd = os.open(self._prefix + key, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
         except OSError:
             return False
         try:
