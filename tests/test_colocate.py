@@ -58,7 +58,12 @@ def _policy_and_cpu(pid: int) -> tuple[int, int] | None:
 
 def _walk_watching(m: Mount, cpu: int | None) -> list[tuple[int, int]]:
     """Walk the mount (find pinned to cpu, if given), sampling the request
-    thread's policy and CPU until the walk ends."""
+    thread's policy and CPU until the walk ends. Without hogs of its own,
+    the walk starts once nothing else runs (another test's server still
+    going down, say), for up to 10 s."""
+    deadline = time.monotonic() + 10
+    while cpu is not None and not colocate.quiet() and time.monotonic() < deadline:
+        time.sleep(0.05)
     cmd = ["find", str(m.mountpoint)]
     if cpu is not None:
         cmd = ["taskset", "-c", str(cpu), *cmd]

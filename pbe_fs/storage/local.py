@@ -140,7 +140,9 @@ class LocalStore:
     def at_hand(self, key: str) -> bool:
         """Whether reading key's first page would not wait on the disk (it
         is in the page cache: preadv2 with RWF_NOWAIT). Opening the file may
-        still read its inode. False for a file that is not there."""
+        still read its inode, and a miss starts reading the file in (the
+        kernel reads ahead without waiting), so whoever reads it next waits
+        less. False for a file that is not there."""
         try:
             fd = os.open(self._prefix + key, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
         except OSError:
