@@ -93,8 +93,7 @@ class Colocation:
     back; ``resting()`` before the thread sleeps."""
 
     def __init__(self) -> None:
-        self.cpus = frozenset(os.sched_getaffinity(0))
-        self.enabled = len(self.cpus) > 1 and can_leave_idle()
+        self.enabled = len(os.sched_getaffinity(0)) > 1 and can_leave_idle()
         self.idle = False
         self._count = 0
         if not self.enabled:
@@ -107,11 +106,17 @@ class Colocation:
         if self._count % EVERY:
             return
         cpu = cpu_of(pid)
-        if cpu is None or cpu not in self.cpus or not quiet():
+        allowed = os.sched_getaffinity(0)  # again each time: someone may have narrowed it (taskset -p)
+        if cpu is None or cpu not in allowed or not quiet():
             self._policy(idle=False)
             return
-        os.sched_setaffinity(0, {cpu})  # moves this thread there now...
-        os.sched_setaffinity(0, self.cpus)  # ...and lets it go anywhere again
+        try:
+            os.sched_setaffinity(0, {cpu})  # moves this thread there now...
+            os.sched_setaffinity(0, allowed)  # ...and lets it go where it could again
+        except OSError as exc:  # the CPUs changed meanwhile (a cgroup's cpuset)
+            log.debug("the request thread stays where it is: %s", exc)
+            self._policy(idle=False)
+            return
         self._policy(idle=True)
 
     def resting(self) -> None:

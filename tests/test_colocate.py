@@ -123,3 +123,20 @@ def test_on_a_busy_machine_the_request_thread_keeps_its_policy(archive: Path, tm
             hog.kill()
             hog.wait()
         assert m.stop() == 0
+
+
+@needs_mount
+@needs_cpus
+def test_cpus_the_mount_was_narrowed_to_are_kept(archive: Path, tmp_path: Path) -> None:
+    """`taskset -p` on the mount's request thread holds: the thread moves
+    only within what it may use, and never widens it back."""
+    first, second = sorted(os.sched_getaffinity(0))[:2]
+    m = Mount(archive, tmp_path / "mnt")
+    try:
+        os.listdir(m.path())
+        subprocess.run(["taskset", "-p", "-c", str(second), str(m.proc.pid)], check=True, stdout=subprocess.DEVNULL)
+        _walk_watching(m, first)  # asks from the CPU the thread may not use
+        assert os.sched_getaffinity(m.proc.pid) == {second}
+        assert "Traceback" not in m.stderr()
+    finally:
+        assert m.stop() == 0
