@@ -17,7 +17,7 @@ else wants a CPU, the request thread moves to the asker's CPU and runs as
 SCHED_IDLE: the asker is woken where it waited, takes the CPU from the
 thread at once, and when it asks again the thread, still runnable there,
 reads the request without having slept. Nobody is woken across CPUs, and
-the other CPU stays free: the same walk takes 3.0 s and half the CPU time.
+the other CPU stays free: the same walk takes 2.9 s and half the CPU time.
 
 SCHED_IDLE gives way to every other task, so the thread takes it only
 while nothing else is runnable (looked at every few requests), and gives
