@@ -76,6 +76,7 @@ def main() -> None:
                 "path": "./data", "endpoint_url": weed.endpoint, "bucket": "bench", "access_key": "k", "secret_key": "s"},
                 "cache": {"path": "./cache-s3"}}
             (base / "s3.json").write_text(json.dumps(s3_cfg))
+            (base / "s3.json").chmod(0o600)  # it names the bucket's keys: pbe-fs warns about a config others can read
             start = time.perf_counter()
             subprocess.run([sys.executable, "-m", "pbe_fs.cli", "-c", str(base / "s3.json"), "-q", "migrate", "--to", "s3",
                             "--no-progress"], env=ENV, check=True)
