@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -147,16 +148,35 @@ def mount_problem(mountpoint: Path, state: dict[str, Any] | None = None) -> str 
     named = [pid for pid in holders if str(mountpoint) in _cmdline(pid)]
     if state and state.get("mount") == str(mountpoint) and state.get("pid") in holders:
         named = [state["pid"]]
-    if not named and len(holders) == 1 and kind == "fuse.pbe-fs":
-        named = holders
+    if not named:
+        if _answers(mountpoint) is False:
+            return f"{mountpoint} is a dead mount (its process ended): `fusermount3 -u {mountpoint}`, then try again"
+        if len(holders) == 1 and kind == "fuse.pbe-fs":  # alive, and only one pbe-fs holds a connection
+            named = holders
     if named:
         return (f"{mountpoint} is already mounted by {describe(named[0])}: it is in use; stop that process "
                 f"(`kill {named[0]}`, or `systemctl --user stop pbe-fs` for the service) to unmount it")
-    try:
-        os.statvfs(mountpoint)  # asks the server itself: a stat may be answered from the kernel's caches
-    except OSError:  # "Transport endpoint is not connected": its process is gone
-        return f"{mountpoint} is a dead mount (its process ended): `fusermount3 -u {mountpoint}`, then try again"
     return f"{mountpoint} is already mounted ({kind}) by a process pbe-fs cannot name: mount on another folder"
+
+
+def _answers(mountpoint: Path, timeout: float = 2.0) -> bool | None:
+    """Whether the server of the file system at mountpoint answers a statvfs
+    (a stat may come from the kernel's caches): False when it is gone
+    ("Transport endpoint is not connected"), None when it does not answer
+    in time (stopped, or busy): the thread asking is left behind then."""
+    result: list[bool] = []
+
+    def ask() -> None:
+        try:
+            os.statvfs(mountpoint)
+            result.append(True)
+        except OSError:
+            result.append(False)
+
+    asking = threading.Thread(target=ask, name="statvfs", daemon=True)
+    asking.start()
+    asking.join(timeout)
+    return result[0] if result else None
 
 
 # -- the daemon's state file --------------------------------------------------------------

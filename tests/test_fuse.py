@@ -475,6 +475,26 @@ def test_a_killed_mount_is_named_dead_and_can_be_mounted_again(synced, tmp_path:
         assert m.stop() == 0
 
 
+def test_a_dead_mount_beside_a_live_one_is_named_dead(synced, tmp_path: Path) -> None:
+    """With one pbe-fs mount alive elsewhere, a dead one is still called
+    dead: not "in use" by the live one's process (which the user would be
+    told to kill)."""
+    config, _ = synced
+    live = Mount(config, tmp_path / "live")
+    dead = Mount(config, tmp_path / "dead")
+    try:
+        assert os.listdir(dead.mountpoint)
+        dead.proc.kill()
+        dead.proc.wait(timeout=10)
+        again = pbe(config, "mount", str(dead.mountpoint))
+        assert again.returncode != 0 and "dead mount" in again.stderr, again.stderr
+        assert str(live.proc.pid) not in again.stderr
+        assert "by-id" in os.listdir(live.mountpoint)
+    finally:
+        subprocess.run(["fusermount3", "-u", str(dead.mountpoint)], check=False)
+        assert live.stop() == 0
+
+
 def test_mount_refuses_bad_mountpoints(synced, tmp_path: Path) -> None:
     config, _ = synced
     proc = pbe(config, "mount", str(tmp_path / "missing"))
