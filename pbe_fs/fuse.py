@@ -470,7 +470,7 @@ class Operations:
                 return kept
         # not _node(): a file unlinked (hidden) while open is still read
         path = self._path(inode)
-        at_hand = self.tree.is_cached(path[:-1])
+        at_hand = self.tree.at_hand(path[:-1])
         node = self.tree.get(path) if at_hand else self._io(self.tree.get, path)
         if node is None:
             raise FuseError(errno.ENOENT)
