@@ -56,18 +56,25 @@ def can_leave_idle() -> bool:
     return result == [True]
 
 
-def cpu_of(pid: int) -> int | None:
-    """The CPU the thread pid last ran on (/proc/PID/stat, field 39)."""
+def _proc(path: str) -> bytes:
+    """A small /proc file, in one read (b"" when it cannot be read: the
+    thread is gone). os.open and os.read: no file object on this path."""
     try:
-        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY)
     except OSError:
-        return None
+        return b""
     try:
-        stat = os.read(fd, 1024)
+        return os.read(fd, 1024)
+    except OSError:
+        return b""
     finally:
         os.close(fd)
-    try:
-        return int(stat.rpartition(b")")[2].split()[36])  # the name may hold spaces and brackets
+
+
+def cpu_of(pid: int) -> int | None:
+    """The CPU the thread pid last ran on (/proc/PID/stat, field 39)."""
+    try:  # the name comes first, in brackets, and may hold spaces and brackets itself
+        return int(_proc(f"/proc/{pid}/stat").rpartition(b")")[2].split()[36])
     except (ValueError, IndexError):
         return None
 
@@ -75,15 +82,8 @@ def cpu_of(pid: int) -> int | None:
 def quiet() -> bool:
     """Whether the caller is the only task running or runnable right now
     (/proc/loadavg's fourth field, "running/total")."""
-    try:
-        fd = os.open("/proc/loadavg", os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        running = os.read(fd, 128).split()[3].partition(b"/")[0]
-    finally:
-        os.close(fd)
-    return running == b"1"
+    fields = _proc("/proc/loadavg").split()
+    return len(fields) > 3 and fields[3].partition(b"/")[0] == b"1"
 
 
 class Colocation:

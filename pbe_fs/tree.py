@@ -455,8 +455,10 @@ class Tree:
         record files are in the page cache (a walk's usual case: what a sync
         wrote or a reader read lately)."""
         key = self._key(path, build=False)
-        if key is None or key is path or key in self._dirs:
-            return key is not None and key in self._dirs
+        if key is None or key in self._dirs:
+            return key is not None
+        if key is path:  # a view's or group's folder: built from the index
+            return False
         store = self.archive.store
         return not store.blocking and self._works.get(key[0]) is not None \
             and store.at_hand(artwork_key(key[0], RECORD)) and store.at_hand(artwork_key(key[0], RAW))
